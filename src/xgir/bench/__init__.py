@@ -1,0 +1,35 @@
+"""Named benchmark suites, run by ``xgir bench NAME``.
+
+Every module in this package that defines ``SUITE = "name"`` and
+``run(out: Path, seeds: list[int], quick: bool = False) -> dict`` is a suite.
+A suite writes its results folder (JSON metrics, a Markdown table ``report.md``,
+PNG figures) and returns its metrics.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+from xgir.errors import XgirError
+
+
+def suites() -> dict[str, ModuleType]:
+    """Suite name -> module."""
+    found: dict[str, ModuleType] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        name = getattr(module, "SUITE", None)
+        if name is not None:
+            found[name] = module
+    return found
+
+
+def get_suite(name: str) -> ModuleType:
+    found = suites()
+    if name not in found:
+        raise XgirError(f"unknown benchmark suite '{name}'; choose one of: {', '.join(sorted(found)) or '(none)'}")
+    return found[name]

@@ -1,0 +1,76 @@
+"""The ``xgir`` command line.
+
+Each module in this package that defines ``register(app: typer.Typer)`` adds its
+commands; :func:`main` runs the app and turns user errors into one line on
+stderr and exit status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="xgir",
+    help="Explain image classifiers and use the explanations to correct them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_all()
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """One-line message for errors caused by the user's input; None for bugs."""
+    from pydantic import ValidationError
+
+    from xgir.errors import XgirError
+
+    if isinstance(err, XgirError):
+        return str(err)
+    if isinstance(err, ValidationError):
+        from xgir.config import format_validation_error
+
+        return format_validation_error(err)
+    if isinstance(err, FileNotFoundError):
+        return f"file not found: {err.filename or err}"
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``xgir`` script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SystemExit as exit_:  # pragma: no cover - typer's own exits
+        return int(exit_.code or 0)
+    except BaseException as err:  # noqa: BLE001 - the CLI boundary
+        kind = type(err).__name__
+        if kind == "Exit":  # typer/click normal exit
+            return int(getattr(err, "exit_code", 0))
+        if hasattr(err, "show") and hasattr(err, "exit_code"):  # usage errors: click prints them
+            err.show()
+            return 2
+        if kind == "Abort":
+            print("error: aborted", file=sys.stderr)
+            return 1
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0

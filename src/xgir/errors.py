@@ -1,0 +1,8 @@
+"""User-facing errors: one line saying what is wrong and how to fix it."""
+
+
+class XgirError(Exception):
+    """An error caused by the user's input (shapes, names, files, configs).
+
+    The CLI prints its message on one line and exits with status 2, without a traceback.
+    """

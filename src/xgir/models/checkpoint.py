@@ -1,0 +1,49 @@
+"""Build models by name and save / load them as checkpoints with their config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xgir.errors import XgirError
+from xgir.io import torch_save
+from xgir.models.zoo import ARCHITECTURES
+
+
+def build_model(arch: str, **params: Any) -> nn.Module:
+    """A zoo model by name (``lenet``, ``small-resnet``) with its keyword arguments."""
+    if arch not in ARCHITECTURES:
+        raise XgirError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[arch](**params)
+    except TypeError as err:
+        raise XgirError(f"bad parameters for architecture '{arch}': {err}") from None
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike, arch: str, params: dict[str, Any],
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Save weights with the config that rebuilds the model, atomically."""
+    state = {"arch": arch, "params": dict(params), "state_dict": model.state_dict(), "meta": meta or {}}
+    return torch_save(state, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise XgirError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt or foreign file
+        raise XgirError(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
+        raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict')")
+    model = build_model(state["arch"], **state["params"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), state

@@ -1,0 +1,96 @@
+"""A small model zoo: a LeNet-style CNN and a small ResNet with batch norm.
+
+Every model ends in a linear layer named ``fc`` (the softmax head), so
+``split(model, head="fc")`` works on all of them, as on a torchvision ResNet.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LeNet(nn.Module):
+    """LeNet-style CNN: two conv-ReLU-maxpool stages, a hidden linear layer, head ``fc``.
+
+    Input float[N,C,H,W] with H, W divisible by 4; output logits float[N,num_classes].
+    Layers: ``conv1``, ``conv2`` (the last conv layer), ``hidden``, ``fc``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+                 width: int = 32, hidden: int = 128) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 5, padding=2)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(width, 2 * width, 5, padding=2)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.hidden = nn.Linear(2 * width * (image_size // 4) ** 2, hidden)
+        self.relu3 = nn.ReLU()
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.fc(self.relu3(self.hidden(self.flatten(x))))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-BN layers and an identity or 1x1 shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        self.relu2 = nn.ReLU()  # a module (not F.relu) so hooks and DeepLIFT see it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A small ResNet: stem, three stages of basic blocks (strides 1, 2, 2), global average
+    pooling and head ``fc``. Feature size = 4 * width. Layers: ``stem``, ``layer1``,
+    ``layer2``, ``layer3`` (the last conv stage), ``pool``, ``fc``."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16,
+                 blocks: int = 1) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        chans = [width, 2 * width, 4 * width]
+        layers = []
+        in_c = width
+        for i, c in enumerate(chans):
+            stage = [BasicBlock(in_c, c, 1 if i == 0 else 2)]
+            stage += [BasicBlock(c, c) for _ in range(blocks - 1)]
+            layers.append(nn.Sequential(*stage))
+            in_c = c
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(in_c, num_classes)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(self.pool(x))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"lenet": LeNet, "small-resnet": SmallResNet}
