@@ -73,7 +73,7 @@ def decoy_digits(
         if split == "train":
             shade = (255.0 - 25.0 * labels.float()) / 255.0
         else:
-            shade = torch.randint(0, 10, (n,), generator=g).float().mul(25.0).rsub(255.0) / 255.0
+            shade = (255.0 - 25.0 * torch.randint(0, 10, (n,), generator=g).float()) / 255.0
         starts = [(0, 0), (0, size - patch), (size - patch, 0), (size - patch, size - patch)]
         if corners == "one":
             chosen = torch.randint(0, 4, (n,), generator=g)
