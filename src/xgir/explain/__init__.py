@@ -1,5 +1,10 @@
-"""Explainers: ``explainer(model, x[N,C,H,W], targets) -> heatmaps[N,T,H',W']``."""
+"""Explainers: ``explainer(model, x[N,C,H,W], targets) -> heatmaps[N,T,H',W']``.
 
+Find them by name with :func:`get_explainer`; targets are classes, clusters or
+weighted logits (:mod:`xgir.explain.targets`).
+"""
+
+from xgir.explain.registry import Explainer, available_explainers, get_explainer
 from xgir.explain.targets import Targets, as_targets
 
-__all__ = ["Targets", "as_targets"]
+__all__ = ["Explainer", "Targets", "as_targets", "available_explainers", "get_explainer"]
