@@ -7,7 +7,14 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.metrics import auc, deletion, gaussian_blur, insertion, perturbation_curves, step_fractions
+from xgir.metrics import (
+    auc,
+    deletion,
+    gaussian_blur,
+    insertion,
+    perturbation_curves,
+    step_fractions,
+)
 
 
 class RegionModel(nn.Module):
@@ -97,7 +104,9 @@ def test_batched_matches_per_image_loop(mode):
     assert torch.allclose(res.curves, ref, atol=1e-5)
     frac = step_fractions(64, 5)
     assert frac[-1] == 1.0 and frac[-2] == pytest.approx(60 / 64)
-    assert torch.allclose(res.auc, torch.from_numpy(np.trapezoid(ref.numpy(), frac.numpy())).float())
+    assert torch.allclose(
+        res.auc, torch.from_numpy(np.trapezoid(ref.numpy(), frac.numpy())).float()
+    )
 
 
 def test_multi_target_maps_and_model_mode_restored():

@@ -44,7 +44,11 @@ def test_ssim_matches_skimage(size):
     ours = ssim(a, b, normalise=False)
     for i in range(2):
         ref = structural_similarity(
-            a[i].numpy(), b[i].numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
+            a[i].numpy(),
+            b[i].numpy(),
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
             use_sample_covariance=False,
         )
         assert ours[i].item() == pytest.approx(ref, abs=1e-5)

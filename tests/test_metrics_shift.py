@@ -35,8 +35,12 @@ def _dataset(groups: bool = True) -> ImageDataset:
     images[:, 0, 0, 0] = pred / 10
     labels = torch.tensor([0, 1, 1, 0, 2, 2])  # correct: 1 1 0 1 0 1
     return ImageDataset(
-        images, labels, groups=torch.tensor([0, 0, 1, 1, 3, 3]) if groups else None,
-        group_names=["a", "b", "c", "d"] if groups else [], classes=["0", "1", "2"], name="toy",
+        images,
+        labels,
+        groups=torch.tensor([0, 0, 1, 1, 3, 3]) if groups else None,
+        group_names=["a", "b", "c", "d"] if groups else [],
+        classes=["0", "1", "2"],
+        name="toy",
     )
 
 
@@ -58,11 +62,17 @@ def test_per_split():
     model = PixelModel()
     splits = {"source": _dataset(), "target": _dataset(groups=False).subset([0, 1, 2])}
     rows = evaluate_splits(model, splits)
-    assert rows["source"] == {"accuracy": pytest.approx(4 / 6), "n": 6, "worst_group": 0.5,
-                              "num_groups": 3}
+    assert rows["source"] == {
+        "accuracy": pytest.approx(4 / 6),
+        "n": 6,
+        "worst_group": 0.5,
+        "num_groups": 3,
+    }
     assert rows["target"] == {"accuracy": pytest.approx(2 / 3), "n": 3}
-    assert accuracy_per_split(model, splits) == {"source": pytest.approx(4 / 6),
-                                                 "target": pytest.approx(2 / 3)}
+    assert accuracy_per_split(model, splits) == {
+        "source": pytest.approx(4 / 6),
+        "target": pytest.approx(2 / 3),
+    }
 
 
 def test_model_mode_restored():

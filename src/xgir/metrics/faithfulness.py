@@ -40,6 +40,17 @@ def step_fractions(num_pixels: int, step: int, device: torch.device | str = "cpu
     return k.float() / num_pixels
 
 
+def default_batch_size(x: torch.Tensor) -> int:
+    """Perturbed images per forward pass when none is given: on CUDA about 2^24 input values
+    (16 to 2048 images); on the CPU about 2^16 pixels (4 to 256 images), which keeps the first
+    activations in cache (the fastest setting measured with a small CNN on 28x28 and 64x64
+    inputs; large CPU batches were slower per image)."""
+    c, h, w = x.shape[1:]
+    if x.device.type == "cuda":
+        return int(min(2048, max(16, 2**24 // (c * h * w))))
+    return int(min(256, max(4, 2**16 // (h * w))))
+
+
 def default_step(num_pixels: int) -> int:
     """Default pixels per step: about 100 steps per curve."""
     return max(1, math.ceil(num_pixels / 100))
@@ -161,7 +172,7 @@ def perturbation_curves(
     targets: object = None,
     step: int | None = None,
     baseline: object = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> PerturbationCurves:
     """Deletion or insertion curves of ``saliency`` maps on images ``x``.
 
@@ -173,7 +184,8 @@ def perturbation_curves(
         step: pixels per step (default ~P/100).
         baseline: ``"zeros"``, ``"blur"``, ``"mean"``, a number or a tensor broadcastable to x.
             Default zeros for deletion, blur for insertion (the start image).
-        batch_size: perturbed images per forward pass (bounds memory).
+        batch_size: perturbed images per forward pass (bounds memory); default
+            :func:`default_batch_size`.
 
     Returns:
         curves float[N,S+1] and auc float[N] ([N,T,S+1], [N,T] for [N,T,H,W] saliency), on x's
@@ -187,6 +199,7 @@ def perturbation_curves(
     step = default_step(p) if step is None else int(step)
     if step < 1:
         raise XgirError(f"step must be at least 1 pixel, got {step}")
+    batch_size = default_batch_size(x) if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise XgirError(f"batch_size must be at least 1, got {batch_size}")
     device = x.device
@@ -233,7 +246,7 @@ def deletion(
     targets: object = None,
     step: int | None = None,
     baseline: object = "zeros",
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> PerturbationCurves:
     """Deletion curves and AUC (lower = more faithful); see :func:`perturbation_curves`."""
     return perturbation_curves(model, x, saliency, "deletion", targets, step, baseline, batch_size)
@@ -246,7 +259,7 @@ def insertion(
     targets: object = None,
     step: int | None = None,
     baseline: object = "blur",
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> PerturbationCurves:
     """Insertion curves and AUC (higher = more faithful), starting from an 11 px, sigma 5
     blur of x by default; see :func:`perturbation_curves`."""

@@ -77,7 +77,7 @@ def _score(
     cls: torch.Tensor,
     maps: torch.Tensor,
     step: int,
-    batch_size: int,
+    batch_size: int | None,
 ) -> dict[str, torch.Tensor]:
     values: dict[str, torch.Tensor] = {}
     if ds.masks is not None:
@@ -149,7 +149,7 @@ def evaluate_explainers(
     out_dir: str | Path | None = None,
     seed: int = 0,
     step: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     explain_batch_size: int = 64,
     random_baseline: bool = True,
     progress: bool = True,
@@ -164,7 +164,8 @@ def evaluate_explainers(
         out_dir: where to write ``metrics.json``, ``report.md`` and ``heatmaps.png`` (atomically,
             only once every explainer has run); None writes nothing.
         step: deletion/insertion pixels per step (default ~1% of the pixels).
-        batch_size: perturbed images per forward pass in deletion/insertion.
+        batch_size: perturbed images per forward pass in deletion/insertion (default: see
+            :func:`xgir.metrics.faithfulness.default_batch_size`).
 
     Returns:
         ``{"summary": {explainer: {metric: mean, metric_std, metric_n, seconds}},
@@ -178,7 +179,7 @@ def evaluate_explainers(
     except StopIteration:
         device = torch.device("cpu")
     x = ds.images.to(device)
-    logits = predict(model, ds.images, batch_size)
+    logits = predict(model, ds.images)
     pred = logits.argmax(1)
     if isinstance(targets, str):
         if targets not in ("label", "predicted"):
