@@ -139,6 +139,7 @@ def test_evaluate_explainers_values_match_metrics(tmp_path):
         out_dir=tmp_path,
         step=49,
         progress=False,
+        figure=False,
     )
     maps = _input_gradient(model, ds.images, ds.labels)[:, 0]
     per = res["per_image"]["input-grad"]
@@ -151,6 +152,7 @@ def test_evaluate_explainers_values_match_metrics(tmp_path):
     assert torch.allclose(torch.tensor(per["deletion"]), auc, atol=1e-6)
     saved = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN -> null
     assert saved["per_image"]["input-grad"]["irrelevant_overlap"][3] is None
+    assert (tmp_path / "report.md").exists() and not (tmp_path / "heatmaps.png").exists()
 
 
 def test_evaluate_explainers_bad_explainer_writes_nothing(tmp_path):

@@ -154,6 +154,7 @@ def evaluate_explainers(
     random_baseline: bool = True,
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
+    figure: bool = True,
 ) -> dict[str, Any]:
     """Explain n images of ``dataset`` with each explainer and score the maps.
 
@@ -163,6 +164,7 @@ def evaluate_explainers(
         n: images to use (a random subset drawn with ``seed``; None = all).
         out_dir: where to write ``metrics.json``, ``report.md`` and ``heatmaps.png`` (atomically,
             only once every explainer has run); None writes nothing.
+        figure: also write ``heatmaps.png`` (the first 8 images, one column per explainer).
         step: deletion/insertion pixels per step (default ~1% of the pixels).
         batch_size: perturbed images per forward pass in deletion/insertion (default: see
             :func:`xgir.metrics.faithfulness.default_batch_size`).
@@ -228,7 +230,7 @@ def evaluate_explainers(
         "per_image": per_image,
     }
     if out_dir is not None:
-        write_outputs(result, ds, shown, Path(out_dir))
+        write_outputs(result, ds, shown if figure else None, Path(out_dir))
     return result
 
 
@@ -244,18 +246,23 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_outputs(
-    result: Mapping[str, Any], ds: ImageDataset, shown: Mapping[str, torch.Tensor], out_dir: Path
+    result: Mapping[str, Any],
+    ds: ImageDataset,
+    shown: Mapping[str, torch.Tensor] | None,
+    out_dir: Path,
 ) -> None:
-    """Write ``heatmaps.png``, ``metrics.json`` and ``report.md`` (last) into ``out_dir``."""
-    from xgir.viz import heatmap_grid
+    """Write ``heatmaps.png`` (when ``shown`` maps are given), ``metrics.json`` and
+    ``report.md`` (last) into ``out_dir``."""
+    if shown:
+        from xgir.viz import heatmap_grid
 
-    k = min(len(ds), 8)
-    heatmap_grid(
-        ds.images[:k],
-        torch.stack([m[:k] for m in shown.values()], dim=1),
-        out_dir / "heatmaps.png",
-        col_titles=list(shown),
-    )
+        k = min(len(ds), 8)
+        heatmap_grid(
+            ds.images[:k],
+            torch.stack([m[:k] for m in shown.values()], dim=1),
+            out_dir / "heatmaps.png",
+            col_titles=list(shown),
+        )
     write_json(out_dir / "metrics.json", _jsonable(result))
     lines = [
         f"# Explanation metrics: {result['dataset'] or 'dataset'}",
