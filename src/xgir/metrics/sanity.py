@@ -148,7 +148,8 @@ def parameter_layers(model: nn.Module) -> list[str]:
 
 def _reinit(module: nn.Module, seed: int) -> None:
     """Re-initialise every parameterised submodule of ``module`` with a seeded RNG:
-    ``reset_parameters`` where defined, else N(0, 0.01^2) weights."""
+    ``reset_parameters`` where defined (batch norm: weight 1, bias 0, fresh running
+    statistics), else N(0, 0.01^2) weights."""
     devices = sorted({p.device.index for p in module.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
