@@ -52,7 +52,8 @@ def captum_ref(name, model, x, target):
     return a.detach().sum(dim=1)
 
 
-PARAMS = {"ig": {"n_steps": 20}, "deepshap": {"baselines": DATA}, "occlusion": {"window": 4, "stride": 2}}
+PARAMS = {"ig": {"n_steps": 20}, "deepshap": {"baselines": DATA},
+          "occlusion": {"window": 4, "stride": 2}}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
