@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from xgir.data.base import ImageDataset
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -34,12 +35,14 @@ def fit_classifier(
     extra_loss: ExtraLoss | None = None,
     parameters: list[nn.Parameter] | None = None,
     desc: str = "train",
+    loss_fn: LossFn | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with Adam on cross-entropy over ``dataset``; returns it in eval mode.
 
     Args:
         extra_loss: optional ``(model, batch, logits) -> scalar`` added to the loss (guidance).
         parameters: parameters to optimise (default: all that require grad).
+        loss_fn: ``(logits, batch) -> scalar`` replacing cross-entropy on ``batch["label"]``.
     """
     device = model_device(model)
     torch.manual_seed(seed)
@@ -55,7 +58,10 @@ def fit_classifier(
             x = batch["image"].to(device)
             y = batch["label"].to(device)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            if loss_fn is None:
+                loss = F.cross_entropy(logits, y)
+            else:
+                loss = loss_fn(logits, {k: v.to(device) for k, v in batch.items()})
             if extra_loss is not None:
                 loss = loss + extra_loss(model, {k: v.to(device) for k, v in batch.items()}, logits)
             opt.zero_grad(set_to_none=True)
