@@ -50,7 +50,7 @@ def region_mask() -> torch.Tensor:
 
 
 def region_images(labels: list[int], seed: int = 0) -> torch.Tensor:
-    """float[N,3,SIZE,SIZE] in [0,1]: smooth colour blobs, R and the decoy in the colour of the label."""
+    """float[N,3,SIZE,SIZE] in [0,1]: smooth colour blobs; R and the decoy in the label's colour."""
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.rand(len(labels), 3, 5, 5, generator=gen) * 0.6
     x = torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear",

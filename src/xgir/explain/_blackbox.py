@@ -19,7 +19,7 @@ from xgir.explain.targets import Targets, as_targets
 def check_images(model: nn.Module, x: Any, name: str = "x") -> torch.Tensor:
     """``x`` as float[N,C,H,W] on the model's device; a clear error for anything else."""
     if not isinstance(x, torch.Tensor):
-        raise XgirError(f"{name} must be a torch tensor of images [N,C,H,W], got {type(x).__name__}")
+        raise XgirError(f"{name} must be a tensor of images [N,C,H,W], not {type(x).__name__}")
     if x.ndim != 4:
         raise XgirError(f"{name} must be 4-D [N,C,H,W], got shape {tuple(x.shape)}; "
                         "add a batch axis with x[None]")
@@ -43,7 +43,7 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
     for start in range(0, x.shape[0], batch_size):
         logits = model(x[start:start + batch_size])
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            shape = getattr(logits, "shape", type(logits).__name__)
             raise XgirError(f"the model must return logits [N,K], got {shape}")
         out.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(out)

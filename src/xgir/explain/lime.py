@@ -194,7 +194,8 @@ class LIME:
         bar.close()
         weights = self.kernel(z, n_seg)
         coef, intercept = self._ridge(z, weights, scores)
-        heat = coef.transpose(1, 2).gather(2, seg.flatten(1)[:, None, :].expand(-1, coef.shape[2], -1))
+        index = seg.flatten(1)[:, None, :].expand(-1, coef.shape[2], -1)
+        heat = coef.transpose(1, 2).gather(2, index)
         return LimeFit(heat.view(n, -1, h, w), seg, n_seg, z, weights, scores, coef, intercept)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
