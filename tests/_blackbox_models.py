@@ -8,6 +8,7 @@ image's class, and a decoy square of the same colour elsewhere that the model ig
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -66,3 +67,20 @@ def epg(heatmap: torch.Tensor, mask: torch.Tensor) -> float:
     """Energy-based pointing game: positive mass inside ``mask`` over all positive mass."""
     pos = heatmap.clamp(min=0)
     return float((pos * mask).sum() / pos.sum().clamp(min=1e-12))
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-5) -> None:
+    """Elementwise |a - b| <= atol + rtol |b| (cheaper to import than torch.testing)."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    err = float(((a - b).abs() - rtol * b.abs()).max())
+    assert err <= atol, f"max deviation {err:.3g} > {atol}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (several threads only contend on a shared CPU);
+    import this fixture into a test module to use it there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
