@@ -21,9 +21,9 @@ rounds:
    model has none), each resized to a reduced ``grid``, standardised per channel and
    L2-normalised per position, concatenated and scaled so that f_i . f_j is the mean
    cosine similarity over layers. A[i, j] = softmax_i(f_i . f_j / temperature), so that
-   (S A)_j = sum_i S_i A[i, j] is an affinity-weighted mean of S around position j. It is
-   computed on the grid in blocks of positions j (never the full P x P matrix at once);
-   no trained parameters;
+   (S A)_j = sum_i S_i A[i, j] is an affinity-weighted mean of S over the positions whose
+   features resemble those at j, wherever they are. It is computed on the grid in blocks
+   of positions j (never the full P x P matrix at once); no trained parameters;
 2. S' = lam * S + (1 - lam) * upsample(pool(S) A);
 3. high-attention region HAR = {S' > min S' + t (max S' - min S')};
 4. new windows, shrunk by ``window_shrink`` (45 -> 43.5 -> ... px) and ``stride_shrink``
@@ -34,7 +34,9 @@ The number of rounds is fixed (no ground-truth mask selects the final iteration:
 would leak labels); with ``stop_tol`` an (image, target) also stops early once a round
 changes S by less than ``stop_tol`` in relative L2 norm (a label-free criterion).
 Drops are computed in batches of windows over all images; each (image, target) keeps
-its own HAR and windows. The model's mode is not changed: call ``model.eval()`` first.
+its own HAR and windows. Window sizes are rounded to whole pixels. The method draws no
+random numbers; on CUDA the sums use atomic adds (``index_add_``), so repeated runs may
+differ in the last bits. The model's mode is not changed: call ``model.eval()`` first.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from tqdm.auto import tqdm
 from xgir.errors import XgirError
 from xgir.explain._blackbox import check_positive, predict_probs, prepare, take
 from xgir.models.split import get_module
+
+ATTENTION_GROUP = 16  # images whose attention features are held at once
 
 
 @dataclass
@@ -202,13 +206,19 @@ class IASSA:
             out[:, :, j0:j0 + block] = torch.einsum("nti,nij->ntj", s, a)
         return out
 
-    def _attended(self, feats: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """S' = lam S + (1 - lam) upsample(pool(S) A) for s float[N,T,H,W]."""
+    def _attended(self, model: nn.Module, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """S' = lam S + (1 - lam) upsample(pool(S) A) for s float[N,T,H,W]. The features
+        are recomputed for groups of ``ATTENTION_GROUP`` images (one clean forward pass per
+        round), so their memory stays bounded for deep models and large batches."""
         n, t, h, w = s.shape
         size = (min(self.grid, h), min(self.grid, w))
         pooled = F.adaptive_avg_pool2d(s, size).flatten(2)
-        att = self.attend(feats, pooled).view(n, t, *size)
-        att = F.interpolate(att, size=(h, w), mode="bilinear", align_corners=False)
+        att = torch.empty_like(pooled)
+        for g0 in range(0, n, ATTENTION_GROUP):
+            g = slice(g0, g0 + ATTENTION_GROUP)
+            att[g] = self.attend(self.features(model, x[g]), pooled[g])
+        att = F.interpolate(att.view(n, t, *size), size=(h, w), mode="bilinear",
+                            align_corners=False)
         return self.lam * s + (1 - self.lam) * att
 
     # -- sampling ------------------------------------------------------------------------
@@ -229,7 +239,6 @@ class IASSA:
         n, c, h, w = x.shape
         t = tg.shape[1]
         clean = tg.probability_scores(probs)  # [N,T]
-        feats = self.features(model, x) if self.iterations else None
         drops = torch.zeros(n, t, h, w, device=x.device)
         count = torch.zeros(n, t, h, w, device=x.device)
         active = torch.ones(n, t, dtype=torch.bool, device=x.device)
@@ -243,7 +252,7 @@ class IASSA:
                 sel = torch.ones(n, t, rows.shape[0], cols.shape[0], dtype=torch.bool,
                                  device=x.device)
             else:
-                attended = self._attended(feats, saliency)
+                attended = self._attended(model, x, saliency)
                 lo, hi = attended.amin((2, 3), keepdim=True), attended.amax((2, 3), keepdim=True)
                 har = attended > lo + self.threshold * (hi - lo)
                 result.har.append(har)
