@@ -21,13 +21,21 @@ from xgir.data.benchmarks import (
     decoy_digits,
     glyph_pretrain,
 )
+from xgir.data.real import ImageFolderDataset, load_mnist
 from xgir.data.textures import TEXTURE_FAMILIES
 from xgir.errors import XgirError
+
+
+def mnist(split: str = "train", seed: int = 0, root: str = "data/mnist") -> ImageDataset:
+    """MNIST from IDX files in ``root`` (``seed`` is unused: the files are the data)."""
+    return load_mnist(root, split)
+
 
 DATASETS: dict[str, tuple[Callable[..., ImageDataset], tuple[str, ...]]] = {
     "decoy-digits": (decoy_digits, DECOY_SPLITS),
     "background-shift": (background_shift, SHIFT_SPLITS),
     "glyph-pretrain": (glyph_pretrain, GLYPH_SPLITS),
+    "mnist": (mnist, ("train", "test")),
 }
 
 
@@ -62,7 +70,9 @@ def load_dataset(name: str, split: str, seed: int = 0, **params: object) -> Imag
 __all__ = [
     "DATASETS",
     "ImageDataset",
+    "ImageFolderDataset",
     "TEXTURE_FAMILIES",
     "dataset_splits",
     "load_dataset",
+    "load_mnist",
 ]

@@ -39,6 +39,7 @@ class FeatureExtractor(nn.Module):
         self.model = model
         self.head_name = head
         self._head = get_module(model, head)
+        self.train(model.training)  # same mode as the model it wraps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def stop(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:

@@ -1,0 +1,107 @@
+"""Empirical risk minimisation: Adam on cross-entropy, with progress bar and seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from xgir.data.base import ImageDataset
+
+ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free model)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def fit_classifier(
+    model: nn.Module,
+    dataset: ImageDataset,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    progress: bool = True,
+    extra_loss: ExtraLoss | None = None,
+    parameters: list[nn.Parameter] | None = None,
+    desc: str = "train",
+    loss_fn: LossFn | None = None,
+) -> nn.Module:
+    """Train ``model`` in place with Adam on cross-entropy over ``dataset``; returns it in eval mode.
+
+    Args:
+        extra_loss: optional ``(model, batch, logits) -> scalar`` added to the loss (guidance).
+        parameters: parameters to optimise (default: all that require grad).
+        loss_fn: ``(logits, batch) -> scalar`` replacing cross-entropy on ``batch["label"]``.
+    """
+    device = model_device(model)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    steps = epochs * -(-len(dataset) // batch_size)
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    model.train()
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for batch in dataset.batches(batch_size, shuffle=True, generator=g):
+            x = batch["image"].to(device)
+            y = batch["label"].to(device)
+            logits = model(x)
+            if loss_fn is None:
+                loss = F.cross_entropy(logits, y)
+            else:
+                loss = loss_fn(logits, {k: v.to(device) for k, v in batch.items()})
+            if extra_loss is not None:
+                loss = loss + extra_loss(model, {k: v.to(device) for k, v in batch.items()}, logits)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
+    bar.close()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits float[N,K] of ``images`` float[N,C,H,W], in batches, on the model's device (CPU out)."""
+    device = model_device(model)
+    outs = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset``."""
+    pred = predict_logits(model, dataset.images, batch_size).argmax(1)
+    return float((pred == dataset.labels).float().mean())
+
+
+def accuracy_by_group(
+    model: nn.Module, dataset: ImageDataset, batch_size: int = 512
+) -> dict[str, float | dict[str, float]]:
+    """Accuracy, per-group accuracy (groups present only) and worst-group accuracy."""
+    pred = predict_logits(model, dataset.images, batch_size).argmax(1)
+    correct = (pred == dataset.labels).float()
+    result: dict[str, float | dict[str, float]] = {"accuracy": float(correct.mean())}
+    if dataset.groups is not None:
+        per_group = {}
+        for gid in torch.unique(dataset.groups).tolist():
+            sel = dataset.groups == gid
+            name = dataset.group_names[gid] if dataset.group_names else str(gid)
+            per_group[name] = float(correct[sel].mean())
+        result["groups"] = per_group
+        result["worst_group"] = min(per_group.values())
+    return result

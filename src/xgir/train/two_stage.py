@@ -1,0 +1,81 @@
+"""The two-stage setup (DESIGN.md section 5).
+
+Stage 1: a feature extractor is pretrained on ``glyph-pretrain`` with both labels
+(character and texture family; one multi-task linear layer whose first logits are
+the characters and the rest the textures), then frozen. Stage 2: a fresh softmax
+head is trained on the biased source data of ``background-shift`` on the frozen
+features. Pretrained extractors are cached on disk, keyed by their config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xgir.data import TEXTURE_FAMILIES, load_dataset
+from xgir.io import cache_dir, fingerprint
+from xgir.models import build_model, load_checkpoint, save_checkpoint
+from xgir.train.config import ModelConfig, PretrainConfig
+from xgir.train.erm import fit_classifier
+
+
+def _multitask_loss(num_chars: int):
+    def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(logits[:, :num_chars], batch["label"]) + F.cross_entropy(
+            logits[:, num_chars:], batch["texture"]
+        )
+
+    return loss
+
+
+def pretrain_extractor(
+    pretrain: PretrainConfig, model: ModelConfig, seed: int = 0, device: str = "cpu",
+    progress: bool = True,
+) -> nn.Module:
+    """The stage-1 multi-task network (cached): logits = [chars..., texture families...]."""
+    data = load_dataset(pretrain.data.name, "train", seed=seed, **pretrain.data.params)
+    n_out = data.num_classes + len(TEXTURE_FAMILIES)
+    params = {**model.params, "num_classes": n_out}
+    key = fingerprint(pretrain.model_dump(), model.arch, params, seed, "pretrain-v1")
+    path = cache_dir() / "extractors" / f"{model.arch}-{key}.pt"
+    if path.exists():
+        net, _ = load_checkpoint(path, map_location=device)
+        return net
+    torch.manual_seed(seed)
+    net = build_model(model.arch, **params).to(device)
+    fit_classifier(
+        net, data, epochs=pretrain.epochs, lr=pretrain.lr, batch_size=pretrain.batch_size,
+        weight_decay=pretrain.weight_decay, seed=seed, progress=progress, desc="pretrain",
+        loss_fn=_multitask_loss(data.num_classes),
+    )
+    save_checkpoint(net, path, model.arch, params, meta={"stage": "pretrain", "num_chars": data.num_classes})
+    return net.eval()
+
+
+def pretrain_accuracy(net: nn.Module, seed: int, pretrain: PretrainConfig) -> dict[str, float]:
+    """Character and texture accuracy of the stage-1 network on ``glyph-pretrain/val``."""
+    from xgir.train.erm import predict_logits
+
+    params = {k: v for k, v in pretrain.data.params.items() if k != "n"}
+    val = load_dataset(pretrain.data.name, "val", seed=seed, **params)
+    logits = predict_logits(net, val.images)
+    k = val.num_classes
+    return {
+        "char": float((logits[:, :k].argmax(1) == val.labels).float().mean()),
+        "texture": float((logits[:, k:].argmax(1) == val.extras["texture"]).float().mean()),
+    }
+
+
+def frozen_with_new_head(pretrained: nn.Module, arch: str, params: dict[str, Any], num_classes: int) -> nn.Module:
+    """A zoo model with ``num_classes`` outputs whose body is the pretrained one, frozen
+    (no gradients, batch norm in eval mode); only ``fc`` is trainable."""
+    model = build_model(arch, **{**params, "num_classes": num_classes})
+    body = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("fc.")}
+    missing, _ = model.load_state_dict(body, strict=False)
+    assert all(k.startswith("fc.") for k in missing), missing
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("fc."))
+    return model.eval()
