@@ -63,14 +63,16 @@ def test_generator_shapes_range_and_class_conditioning():
     assert bool(((out > 0) & (out < 1)).all())
     # the target enters as K one-hot channels next to the image
     assert gen.net[0].in_channels == C + K
-    assert torch.equal(gen.one_hot(torch.tensor([2, 0]), 2), torch.tensor([[0.0, 0, 1, 0], [1.0, 0, 0, 0]]))
+    expected = torch.tensor([[0.0, 0, 1, 0], [1.0, 0, 0, 0]])
+    assert torch.equal(gen.one_hot(torch.tensor([2, 0]), 2), expected)
     same = x[:1].expand(K, -1, -1, -1)
     outs = gen(same, torch.arange(K))
     for a in range(K):
         for b in range(a + 1, K):
             assert (outs[a] - outs[b]).abs().max() > 1e-4, (a, b)
     # class ints and one-hot rows give the same output
-    assert torch.allclose(gen(x[:2], torch.tensor([1, 3])), gen(x[:2], gen.one_hot(torch.tensor([1, 3]), 2)))
+    hot = gen.one_hot(torch.tensor([1, 3]), 2)
+    assert torch.allclose(gen(x[:2], torch.tensor([1, 3])), gen(x[:2], hot))
     assert critic(x).shape == (5,)
 
 
@@ -244,12 +246,13 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
     assert len(first.history) == 2 and ckpt.exists()
     second = train_ganmex(clf, x, cfg, checkpoint=ckpt, progress=False)
     assert second.resumed_from == 2 and len(second.history) == 4
-    for (name, a), b in zip(full.generator.state_dict().items(), second.generator.state_dict().values(),
-                            strict=True):
-        assert torch.allclose(a, b, atol=1e-6), name
-    for a, b in zip(full.critic.state_dict().values(), second.critic.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
-    assert [r["cls"] for r in full.history] == pytest.approx([r["cls"] for r in second.history], abs=1e-5)
+    for net in ("generator", "critic"):
+        a_state = getattr(full, net).state_dict()
+        b_state = getattr(second, net).state_dict()
+        for name, a in a_state.items():
+            assert torch.allclose(a, b_state[name], atol=1e-6), (net, name)
+    cls_full = [r["cls"] for r in full.history]
+    assert cls_full == pytest.approx([r["cls"] for r in second.history], abs=1e-5)
     # the classifier is frozen during training and restored afterwards
     assert all(p.requires_grad for p in clf.parameters())
     loaded = load_generator(ckpt)

@@ -95,7 +95,9 @@ def _check_image(x: torch.Tensor, channels: int, size: int | None = None) -> Non
     if x.ndim != 4 or x.shape[1] != channels:
         raise XgirError(f"images must be float[N,{channels},H,W], got shape {tuple(x.shape)}")
     if size is not None and tuple(x.shape[2:]) != (size, size):
-        raise XgirError(f"images must be {size}x{size} for this generator, got {tuple(x.shape[2:])}")
+        raise XgirError(
+            f"images must be {size}x{size} for this generator, got {tuple(x.shape[2:])}"
+        )
 
 
 class Generator(nn.Module):
@@ -132,7 +134,9 @@ class Generator(nn.Module):
         """Target classes long[N] (or a one-hot float[N,K]) -> float[N,K]."""
         if t.is_floating_point():
             if t.shape != (n, self.num_classes):
-                raise XgirError(f"one-hot targets must be float[{n},{self.num_classes}], got {tuple(t.shape)}")
+                raise XgirError(
+                    f"one-hot targets must be float[{n},{self.num_classes}], got {tuple(t.shape)}"
+                )
             return t
         t = t.reshape(-1) if t.ndim else t.expand(n)
         if t.shape[0] != n:
@@ -192,7 +196,9 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
         eps: float[N] interpolation weights (default: uniform random).
     """
     if real.shape != fake.shape:
-        raise XgirError(f"real and fake batches differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
+        raise XgirError(
+            f"real and fake batches differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}"
+        )
     if eps is None:
         eps = torch.rand(real.shape[0], device=real.device)
     e = eps.view(-1, *([1] * (real.ndim - 1))).to(real.dtype)
@@ -231,7 +237,8 @@ def generator_losses(gen: Generator, critic: nn.Module, classifier: nn.Module, x
         rec = (gen(fake, source) - x).abs().mean()
     else:
         rec = sim.new_zeros(())
-    total = cfg.lambda_adv * adv + cfg.lambda_cls * cls + cfg.lambda_sim * sim + cfg.lambda_rec * rec
+    total = (cfg.lambda_adv * adv + cfg.lambda_cls * cls + cfg.lambda_sim * sim
+             + cfg.lambda_rec * rec)
     terms = {"adv": adv.detach(), "cls": cls.detach(), "sim": sim.detach(), "rec": rec.detach(),
              "total": total}
     return terms, fake
@@ -347,7 +354,8 @@ def train_ganmex(
         state = load_state(ckpt)
         if state["config"] != cfg.model_dump():
             raise XgirError(
-                f"checkpoint {ckpt} was written with another GANMEX config; delete it or pass resume=False"
+                f"checkpoint {ckpt} was written with another GANMEX config; "
+                "delete it or pass resume=False"
             )
         gen.load_state_dict(state["generator"])
         critic.load_state_dict(state["critic"])
@@ -398,7 +406,8 @@ def train_ganmex(
             step += 1
             bar.update(1)
             if step % 10 == 0 or step == end:
-                bar.set_postfix(cls=f"{row['cls']:.2f}", sim=f"{row['sim']:.3f}", gap=f"{row['gap']:.2f}")
+                bar.set_postfix(cls=f"{row['cls']:.2f}", sim=f"{row['sim']:.3f}",
+                                gap=f"{row['gap']:.2f}")
             if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == end):
                 run.seconds += time.perf_counter() - start
                 start = time.perf_counter()
@@ -452,7 +461,8 @@ def foil_classes(targets: Targets) -> torch.Tensor:
     is_contrast = neg == 1
     if not bool((is_class | is_contrast).all()):
         raise XgirError(
-            "GANMEX baselines need class targets t or contrast weights e_p - e_t (one negative class)"
+            "GANMEX baselines need class targets t or contrast weights e_p - e_t "
+            "(one negative class)"
         )
     return torch.where(is_contrast, w.argmin(-1), w.argmax(-1))
 
@@ -478,7 +488,9 @@ class GanmexBaseline:
         if classes.ndim == 1:
             classes = classes[:, None]
         if classes.shape[0] != x.shape[0]:
-            raise XgirError(f"classes are for {classes.shape[0]} images, the batch has {x.shape[0]}")
+            raise XgirError(
+                f"classes are for {classes.shape[0]} images, the batch has {x.shape[0]}"
+            )
         n, t = classes.shape
         device = next(self.generator.parameters()).device
         flat_x = x.repeat_interleave(t, dim=0)
@@ -535,7 +547,8 @@ def attribute_with_baselines(
     """
     from captum.attr import DeepLift, IntegratedGradients, Occlusion
 
-    if weights.ndim != 3 or baselines.shape[:2] != weights.shape[:2] or baselines.shape[2:] != x.shape[1:]:
+    if (weights.ndim != 3 or baselines.shape[:2] != weights.shape[:2]
+            or baselines.shape[2:] != x.shape[1:]):
         raise XgirError(
             f"need weights [N,T,K] and baselines [N,T,C,H,W] for x {tuple(x.shape)}: got "
             f"{tuple(weights.shape)} and {tuple(baselines.shape)}"
@@ -557,12 +570,14 @@ def attribute_with_baselines(
         elif method == "occlusion":
             stride = max(1, window // 2)
             a = Occlusion(scorer).attribute(
-                xi, sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], stride, stride),
-                baselines=bi, additional_forward_args=(wi,))
+                xi, sliding_window_shapes=(x.shape[1], window, window),
+                strides=(x.shape[1], stride, stride), baselines=bi, additional_forward_args=(wi,))
         elif method == "expected-gradients":
             a = _expected_gradients(scorer, xi, bi, wi, eg_samples, seed=i)
         else:
-            raise XgirError(f"unknown method '{method}'; choose ig, deeplift, occlusion or expected-gradients")
+            raise XgirError(
+                f"unknown method '{method}'; choose ig, deeplift, occlusion or expected-gradients"
+            )
         outs.append(a.detach())
     return torch.cat(outs).view(n, t, *x.shape[1:])
 
