@@ -1,0 +1,172 @@
+"""Grad-CAM, batched over images and targets.
+
+For a layer with activations A[n,k,u,v] and the score y[n,t] of target t of image n
+(a logit, a cluster's generalised logit logsumexp_{c in C} z_c or weighted logits):
+alpha[n,t,k] = mean_uv dy[n,t]/dA[n,k,u,v]; map[n,t] = sum_k alpha[n,t,k] A[n,k];
+ReLU and bilinear upsampling to the input size are optional.
+
+One forward pass per batch: the prefix of the network up to the layer runs without
+an autograd graph, and the T vector-Jacobian products go through the network's tail
+only, batched with ``torch.autograd.grad(..., is_grads_batched=True)``.
+
+The model's mode is not changed: call ``model.eval()`` first (batch norm and dropout
+in training mode give other maps). Model and images may be on any device; the maps
+come back on the images' device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xgir.errors import XgirError
+from xgir.explain._hooks import LayerCapture, check_images, default_layer, resolve_layer
+from xgir.explain.targets import Targets, as_targets
+
+
+def layer_gradients(scores: torch.Tensor, activation: torch.Tensor, strategy: str = "batched",
+                    retain_graph: bool = False) -> torch.Tensor:
+    """d scores[n,t] / d activation[n], float[N,T,*activation.shape[1:]].
+
+    Assumes each image's scores depend only on its own activation (no batch mixing, i.e.
+    batch norm in eval mode). ``strategy``: ``"batched"`` (one vmapped backward over T
+    one-hot grad outputs) or ``"loop"`` (T backward passes through the same graph).
+    """
+    n, t = scores.shape
+    if t == 1:
+        (g,) = torch.autograd.grad(scores.sum(), activation, retain_graph=retain_graph)
+        return g[:, None]
+    if strategy == "batched":
+        eye = torch.eye(t, dtype=scores.dtype, device=scores.device)
+        grad_outputs = eye[:, None, :].expand(t, n, t)
+        (g,) = torch.autograd.grad(scores, activation, grad_outputs=grad_outputs,
+                                   is_grads_batched=True, retain_graph=retain_graph)
+        return g.transpose(0, 1)
+    if strategy == "loop":
+        grads = [
+            torch.autograd.grad(scores[:, j].sum(), activation,
+                                retain_graph=retain_graph or j < t - 1)[0]
+            for j in range(t)
+        ]
+        return torch.stack(grads, dim=1)
+    raise XgirError(f"unknown gradient strategy '{strategy}'; choose batched or loop")
+
+
+def cam_from_gradients(activation: torch.Tensor, grads: torch.Tensor, relu: bool = True,
+                       size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Grad-CAM maps from A float[N,K,u,v] and dy/dA float[N,T,K,u,v]: float[N,T,u,v], or
+    float[N,T,*size] bilinearly upsampled (align_corners=False) when ``size`` is given."""
+    alpha = grads.mean(dim=(-2, -1))  # [N,T,K]
+    cams = torch.einsum("ntk,nkuv->ntuv", alpha, activation.detach())
+    if relu:
+        cams = cams.clamp(min=0)
+    if size is not None and tuple(cams.shape[-2:]) != tuple(size):
+        n, t = cams.shape[:2]
+        flat = cams.reshape(n * t, 1, *cams.shape[-2:])
+        cams = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+        cams = cams.reshape(n, t, *size)
+    return cams
+
+
+TargetsOrFn = Any  # targets in any as_targets form, or a callable logits[N,K] -> such targets
+
+
+def grad_cam_layers(
+    model: nn.Module,
+    x: torch.Tensor,
+    requests: Sequence[tuple[str | nn.Module, TargetsOrFn]],
+    relu: bool = True,
+    upsample: bool = True,
+    strategy: str = "batched",
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Grad-CAM at several layers, each with its own targets, from ONE forward pass.
+
+    Args:
+        requests: (layer, targets) pairs; ``targets`` may be a callable taking the detached
+            logits float[N,K] and returning targets (to pick them from this forward pass).
+
+    Returns:
+        (logits float[N,K] detached, one map tensor float[N,T_i,H,W] per request).
+    """
+    check_images(x)
+    if not requests:
+        raise XgirError("no Grad-CAM request given")
+    modules = [resolve_layer(model, layer) for layer, _ in requests]
+    with LayerCapture(modules, cut=True) as cap:
+        logits = model(x)
+        ok = isinstance(logits, torch.Tensor) and logits.ndim == 2
+        if not ok or logits.shape[0] != x.shape[0]:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            raise XgirError(f"the model must return logits [N,K]; got {shape}")
+        acts = [cap.get(m) for m in modules]
+        for (layer, _), act in zip(requests, acts, strict=True):
+            if act.ndim != 4:
+                raise XgirError(f"Grad-CAM needs a layer with output [N,K,u,v]; '{layer}' gives "
+                                f"shape {tuple(act.shape)}")
+        size = tuple(x.shape[-2:]) if upsample else None
+        cams = []
+        with torch.enable_grad():
+            for i, ((_, targets), act) in enumerate(zip(requests, acts, strict=True)):
+                if callable(targets) and not isinstance(targets, Targets):
+                    targets = targets(logits.detach())
+                tg = as_targets(targets, x.shape[0], logits.shape[1]).to(logits.device)
+                scores = tg.scores(logits)
+                grads = layer_gradients(scores, act, strategy, retain_graph=i < len(requests) - 1)
+                cams.append(cam_from_gradients(act, grads, relu, size))  # type: ignore[arg-type]
+    return logits.detach(), cams
+
+
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Any,
+    layer: str | nn.Module,
+    relu: bool = True,
+    upsample: bool = True,
+    strategy: str = "batched",
+) -> torch.Tensor:
+    """Grad-CAM maps of every (image, target) pair.
+
+    Args:
+        model: classifier returning logits float[N,K] (put it in eval mode yourself).
+        x: images float[N,C,H,W].
+        targets: any form :func:`xgir.explain.targets.as_targets` reads.
+        layer: module path of a layer with output [N,K',u,v] (e.g. ``"layer3"``).
+        relu: clip negative evidence (standard Grad-CAM).
+        upsample: bilinear upsampling (align_corners=False) to (H, W).
+        strategy: how the T backward products are done, see :func:`layer_gradients`.
+
+    Returns:
+        float[N,T,H,W] (float[N,T,u,v] without upsampling), on x's device.
+    """
+    return grad_cam_layers(model, x, [(layer, targets)], relu, upsample, strategy)[1][0]
+
+
+class GradCAM:
+    """Grad-CAM explainer ``(model, x[N,C,H,W], targets) -> float[N,T,H,W]``.
+
+    Args:
+        layer: module path (``"layer3"``); None picks the model's last top-level child with a
+            spatial output (:func:`xgir.explain._hooks.default_layer`).
+        relu: clip negative values of the map.
+        upsample: bilinear upsampling to the input size (else float[N,T,u,v]).
+    """
+
+    def __init__(self, layer: str | None = None, relu: bool = True, upsample: bool = True,
+                 strategy: str = "batched") -> None:
+        self.layer = layer
+        self.relu = relu
+        self.upsample = upsample
+        self.strategy = strategy
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
+        check_images(x)
+        layer = self.layer if self.layer is not None else default_layer(model, x)
+        return grad_cam(model, x, targets, layer, self.relu, self.upsample, self.strategy)
+
+
+EXPLAINERS = {"gradcam": GradCAM}

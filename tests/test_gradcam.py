@@ -1,0 +1,171 @@
+"""Grad-CAM: equality with Captum's LayerGradCam, batching, errors, localisation (EPG)."""
+
+import pytest
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import nn
+
+from xgir.errors import XgirError
+from xgir.explain import get_explainer
+from xgir.explain.gradcam import GradCAM, grad_cam
+from xgir.models import SmallResNet, get_module
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    model = SmallResNet(in_channels=3, num_classes=6, width=8, blocks=1).eval()
+    with torch.no_grad():  # larger logits so that the maps are O(1) and 1e-5 is a real check
+        model.fc.weight.mul_(1000.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+
+
+def captum_cam(forward, model, layer, x, target, relu=True, upsample=True):
+    cam = LayerGradCam(forward, get_module(model, layer)).attribute(
+        x, target=target, relu_attributions=relu)
+    if upsample:
+        cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    return cam[:, 0].detach()
+
+
+@pytest.mark.parametrize("layer", ["layer3", "layer2", "layer2.0.conv1"])
+@pytest.mark.parametrize("relu,upsample", [(True, True), (False, False)])
+def test_class_targets_equal_captum(resnet, images, layer, relu, upsample):
+    targets = torch.tensor([[0, 3, 5], [1, 1, 2], [4, 0, 3], [5, 2, 1]])
+    ours = grad_cam(resnet, images, targets, layer, relu=relu, upsample=upsample)
+    ref = torch.stack([captum_cam(resnet, resnet, layer, images, targets[:, j], relu, upsample)
+                       for j in range(3)], dim=1)
+    assert ours.shape == ref.shape
+    assert float(ref.abs().max()) > 0.02  # maps of size >= 2e3 x TOL: not near-zero maps
+    assert torch.allclose(ours, ref, atol=TOL, rtol=0)
+
+
+def test_weighted_and_cluster_targets_equal_captum(resnet, images):
+    g = torch.Generator().manual_seed(2)
+    w1, w2 = torch.randn(6, generator=g), torch.randn(6, generator=g)
+    cluster = (1, 4)
+    ours = grad_cam(resnet, images, [w1, cluster, w2], "layer3", relu=False)
+    ref = torch.stack([
+        captum_cam(lambda x: resnet(x) @ w1, resnet, "layer3", images, None, relu=False),
+        captum_cam(lambda x: resnet(x)[:, list(cluster)].logsumexp(1), resnet, "layer3", images,
+                   None, relu=False),
+        captum_cam(lambda x: resnet(x) @ w2, resnet, "layer3", images, None, relu=False),
+    ], dim=1)
+    assert float(ref.abs().max()) > 0.05
+    assert torch.allclose(ours, ref, atol=TOL, rtol=0)
+
+
+def test_batched_equals_separate_calls_and_loop(resnet, images):
+    targets = torch.tensor([[0, 3], [1, 2], [4, 0], [5, 1]])
+    batched = grad_cam(resnet, images, targets, "layer2")
+    loop = grad_cam(resnet, images, targets, "layer2", strategy="loop")
+    separate = torch.cat([grad_cam(resnet, images, targets[:, j], "layer2") for j in range(2)], 1)
+    assert torch.allclose(batched, separate, atol=1e-6)
+    assert torch.allclose(batched, loop, atol=1e-6)
+    one = grad_cam(resnet, images[2:3], targets[2:3], "layer2")  # no mixing across the batch
+    assert torch.allclose(batched[2:3], one, atol=1e-6)
+
+
+def test_registry_default_layer_modes_and_grad_state(resnet, images):
+    explainer = get_explainer("gradcam")
+    assert isinstance(explainer, GradCAM)
+    with torch.no_grad():  # works inside no_grad and restores it
+        maps = explainer(resnet, images, 2)
+        assert not torch.is_grad_enabled()
+    assert maps.shape == (4, 1, 24, 24) and bool((maps >= 0).all())
+    assert torch.allclose(maps, grad_cam(resnet, images, 2, "layer3"))
+    assert not resnet.training  # mode untouched
+    assert all(p.grad is None for p in resnet.parameters())  # no parameter gradients written
+
+
+def test_errors(resnet, images):
+    with pytest.raises(XgirError, match="available: .*layer3"):
+        grad_cam(resnet, images, 0, "layer9")
+    with pytest.raises(XgirError, match=r"\[N,K,u,v\]"):
+        grad_cam(resnet, images, 0, "fc")
+    bad = images.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(XgirError, match="NaN"):
+        grad_cam(resnet, bad, 0, "layer3")
+    with pytest.raises(XgirError, match=r"\[N,C,H,W\]"):
+        grad_cam(resnet, images[0], 0, "layer3")
+    with pytest.raises(XgirError, match="out of range"):
+        grad_cam(resnet, images, 6, "layer3")
+    with pytest.raises(XgirError, match="bad parameters"):
+        get_explainer("gradcam", layers="layer3")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda(resnet, images):
+    model = SmallResNet(num_classes=6, width=8).eval()
+    model.load_state_dict(resnet.state_dict())
+    cpu = grad_cam(model, images, torch.tensor([[0, 1]] * 4), "layer3")
+    gpu = grad_cam(model.cuda(), images.cuda(), torch.tensor([[0, 1]] * 4), "layer3")
+    assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+# ---- localisation: a model that looks only at a known region -------------------------------
+
+class RegionNet(nn.Module):
+    """Sees only image rows 2..9, columns 8..15 of a 16x16 image: conv features are pooled to
+    8x8 and multiplied by a fixed gate that is 1 on rows 1..4, columns 4..7 of that grid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 6, 1, bias=False)
+        self.relu2 = nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.conv1.weight.copy_(torch.rand(4, 1, 3, 3, generator=g))
+            self.conv1.bias.zero_()
+            self.conv2.weight.copy_(torch.rand(6, 4, 1, 1, generator=g))
+            self.fc.weight.copy_(torch.rand(3, 6, generator=g))
+        gate = torch.zeros(8, 8)
+        gate[1:5, 4:8] = 1.0
+        self.register_buffer("gate", gate)
+
+    def forward(self, x):
+        h = self.pool(self.relu1(self.conv1(x))) * self.gate
+        h = self.relu2(self.conv2(h))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def region_mask():
+    m = torch.zeros(16, 16, dtype=torch.bool)
+    m[2:10, 8:16] = True
+    return m
+
+
+def epg(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Energy-based pointing game per map: sum(A+ * M) / sum(A+)."""
+    pos = maps.clamp(min=0)
+    return (pos * mask).sum(dim=(-2, -1)) / pos.sum(dim=(-2, -1))
+
+
+@pytest.mark.parametrize("name,params", [
+    ("gradcam", {"layer": "conv2"}),
+    ("ig", {"n_steps": 32}),
+    ("saliency", {}),
+    ("deeplift", {}),
+    ("occlusion", {"window": 4, "stride": 2}),
+])
+def test_epg_on_region_model(name, params):
+    model = RegionNet().eval()
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    maps = get_explainer(name, **params)(model, x, torch.tensor([[0, 2]] * 6))
+    scores = epg(maps, region_mask())
+    assert maps.shape == (6, 2, 16, 16)
+    assert bool((scores >= 0.7).all()), scores
+    # the same region transposed would catch swapped axes: there the mass must be small
+    assert bool((epg(maps, region_mask().T) < 0.5).all())
