@@ -1,0 +1,77 @@
+"""``xgir evaluate``: score explainers on a model and a dataset (metrics.json, report.md)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Path = typer.Option(..., "--model", help="checkpoint written by xgir train"),
+        data: str = typer.Option(..., "--data", help="dataset name (e.g. decoy-digits)"),
+        split: str = typer.Option(..., "--split", help="dataset split (e.g. test)"),
+        explainer: list[str] = typer.Option(..., "--explainer", help="explainer name (repeatable)"),
+        out: Path = typer.Option(..., "--out", help="results folder"),
+        seed: int = typer.Option(0, help="dataset seed and seed of the image subset"),
+        n: int = typer.Option(64, help="number of images to explain"),
+        layer: str = typer.Option(None, help="layer for explainers that take one (e.g. Grad-CAM)"),
+        targets: str = typer.Option("label", help="explain the 'label' or the 'predicted' class"),
+        step: int = typer.Option(None, help="deletion/insertion pixels per step (default ~1%)"),
+        device: str = typer.Option("cpu", help="torch device (cpu, cuda)"),
+        quiet: bool = typer.Option(False, help="no progress bars"),
+    ) -> None:
+        """Explain N images with each explainer; write EPG, IoU, pointing game, irrelevant
+        overlap and deletion/insertion AUC to OUT/metrics.json and OUT/report.md."""
+        from xgir.data import load_dataset
+        from xgir.errors import XgirError
+        from xgir.explain.registry import available_explainers, get_explainer
+        from xgir.metrics.report import evaluate_explainers
+        from xgir.metrics.shift import predict
+        from xgir.models import get_module, load_checkpoint
+
+        if n < 1:
+            raise XgirError(f"--n must be at least 1, got {n}")
+        if targets not in ("label", "predicted"):
+            raise XgirError(f"--targets must be 'label' or 'predicted', got '{targets}'")
+        try:
+            import torch
+
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as err:
+            raise XgirError(
+                f"device '{device}' is not usable: {str(err).splitlines()[0]}"
+            ) from None
+        net, _ = load_checkpoint(model, map_location=device)
+        dataset = load_dataset(data, split, seed=seed)
+        if layer is not None:
+            get_module(net, layer)  # clear error for an unknown layer
+        found = available_explainers()
+        built = {}
+        for name in dict.fromkeys(explainer):
+            params = {}
+            if (
+                layer is not None
+                and name in found
+                and "layer" in inspect.signature(found[name]).parameters
+            ):
+                params["layer"] = layer
+            built[name] = get_explainer(name, **params)
+        predict(net, dataset.images[:1])  # clear error when the model does not fit the images
+        result = evaluate_explainers(
+            net,
+            dataset,
+            built,
+            targets=targets,
+            n=n,
+            out_dir=out,
+            seed=seed,
+            step=step,
+            progress=not quiet,
+            meta={"model": str(model), "data": data, "split": split, "layer": layer},
+        )
+        typer.echo((out / "report.md").read_text())
+        typer.echo(f"results in {out} ({len(result['summary'])} rows)")
