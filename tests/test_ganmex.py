@@ -11,7 +11,6 @@ from xgir.explain.ganmex import (
     GanmexBaseline,
     GanmexConfig,
     Generator,
-    attribute_with_baselines,
     build_networks,
     critic_losses,
     foil_classes,
@@ -21,6 +20,7 @@ from xgir.explain.ganmex import (
     one_vs_one,
     train_ganmex,
 )
+from xgir.explain.registry import get_explainer
 from xgir.explain.targets import as_targets
 
 K, C, S = 4, 1, 8
@@ -35,10 +35,10 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_classifier(seed: int = 0) -> nn.Module:
+def tiny_classifier(seed: int = 0, pool: type[nn.Module] = nn.MaxPool2d) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(C, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Conv2d(C, 8, 3, padding=1), nn.ReLU(), pool(2), nn.Flatten(),
         nn.Linear(8 * (S // 2) ** 2, 16), nn.ReLU(), nn.Linear(16, K),
     ).eval()
 
@@ -198,15 +198,32 @@ def test_foil_classes_and_baseline_entries():
         foil_classes(as_targets([torch.tensor([0.5, 0.5, 0, 0])], 3, K))
 
 
-@pytest.mark.parametrize("method", ["ig", "deeplift", "occlusion", "expected-gradients"])
+METHODS = ["ig", "deeplift", "deepshap", "occlusion", "expected-gradients"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_attributions_vanish_when_baseline_is_x(method):
     clf = tiny_classifier()
     x = images(3)
-    w = torch.nn.functional.one_hot(torch.tensor([[0, 1], [2, 3], [1, 1]]), K).float()
-    base = x[:, None].expand(3, 2, C, S, S).clone()
-    attr = attribute_with_baselines(clf, x, w, base, method=method, n_steps=8, eg_samples=2)
-    assert attr.shape == (3, 2, C, S, S)
+    with torch.no_grad():
+        pred = clf(x).argmax(1)
+    foils = torch.stack([(pred + 1) % K, (pred + 3) % K], 1)
+
+    def same_as_x(xb, targets):
+        return xb[:, None].expand(xb.shape[0], targets.shape[1], *xb.shape[1:])
+
+    params = {"ig": {"n_steps": 8}, "occlusion": {"window": 2},
+              "expected-gradients": {"n_samples": 4}}.get(method, {})
+    attr = one_vs_one(clf, x, foils, same_as_x, method=method, **params)
+    assert attr.shape == (3, 2, S, S)
     assert float(attr.abs().max()) < 1e-6
+
+
+def _logit_deltas(clf, gen, x, foils):
+    """z(x) and z(G(x, t)) per (image, foil) row: float[N*T,K] each."""
+    with torch.no_grad():
+        base = gen(x.repeat_interleave(foils.shape[1], 0), foils.reshape(-1))
+        return clf(x).repeat_interleave(foils.shape[1], 0), clf(base)
 
 
 @pytest.mark.parametrize("score", ["predicted", "contrast"])
@@ -218,22 +235,42 @@ def test_one_vs_one_ig_completeness_with_ganmex_baseline(score):
     with torch.no_grad():
         pred = clf(x).argmax(1)
     foils = torch.stack([(pred + 1) % K, (pred + 2) % K], 1)
-    attr = one_vs_one(clf, x, foils, GanmexBaseline(gen), method="ig", score=score, n_steps=256)
+    attr = one_vs_one(clf, x, foils, GanmexBaseline(gen), method="ig", score=score, n_steps=128)
     assert attr.shape == (4, 2, S, S)
-    with torch.no_grad():
-        base = gen(x.repeat_interleave(2, 0), foils.reshape(-1))
-        z_x = clf(x).repeat_interleave(2, 0)
-        z_b = clf(base)
+    z_x, z_b = _logit_deltas(clf, gen, x, foils)
     rows = torch.arange(8)
     p, f = pred.repeat_interleave(2), foils.reshape(-1)
     delta = z_x[rows, p] - z_b[rows, p]
     if score == "contrast":
         delta = delta - (z_x[rows, f] - z_b[rows, f])
     total = attr.reshape(8, -1).sum(1)
-    # IG completeness: Riemann-trapezoid with 256 steps on a piecewise-linear ReLU net
-    assert torch.allclose(total, delta, atol=2e-2 * (1 + float(delta.abs().max()))), (total, delta)
+    # IG completeness: Gauss-Legendre with 128 points on a piecewise-linear ReLU net
+    assert torch.allclose(total, delta, atol=1e-2 * (1 + float(delta.abs().max()))), (total, delta)
+    # the registry explainer "ganmex" (targets = foils) gives the same maps
+    same = get_explainer("ganmex", generator=gen, score=score, n_steps=128)(clf, x, foils)
+    assert torch.allclose(same, attr, atol=1e-6)
     with pytest.raises(XgirError, match="t != p"):
         one_vs_one(clf, x, pred, GanmexBaseline(gen))
+
+
+def test_baseline_protocol_with_contrast_targets_in_deeplift():
+    """GanmexBaseline plugged straight into an explainer: target e_p - e_t, reference G(x, t);
+    DeepLIFT sums exactly to the score difference (summation-to-delta; average pooling, as
+    Captum's max-pool rule does not conserve the sum)."""
+    torch.manual_seed(0)
+    gen = Generator(num_classes=K, channels=C, image_size=S, width=4, n_res=1).eval()
+    clf = tiny_classifier(pool=nn.AvgPool2d)
+    x = images(4)
+    with torch.no_grad():
+        pred = clf(x).argmax(1)
+    foil = (pred + 1) % K
+    targets = [[torch.nn.functional.one_hot(pred[i], K).float()
+                - torch.nn.functional.one_hot(foil[i], K).float()] for i in range(4)]
+    attr = get_explainer("deeplift", baseline=GanmexBaseline(gen))(clf, x, targets)
+    z_x, z_b = _logit_deltas(clf, gen, x, foil[:, None])
+    rows = torch.arange(4)
+    delta = (z_x[rows, pred] - z_x[rows, foil]) - (z_b[rows, pred] - z_b[rows, foil])
+    assert torch.allclose(attr.reshape(4, -1).sum(1), delta, atol=1e-4)
 
 
 def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):

@@ -507,92 +507,8 @@ class GanmexBaseline:
 
 # ---------------------------------------------------------------------------- attributions
 
-
-class _ScoreModel(nn.Module):
-    """Wraps a classifier: forward(x, weights[N,K]) -> sum_k w_k z_k, float[N]."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return (self.model(x) * weights).sum(1)
-
-
-Method = Literal["ig", "deeplift", "occlusion", "expected-gradients"]
-
-
-def attribute_with_baselines(
-    model: nn.Module,
-    x: torch.Tensor,
-    weights: torch.Tensor,
-    baselines: torch.Tensor,
-    method: Method = "ig",
-    n_steps: int = 32,
-    batch_size: int = 256,
-    window: int = 4,
-    eg_samples: int = 16,
-) -> torch.Tensor:
-    """Attributions of the linear scores sum_k w[n,t,k] z_k with per-pair baselines.
-
-    Args:
-        x: float[N,C,H,W]; weights float[N,T,K]; baselines float[N,T,C,H,W].
-        method: ``ig`` (Riemann-trapezoid IG with ``n_steps``), ``deeplift`` (rescale),
-            ``occlusion`` (``window`` x ``window`` patches, stride window/2, replaced by the
-            baseline's pixels), ``expected-gradients`` (``eg_samples`` random points
-            a ~ U[0,1] on the path from each pair's baseline, seeded; with one baseline per
-            pair this is IG with random quadrature, as DeepSHAP with one reference).
-    Returns:
-        float[N,T,C,H,W] attributions (Captum; pixel maps: sum over C).
-    """
-    from captum.attr import DeepLift, IntegratedGradients, Occlusion
-
-    if (weights.ndim != 3 or baselines.shape[:2] != weights.shape[:2]
-            or baselines.shape[2:] != x.shape[1:]):
-        raise XgirError(
-            f"need weights [N,T,K] and baselines [N,T,C,H,W] for x {tuple(x.shape)}: got "
-            f"{tuple(weights.shape)} and {tuple(baselines.shape)}"
-        )
-    n, t = weights.shape[:2]
-    flat_x = x.repeat_interleave(t, dim=0)
-    flat_b = baselines.reshape(n * t, *x.shape[1:])
-    flat_w = weights.reshape(n * t, -1).to(x.dtype)
-    scorer = _ScoreModel(model)
-    outs = []
-    for i in range(0, n * t, batch_size):
-        xi, bi, wi = (flat_x[i:i + batch_size], flat_b[i:i + batch_size], flat_w[i:i + batch_size])
-        if method == "ig":
-            a = IntegratedGradients(scorer).attribute(
-                xi, baselines=bi, additional_forward_args=(wi,), n_steps=n_steps,
-                method="riemann_trapezoid", internal_batch_size=batch_size)
-        elif method == "deeplift":
-            a = DeepLift(scorer).attribute(xi, baselines=bi, additional_forward_args=(wi,))
-        elif method == "occlusion":
-            stride = max(1, window // 2)
-            a = Occlusion(scorer).attribute(
-                xi, sliding_window_shapes=(x.shape[1], window, window),
-                strides=(x.shape[1], stride, stride), baselines=bi, additional_forward_args=(wi,))
-        elif method == "expected-gradients":
-            a = _expected_gradients(scorer, xi, bi, wi, eg_samples, seed=i)
-        else:
-            raise XgirError(
-                f"unknown method '{method}'; choose ig, deeplift, occlusion or expected-gradients"
-            )
-        outs.append(a.detach())
-    return torch.cat(outs).view(n, t, *x.shape[1:])
-
-
-def _expected_gradients(scorer: nn.Module, x: torch.Tensor, b: torch.Tensor, w: torch.Tensor,
-                        samples: int, seed: int = 0) -> torch.Tensor:
-    """Expected gradients: (x - b) * mean_s grad at b + a_s (x - b), a_s ~ U[0,1] per sample."""
-    g = torch.Generator().manual_seed(seed)
-    total = torch.zeros_like(x)
-    for _ in range(samples):
-        alpha = torch.rand(x.shape[0], generator=g).to(x.device, x.dtype).view(-1, 1, 1, 1)
-        xa = (b + alpha * (x - b)).requires_grad_(True)
-        (grad,) = torch.autograd.grad(scorer(xa, w).sum(), xa)
-        total += grad
-    return (x - b) * total / samples
+Method = Literal["ig", "deeplift", "deepshap", "occlusion", "expected-gradients"]
+_BASELINE_PARAM = {"expected-gradients": "baselines", "deepshap": "baselines"}
 
 
 def one_vs_one(
@@ -603,35 +519,76 @@ def one_vs_one(
     method: Method = "ig",
     score: Literal["predicted", "contrast"] = "predicted",
     predicted: torch.Tensor | None = None,
-    **kwargs: Any,
+    **params: Any,
 ) -> torch.Tensor:
-    """One-vs-one attributions "why the predicted class p and not t" with baselines b(x, t).
+    """One-vs-one attributions "why the predicted class p and not t", baseline b(x, t).
 
     Args:
-        x: float[N,C,H,W]; foils: long[N,T] (or [N]) the classes t.
-        baseline: a Baseline (``baseline(x, targets) -> [N,T,C,H,W]``) called with the
-            foils as class targets, e.g. :class:`GanmexBaseline` (G(x, t)).
+        x: float[N,C,H,W]; foils: long[N,T] (or [N]) the classes t, all != p.
+        baseline: a :class:`GanmexBaseline` (reference G(x_n, t)) or any Baseline of
+            :mod:`xgir.explain.baselines` / name / tensor (then the same reference for every t).
+        method: a reference-based explainer of :mod:`xgir.explain.gradient` (``ig``,
+            ``deeplift``, ``deepshap``, ``occlusion``, ``expected-gradients``); ``params`` go
+            to it (e.g. ``n_steps``, ``window``, ``n_samples``).
         score: ``predicted`` (default, as in the GANMEX paper): the logit z_p of the
-            predicted class; ``contrast``: z_p - z_t.
-        predicted: long[N] the class p (default: the model's argmax).
+            predicted class, so that IG sums to z_p(x) - z_p(b(x, t)); ``contrast``: z_p - z_t.
+        predicted: long[N] the class p (default: the model's argmax on x).
     Returns:
-        float[N,T,H,W] pixel attributions (summed over channels).
+        float[N,T,H,W] heatmaps (signed sum over channels).
     """
+    from xgir.explain.baselines import resolve_baseline
+    from xgir.explain.registry import get_explainer
+
     if foils.ndim == 1:
         foils = foils[:, None]
-    with frozen(model):
-        if predicted is None:
-            with torch.no_grad():
-                predicted = model(x).argmax(1)
-        k = model(x[:1]).shape[1]
-        n, t = foils.shape
-        if bool((foils == predicted[:, None]).any()):
-            raise XgirError("a foil class equals the predicted class: one-vs-one needs t != p")
-        base = baseline(x, foils)
-        weights = F.one_hot(predicted, k).float()[:, None, :].expand(n, t, k).clone()
-        if score == "contrast":
-            weights = weights - F.one_hot(foils, k).float()
-        elif score != "predicted":
-            raise XgirError(f"score must be 'predicted' or 'contrast', got '{score}'")
-        attr = attribute_with_baselines(model, x, weights, base, method=method, **kwargs)
-    return attr.sum(2)
+    with torch.no_grad():
+        logits = model(x)
+    if predicted is None:
+        predicted = logits.argmax(1)
+    n, t = foils.shape
+    k = logits.shape[1]
+    if foils.shape[0] != x.shape[0]:
+        raise XgirError(f"foils are for {foils.shape[0]} images, the batch has {x.shape[0]}")
+    foils = foils.to(x.device)
+    predicted = predicted.to(x.device)
+    if bool((foils == predicted[:, None]).any()):
+        raise XgirError("a foil class equals the predicted class: one-vs-one needs t != p")
+    foil_targets = as_targets(foils, n, k)
+    refs = resolve_baseline(baseline, x, foil_targets)  # [N,T,C,H,W], b(x_n, t)
+    if score == "predicted":
+        targets: Any = predicted[:, None].expand(n, t)
+    elif score == "contrast":
+        w = F.one_hot(predicted, k).float()[:, None, :] - F.one_hot(foils, k).float()
+        targets = Targets(w.cpu(), torch.zeros(n, t, k, dtype=torch.bool),
+                          torch.zeros(n, t, dtype=torch.bool))
+    else:
+        raise XgirError(f"score must be 'predicted' or 'contrast', got '{score}'")
+    if method not in ("ig", "deeplift", "deepshap", "occlusion", "expected-gradients"):
+        raise XgirError(f"method '{method}' takes no baseline; choose ig, deeplift, deepshap, "
+                        "occlusion or expected-gradients")
+    params[_BASELINE_PARAM.get(method, "baseline")] = refs
+    return get_explainer(method, **params)(model, x, targets)
+
+
+class GanmexExplainer:
+    """Registry explainer ``ganmex``: ``(model, x, foils) -> float[N,T,H,W]``, the one-vs-one
+    attribution of the predicted class against each foil class t with G(x, t) as the
+    baseline (see :func:`one_vs_one`). The *targets* of this explainer are the foils."""
+
+    def __init__(self, generator: Generator | str | Path, method: Method = "ig",
+                 score: Literal["predicted", "contrast"] = "predicted", **params: Any) -> None:
+        if not isinstance(generator, Generator):
+            generator = load_generator(generator)
+        self.baseline = GanmexBaseline(generator)
+        self.method, self.score, self.params = method, score, params
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
+        if isinstance(targets, int):
+            targets = torch.full((x.shape[0],), targets)
+        if not isinstance(targets, torch.Tensor) or targets.is_floating_point():
+            raise XgirError("ganmex explainer targets are foil classes: an int or long [N] / [N,T]")
+        return one_vs_one(model, x, targets.long(), self.baseline, self.method, self.score,
+                          **self.params)
+
+
+EXPLAINERS = {"ganmex": GanmexExplainer}
