@@ -49,19 +49,25 @@ from xgir.io import torch_save
 
 
 class GanmexConfig(StrictModel):
-    """Architecture and training of the GANMEX generator and critic."""
+    """Architecture and training of the GANMEX generator and critic.
+
+    The defaults are those measured on 28x28 digits (``xgir bench ganmex``): 1500 steps train in
+    about 4 CPU-minutes on one thread and give counterfactuals classified as the target class
+    for about 99% of (x, t) pairs. The critic learns 4x faster than the generator (TTUR) in
+    place of several critic steps per generator step, which costs less on a CPU.
+    """
 
     num_classes: int = Field(10, ge=2)
     channels: int = Field(1, ge=1)
     image_size: int = Field(28, ge=8)
-    width: int = Field(32, ge=4, description="channels of the first generator layer")
-    n_res: int = Field(3, ge=0, description="residual blocks at the bottleneck")
+    width: int = Field(16, ge=4, description="channels of the first generator layer")
+    n_res: int = Field(2, ge=0, description="residual blocks at the bottleneck")
     critic_width: int = Field(32, ge=4)
-    steps: int = Field(2000, ge=1, description="generator steps")
+    steps: int = Field(1500, ge=1, description="generator steps")
     n_critic: int = Field(1, ge=1, description="critic steps per generator step")
-    batch_size: int = Field(64, ge=2)
-    lr_g: float = Field(2e-4, gt=0)
-    lr_d: float = Field(2e-4, gt=0)
+    batch_size: int = Field(32, ge=2)
+    lr_g: float = Field(1e-4, gt=0)
+    lr_d: float = Field(4e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     lambda_gp: float = Field(10.0, ge=0)
