@@ -306,6 +306,12 @@ def test_train_bad_input(tmp_path):
         train_ganmex(clf, torch.full((4, C, S, S), float("nan")), tiny_cfg(), progress=False)
     with pytest.raises(XgirError, match=r"float\[N,C,H,W\]"):
         train_ganmex(clf, torch.rand(4, S, S), tiny_cfg(), progress=False)
+    with pytest.raises(XgirError, match=r"in \[0,1\]"):
+        train_ganmex(clf, images(4) * 2 - 1, tiny_cfg(), progress=False)
+    with pytest.raises(XgirError, match="classifier has 4 classes"):
+        train_ganmex(clf, images(4), tiny_cfg(num_classes=10), progress=False)
+    with pytest.raises(XgirError, match="8x8"):
+        train_ganmex(clf, torch.rand(4, C, 12, 12), tiny_cfg(), progress=False)
     with pytest.raises(XgirError, match="not found"):
         load_generator(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")

@@ -44,6 +44,7 @@ from xgir.config import StrictModel
 from xgir.errors import XgirError
 from xgir.explain.targets import Targets, as_targets
 from xgir.io import torch_save
+from xgir.train.erm import model_device
 
 # ---------------------------------------------------------------------------- config
 
@@ -336,15 +337,21 @@ def train_ganmex(
         raise XgirError("images contain NaN or infinite values")
     if images.shape[2] != images.shape[3]:
         raise XgirError(f"GANMEX expects square images, got {tuple(images.shape[2:])}")
-    if cfg is None:
-        cfg = GanmexConfig(channels=images.shape[1], image_size=images.shape[2])
-    _check_image(images, cfg.channels, cfg.image_size)
+    if float(images.min()) < 0 or float(images.max()) > 1:
+        raise XgirError("GANMEX generates images in [0,1]: give unnormalised images in [0,1] "
+                        "(put any input normalisation inside the classifier)")
     if len(images) < 2:
         raise XgirError("GANMEX needs at least 2 training images")
-    if device is None:
-        device = next(classifier.parameters()).device
-    device = torch.device(device)
+    if cfg is not None:
+        _check_image(images, cfg.channels, cfg.image_size)
+    device = torch.device(device) if device is not None else model_device(classifier)
     classifier = classifier.to(device)
+    with torch.no_grad(), frozen(classifier):
+        k = classifier(images[:2].to(device)).shape[1]
+    if cfg is None:
+        cfg = GanmexConfig(num_classes=k, channels=images.shape[1], image_size=images.shape[2])
+    if cfg.num_classes != k:
+        raise XgirError(f"the classifier has {k} classes, the GANMEX config {cfg.num_classes}")
 
     torch.manual_seed(cfg.seed)
     gen, critic = build_networks(cfg)
