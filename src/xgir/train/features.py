@@ -62,6 +62,8 @@ def fit_head(
     g = torch.Generator().manual_seed(seed)
     if head is None:
         head = nn.Linear(features.shape[1], num_classes)
+    for p in head.parameters():
+        p.requires_grad_(True)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(features)
     for _ in range(epochs):

@@ -1,0 +1,298 @@
+"""``xgir bench xgir-two-stage``: XGIR against its baselines in the two-stage setup.
+
+Per seed (the dataset draw, the heads and the noise change with the seed; the
+extractor is pretrained once, seed 0, and cached):
+
+- ERM head on source-train features (the model XGIR starts from);
+- DFR reference on a group-balanced held-out set (target-val, group labels);
+- XGIR-IOX (Grad-CAM of the true class) and XGIR-CWOX (contrastive map of the
+  true class's confusion cluster), swept over delta2 (pooled quantile of r);
+- XGIR with ground-truth digit masks (the upper bound of the idea) and random-mask
+  XGIR (same share of pixels kept per image, random places: a control);
+- variants of XGIR-IOX at the default delta2: empty image mean / blur, delta2 as a
+  per-unit quantile, half the noise scale.
+
+No setting is chosen on the target split: the whole sweep is reported, and the
+headline rows use the defaults fixed before the run (:class:`XGIRConfig`).
+Writes report.md, results.json, delta2.png and heatmaps.png.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from xgir.correct.dfr import dfr_head
+from xgir.correct.xgir import (
+    XGIRConfig,
+    empty_images,
+    frozen_copy,
+    retrain_head,
+    support_from_heatmaps,
+    unit_responses,
+)
+from xgir.data import load_dataset
+from xgir.explain.clusters import ConfusionTree
+from xgir.explain.cwox import cwox
+from xgir.explain.gradcam import grad_cam
+from xgir.io import save_figure, write_json, write_text
+from xgir.train.config import two_stage_config
+from xgir.train.features import cached_features, fit_head
+from xgir.train.two_stage import frozen_with_new_head, pretrain_extractor
+
+SUITE = "xgir-two-stage"
+DEEP, SHALLOW = "layer3", "layer2"
+DELTA2_SWEEP = (0.1, 0.25, 0.5, 0.75)
+
+
+def _accuracies(model: torch.nn.Module, h: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, float]:
+    """source / target / worst-group accuracy of a head on cached features."""
+    out = {}
+    with torch.no_grad():
+        for key, split in (("source", "source-test"), ("target", "target-test")):
+            pred = model(h[split]).argmax(1)
+            out[key] = float((pred == data[split].labels).float().mean())
+        correct = (model(h["target-test"]).argmax(1) == data["target-test"].labels).float()
+        groups = data["target-test"].groups
+        out["worst_group"] = min(float(correct[groups == g].mean()) for g in torch.unique(groups))
+    return out
+
+
+def true_class_heatmaps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        batch_size: int = 256) -> torch.Tensor:
+    """IOX: Grad-CAM of the true class at the deep layer, float[N,u,v] (not upsampled)."""
+    maps = [grad_cam(model, images[i : i + batch_size], labels[i : i + batch_size, None], DEEP,
+                     upsample=False)[:, 0] for i in range(0, len(images), batch_size)]
+    return torch.cat(maps)
+
+
+def cwox_true_cluster_heatmaps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                               tree: ConfusionTree, level: float, iox: torch.Tensor,
+                               batch_size: int = 256) -> tuple[torch.Tensor, float]:
+    """CWOX: the contrasted map H(C) of the confusion cluster holding the true class (upsampled
+    to the input); the IOX map where the true class is not among the top labels. Returns the
+    maps float[N,H,W] and the share of images that fell back to IOX."""
+    size = tuple(images.shape[-2:])
+    iox_up = F.interpolate(iox[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    out = iox_up.clone()
+    found = 0
+    for i in range(0, len(images), batch_size):
+        res = cwox(model, images[i : i + batch_size], tree, level=level, deep_layer=DEEP,
+                   shallow_layer=SHALLOW)
+        for j, im in enumerate(res.images):
+            y = int(labels[i + j])
+            for c, cluster in enumerate(im.clusters):
+                if y in cluster:
+                    out[i + j] = im.cluster_maps[c]
+                    found += 1
+                    break
+    return out, 1.0 - found / len(images)
+
+
+def random_supports(support: torch.Tensor, seed: int) -> torch.Tensor:
+    """Random supports keeping the same number of pixels per image as ``support``: the top
+    pixels of a smooth random field (blobs, like a heatmap's support, at random places)."""
+    g = torch.Generator().manual_seed(seed)
+    n, h, w = support.shape
+    field = F.interpolate(torch.rand(n, 1, 4, 4, generator=g), size=(h, w), mode="bicubic",
+                          align_corners=False)[:, 0].flatten(1)
+    counts = support.flatten(1).sum(1)
+    ranks = field.argsort(dim=1, descending=True).argsort(dim=1)
+    return (ranks < counts[:, None]).view(n, h, w)
+
+
+def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
+    cfg = two_stage_config(seed=0)
+    pre = pretrain_extractor(cfg.pretrain, cfg.model, seed=0, progress=progress)
+    n = {"n": 1500} if quick else {}
+    splits = ["source-train", "source-val", "source-test", "target-val", "target-test"]
+    data = {s: load_dataset("background-shift", s, seed=seed, p=0.95, **n) for s in splits}
+    torch.manual_seed(seed)
+    model = frozen_with_new_head(pre, cfg.model.arch, cfg.model.params, 10)
+    model, features, head = frozen_copy(model)
+    h = {s: cached_features(features, data[s], f"background-shift/{s}/seed={seed}/{n}") for s in splits}
+    train = data["source-train"]
+    y = train.labels
+    fit_head(h["source-train"], y, 10, epochs=cfg.train.epochs, lr=cfg.train.lr,
+             batch_size=cfg.train.batch_size, seed=seed, head=head)
+    rows: dict[str, dict[str, float]] = {"ERM head": _accuracies(head, h, data)}
+    extra: dict[str, Any] = {}
+
+    dfr, info = dfr_head(h["target-val"], data["target-val"].labels, data["target-val"].groups, 10, seed=seed)
+    rows["DFR (group labels, reference)"] = _accuracies(dfr, h, data)
+    extra["dfr"] = info
+
+    # heatmaps of the ERM model for the true class
+    iox = true_class_heatmaps(model, train.images, y)
+    tree = ConfusionTree.fit(model, data["source-val"])
+    level = 0.5
+    cwox_maps, fallback = cwox_true_cluster_heatmaps(model, train.images, y, tree, level, iox)
+    extra["cwox"] = {"level": level, "clusters": tree.clusters(level), "fallback_to_iox": fallback}
+    base = XGIRConfig(seed=seed)
+    supports = {
+        "IOX": support_from_heatmaps(iox, (32, 32), base.delta1),
+        "CWOX": support_from_heatmaps(cwox_maps, (32, 32), base.delta1),
+        "GT mask": train.masks,
+    }
+    supports["random mask"] = random_supports(supports["IOX"], seed)
+    extra["support_share"] = {k: float(v.float().mean()) for k, v in supports.items()}
+    extra["support_precision"] = {
+        k: float((v & train.masks).sum() / v.sum().clamp(min=1)) for k, v in supports.items()
+    }
+
+    x0_cache: dict[str, torch.Tensor] = {}
+
+    def responses(kind: str, empty: str) -> torch.Tensor:
+        key = f"{kind}/{empty}"
+        if key not in x0_cache:
+            x0 = empty_images(train.images, empty, train.images.mean(0), base.blur_sigma)
+            x0_cache[key] = unit_responses(features, train.images, supports[kind], x0)
+        return x0_cache[key]
+
+    def run_xgir(kind: str, config: XGIRConfig) -> tuple[dict[str, float], dict[str, Any]]:
+        sup = supports[kind]
+        empty = ~sup.flatten(1).any(1)
+        new_head, rec = retrain_head(h["source-train"], responses(kind, config.empty), y, 10, config,
+                                     empty, float(sup.float().mean()))
+        acc = _accuracies(new_head, h, data)
+        return acc, {"frac_units_randomised": rec.frac_units_randomised,
+                     "frac_units_fully_randomised": rec.frac_units_fully_randomised,
+                     "delta2_abs": rec.delta2_used[0] if config.delta2_mode != "unit-quantile" else None,
+                     "empty_supports": rec.empty_supports}
+
+    sweep: dict[str, dict[float, Any]] = {}
+    records: dict[str, Any] = {}
+    jobs = [(k, d) for k in ("IOX", "CWOX", "GT mask", "random mask") for d in DELTA2_SWEEP]
+    for kind, d2 in tqdm(jobs, desc=f"xgir sweep seed {seed}", disable=not progress, leave=False):
+        acc, rec = run_xgir(kind, XGIRConfig(seed=seed, delta2=d2))
+        sweep.setdefault(kind, {})[d2] = {**acc, **rec}
+        if d2 == base.delta2:
+            rows[f"XGIR-{kind}" if kind in ("IOX", "CWOX") else f"XGIR, {kind}"] = acc
+            records[kind] = rec
+    variants = {
+        "XGIR-IOX, x0 = data mean": XGIRConfig(seed=seed, empty="mean"),
+        "XGIR-IOX, x0 = blurred x": XGIRConfig(seed=seed, empty="blur"),
+        "XGIR-IOX, delta2 per-unit quantile": XGIRConfig(seed=seed, delta2_mode="unit-quantile"),
+        "XGIR-IOX, noise scale 0.5": XGIRConfig(seed=seed, noise_scale=0.5),
+    }
+    for name, conf in variants.items():
+        acc, rec = run_xgir("IOX", conf)
+        rows[name] = acc
+        records[name] = rec
+    r = responses("IOX", "zeros")
+    extra["r_iox_quantiles"] = {f"q{q}": float(torch.quantile(r.flatten()[::13], q / 100))
+                                for q in (5, 25, 50, 75, 95)}
+    extra["examples"] = {"images": train.images[:6], "iox": iox[:6], "cwox": cwox_maps[:6],
+                         "supports": {k: v[:6] for k, v in supports.items()}, "labels": y[:6]}
+    return {"rows": rows, "sweep": sweep, "records": records, "extra": extra}
+
+
+def _mean_std(values: list[float]) -> str:
+    a = np.array(values)
+    return f"{a.mean():.3f} ± {a.std():.3f}"
+
+
+def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
+    start = time.time()
+    out = Path(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the heads are tiny: one thread is several times faster here
+    try:
+        per_seed = {s: run_seed(s, quick) for s in seeds}
+    finally:
+        torch.set_num_threads(threads)
+    first = per_seed[seeds[0]]
+    names = list(first["rows"])
+    table: dict[str, dict[str, list[float]]] = {
+        name: {m: [per_seed[s]["rows"][name][m] for s in seeds] for m in ("source", "target", "worst_group")}
+        for name in names
+    }
+    erm_t = np.mean(table["ERM head"]["target"])
+    dfr_t = np.mean(table["DFR (group labels, reference)"]["target"])
+    lines = [
+        "# XGIR in the two-stage setup (background-shift, p = 0.95)", "",
+        f"Seeds: {seeds}{' (quick)' if quick else ''}. Mean ± std over seeds. Defaults: "
+        f"{XGIRConfig().delta2_mode} delta2 = {XGIRConfig().delta2}, delta1 = {XGIRConfig().delta1}, "
+        f"x0 = zeros, {XGIRConfig().draws} noise draws. 'gap closed' = (target - ERM) / (DFR - ERM).", "",
+        "| method | source acc | target acc | worst-group acc | gap closed |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        t = table[name]
+        gap = (np.mean(t["target"]) - erm_t) / (dfr_t - erm_t) if dfr_t != erm_t else float("nan")
+        lines.append(f"| {name} | {_mean_std(t['source'])} | {_mean_std(t['target'])} | "
+                     f"{_mean_std(t['worst_group'])} | {gap:+.2f} |")
+    lines += ["", "## Sweep over delta2 (pooled quantile of r): target accuracy", "",
+              "| support | " + " | ".join(f"q = {d}" for d in DELTA2_SWEEP) + " |",
+              "|---|" + "---|" * len(DELTA2_SWEEP)]
+    for kind in first["sweep"]:
+        cells = [_mean_std([per_seed[s]["sweep"][kind][d]["target"] for s in seeds]) for d in DELTA2_SWEEP]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines += ["", "Share of units randomised (mean lambda) at each delta2, seed "
+              f"{seeds[0]}: " + "; ".join(
+                  f"{kind}: " + ", ".join(f"{first['sweep'][kind][d]['frac_units_randomised']:.2f}"
+                                         for d in DELTA2_SWEEP) for kind in first["sweep"])]
+    ex = first["extra"]
+    lines += ["", f"Support share of pixels: {ex['support_share']}",
+              f"Support precision (share of support on the digit): {ex['support_precision']}",
+              f"CWOX clusters at level {ex['cwox']['level']}: {ex['cwox']['clusters']}; "
+              f"images falling back to IOX: {ex['cwox']['fallback_to_iox']:.2f}",
+              f"Quantiles of r (IOX, x0 = zeros): {ex['r_iox_quantiles']}",
+              "", f"Run time: {time.time() - start:.0f} s."]
+    report = "\n".join(lines) + "\n"
+    _plot_sweep(per_seed, seeds, out / "delta2.png")
+    _plot_examples(ex["examples"], out / "heatmaps.png")
+    results = {"seeds": seeds, "quick": quick, "table": table,
+               "sweep": {s: per_seed[s]["sweep"] for s in seeds},
+               "records": {s: per_seed[s]["records"] for s in seeds},
+               "extra": {s: {k: v for k, v in per_seed[s]["extra"].items() if k != "examples"} for s in seeds}}
+    write_json(out / "results.json", results)
+    write_text(out / "report.md", report)
+    return results
+
+
+def _plot_sweep(per_seed: dict[int, Any], seeds: list[int], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for kind in per_seed[seeds[0]]["sweep"]:
+        vals = np.array([[per_seed[s]["sweep"][kind][d]["target"] for d in DELTA2_SWEEP] for s in seeds])
+        ax.errorbar(DELTA2_SWEEP, vals.mean(0), yerr=vals.std(0), marker="o", capsize=3, label=f"XGIR-{kind}")
+    for name, style in (("ERM head", "--"), ("DFR (group labels, reference)", ":")):
+        v = np.mean([per_seed[s]["rows"][name]["target"] for s in seeds])
+        ax.axhline(v, linestyle=style, color="k", label=name)
+    ax.set_xlabel("delta2 (pooled quantile of r)")
+    ax.set_ylabel("target accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title("XGIR: target accuracy against delta2")
+    save_figure(fig, path)
+
+
+def _plot_examples(ex: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from xgir.viz import to_display
+
+    cols = ["image", "IOX map", "CWOX map", *ex["supports"].keys()]
+    n = len(ex["labels"])
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.5 * len(cols), 1.5 * n), squeeze=False)
+    iox = F.interpolate(ex["iox"][:, None], size=ex["images"].shape[-2:], mode="bilinear")[:, 0]
+    for i in range(n):
+        panels = [None, iox[i], ex["cwox"][i], *[ex["supports"][k][i].float() for k in ex["supports"]]]
+        for j, p in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(to_display(ex["images"][i]))
+            if p is not None:
+                ax.imshow(p.numpy(), cmap="jet", alpha=0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=7)
+        axes[i, 0].set_ylabel(f"y={int(ex['labels'][i])}", fontsize=7)
+    save_figure(fig, path)

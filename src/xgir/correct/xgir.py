@@ -1,0 +1,268 @@
+"""XGIR: XAI-guided interventional retraining of the softmax head (DESIGN.md section 4).
+
+Given a split model (frozen features f, linear head w) and training data:
+
+1. a heatmap e_i for the true class y_i (IOX: Grad-CAM of the class; CWOX: the
+   contrastive map of the confusion cluster holding y_i, or any support given);
+2. support s_i = 1[e_i / max e_i > delta1], upsampled to the input;
+   x'_i = x_i * s_i + x0 * (1 - s_i), x0 the empty image (zeros, data mean, blurred x_i);
+3. r_i = f(x'_i) - f(x0): how much each feature unit responds to the core region;
+4. lambda_i(u) = (delta2(u) - min(delta2(u), r_i(u))) / delta2(u), clipped to [0, 1]
+   (a negative response would give lambda > 1: clipping keeps h' a convex mix);
+5. h'_i(u) = (1 - lambda_i(u)) h_i(u) + lambda_i(u) eps, eps ~ N(mean_u, (scale * std_u)^2),
+   the per-unit mean and standard deviation of h over the training set;
+6. a fresh softmax head is trained on {h'_i, y_i} (``draws`` noise draws per image),
+   the extractor frozen.
+
+delta2 is in units of r (``delta2_mode="absolute"``), or a q-quantile of r that
+transfers between models: ``"quantile"`` pools r over all images and units (one
+threshold; units that respond weakly everywhere are randomised most), ``"unit-quantile"``
+takes the q-quantile of each unit over the images (every unit is randomised on its
+weakest q share of images).
+Images whose heatmap has no positive mass (empty support) keep their features
+(lambda = 0): there is no evidence to tell core from context.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xgir.errors import XgirError
+from xgir.models.split import FeatureExtractor, split
+from xgir.train.erm import model_device
+from xgir.train.features import extract_features, fit_head
+
+EmptyImage = Literal["zeros", "mean", "blur"]
+
+
+@dataclass
+class XGIRConfig:
+    """Settings of one XGIR run (see the module docstring for the symbols)."""
+
+    delta1: float = 0.01
+    delta2: float = 0.5
+    delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = "quantile"
+    empty: EmptyImage = "zeros"
+    blur_sigma: float = 4.0
+    noise_scale: float = 1.0
+    draws: int = 5
+    head_epochs: int = 10
+    lr: float = 1e-2
+    batch_size: int = 256
+    weight_decay: float = 0.0
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.delta1 < 1:
+            raise XgirError(f"delta1 must be in [0, 1), got {self.delta1}")
+        if self.delta2_mode != "absolute" and not 0 < self.delta2 < 1:
+            raise XgirError(f"delta2 as a quantile must be in (0, 1), got {self.delta2}")
+        if self.delta2_mode == "absolute" and self.delta2 <= 0:
+            raise XgirError(f"delta2 must be positive, got {self.delta2}")
+        if self.delta2_mode not in ("absolute", "quantile", "unit-quantile"):
+            raise XgirError(f"delta2_mode must be absolute, quantile or unit-quantile, got '{self.delta2_mode}'")
+        if self.empty not in ("zeros", "mean", "blur"):
+            raise XgirError(f"empty image must be zeros, mean or blur, got '{self.empty}'")
+        if self.draws < 1:
+            raise XgirError(f"draws must be >= 1, got {self.draws}")
+
+
+def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1: float) -> torch.Tensor:
+    """s = 1[e / max e > delta1], bilinearly upsampled to ``size``: heatmaps float[N,h,w] ->
+    bool[N,H,W]. A map with no positive mass gives an empty support."""
+    if heatmaps.ndim != 3:
+        raise XgirError(f"heatmaps must be [N,h,w], got shape {tuple(heatmaps.shape)}")
+    if torch.isnan(heatmaps).any():
+        raise XgirError("heatmaps contain NaN")
+    e = heatmaps.float()
+    if tuple(e.shape[-2:]) != tuple(size):
+        e = F.interpolate(e[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    peak = e.flatten(1).max(dim=1).values.clamp(min=0)
+    rel = e / peak.clamp(min=1e-12)[:, None, None]
+    return (rel > delta1) & (peak > 0)[:, None, None]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of float[N,C,H,W] (kernel 2*ceil(3 sigma)+1, reflect padding)."""
+    radius = max(1, int(3 * sigma + 0.999))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    if pad < radius:  # small images: pad by replication instead of reflection
+        xp = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    else:
+        xp = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(xp, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def empty_images(x: torch.Tensor, kind: EmptyImage, data_mean: torch.Tensor | None = None,
+                 blur_sigma: float = 4.0) -> torch.Tensor:
+    """x0 for each image, float[N,C,H,W]: zeros, the data mean image, or a blurred copy of x."""
+    if kind == "zeros":
+        return torch.zeros_like(x)
+    if kind == "mean":
+        if data_mean is None:
+            raise XgirError("the 'mean' empty image needs the data mean")
+        return data_mean.to(x).expand_as(x)
+    return gaussian_blur(x, blur_sigma)
+
+
+def interventional_lambda(r: torch.Tensor, delta2: torch.Tensor | float) -> torch.Tensor:
+    """lambda = (delta2 - min(delta2, r)) / delta2, clipped to [0, 1]: float[N,D]; delta2 a
+    scalar or float[D] (per unit, positive)."""
+    d = torch.as_tensor(delta2, dtype=r.dtype, device=r.device)
+    if bool((d <= 0).any()):
+        raise XgirError("delta2 must be positive for every unit (a quantile of r gave <= 0: "
+                        "choose a higher quantile or an absolute delta2)")
+    lam = (d - torch.minimum(d.expand_as(r), r)) / d
+    return lam.clamp(0.0, 1.0)
+
+
+def noisy_features(h: torch.Tensor, lam: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   draws: int, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """h' = (1 - lam) h + lam eps, eps ~ N(mean, (scale std)^2) per unit; ``draws`` draws per
+    row: h, lam float[N,D] -> float[draws*N,D] (draw-major order)."""
+    n, d = h.shape
+    eps = mean + scale * std * torch.randn(draws, n, d, generator=generator)
+    out = (1 - lam) * h + lam * eps
+    return out.reshape(draws * n, d)
+
+
+@dataclass
+class XGIRRecord:
+    """What XGIR did: settings, share of units randomised, distribution of r."""
+
+    config: dict[str, Any]
+    delta2_used: list[float]
+    frac_units_randomised: float  # mean lambda over images and units
+    frac_units_fully_randomised: float  # share of (image, unit) with lambda = 1
+    frac_randomised_per_class: dict[int, float]
+    r_quantiles: dict[str, list[float]]  # per-unit quantiles of r (5, 25, 50, 75, 95 %)
+    support_fraction: float  # mean share of pixels kept
+    empty_supports: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def unit_responses(features: nn.Module, x: torch.Tensor, support: torch.Tensor, x0: torch.Tensor,
+                   batch_size: int = 512) -> torch.Tensor:
+    """r = f(x * s + x0 * (1 - s)) - f(x0): float[N,D] (CPU)."""
+    s = support[:, None].to(x.dtype)
+    x_core = x * s + x0 * (1 - s)
+    zero_x0 = bool((x0 == 0).all())
+    f_core = extract_features(features, x_core, batch_size)
+    if zero_x0 or bool((x0 == x0[:1]).all()):
+        f_empty = extract_features(features, x0[:1], batch_size).expand_as(f_core)
+    else:
+        f_empty = extract_features(features, x0, batch_size)
+    return f_core - f_empty
+
+
+def delta2_per_unit(r: torch.Tensor, config: XGIRConfig) -> torch.Tensor:
+    """delta2 for each unit, float[D], from the responses r float[N,D] and the config."""
+    d = r.shape[1]
+    if config.delta2_mode == "absolute":
+        return torch.full((d,), float(config.delta2))
+    if config.delta2_mode == "unit-quantile":
+        return torch.quantile(r, config.delta2, dim=0).clamp(min=1e-6)
+    pooled = r.flatten()
+    if pooled.numel() > 1_000_000:  # torch.quantile's size limit: a fixed strided sample
+        pooled = pooled[:: pooled.numel() // 1_000_000 + 1]
+    return torch.quantile(pooled, config.delta2).clamp(min=1e-6).expand(d).clone()
+
+
+def retrain_head(
+    h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig,
+    empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
+) -> tuple[nn.Linear, XGIRRecord]:
+    """Steps 4-6: lambda from r, noisy features, a fresh head trained on them.
+
+    Args:
+        h: features float[N,D]; r: responses float[N,D]; labels long[N].
+        empty_support: bool[N] images whose support was empty (they keep h: lambda = 0).
+    """
+    if h.shape != r.shape:
+        raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
+    delta2 = delta2_per_unit(r, config)
+    lam = interventional_lambda(r, delta2)
+    if empty_support is not None:
+        lam[empty_support] = 0.0
+    mean, std = h.mean(dim=0), h.std(dim=0)
+    g = torch.Generator().manual_seed(config.seed)
+    h_noisy = noisy_features(h, lam, mean, std, config.draws, g, config.noise_scale)
+    y = labels.repeat(config.draws)
+    head = fit_head(h_noisy, y, num_classes, epochs=config.head_epochs, lr=config.lr,
+                    batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed)
+    qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
+    sample = r[:: max(1, len(r) // 2000)]
+    record = XGIRRecord(
+        config=asdict(config),
+        delta2_used=delta2.tolist(),
+        frac_units_randomised=float(lam.mean()),
+        frac_units_fully_randomised=float((lam >= 1).float().mean()),
+        frac_randomised_per_class={int(c): float(lam[labels == c].mean()) for c in torch.unique(labels)},
+        r_quantiles={f"q{int(q * 100)}": torch.quantile(sample, q, dim=0).tolist() for q in qs},
+        support_fraction=support_fraction,
+        empty_supports=int(empty_support.sum()) if empty_support is not None else 0,
+    )
+    return head, record
+
+
+def frozen_copy(model: nn.Module, head: str = "fc") -> tuple[nn.Module, FeatureExtractor, nn.Linear]:
+    """A deep copy of ``model`` in eval mode with every parameter frozen, and its split."""
+    new_model = copy.deepcopy(model).eval()
+    for p in new_model.parameters():
+        p.requires_grad_(False)
+    features, linear = split(new_model, head)
+    return new_model, features, linear
+
+
+def xgir_retrain(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    support: torch.Tensor,
+    config: XGIRConfig,
+    head: str = "fc",
+    features_h: torch.Tensor | None = None,
+    data_mean: torch.Tensor | None = None,
+) -> tuple[nn.Module, XGIRRecord]:
+    """Retrain the head of ``model`` with XGIR; returns (a new model, the record).
+
+    Args:
+        model: a classifier whose last step is the linear layer ``head``; not modified.
+        images: training images float[N,C,H,W]; labels long[N].
+        support: bool[N,H,W] the core region per image (from :func:`support_from_heatmaps`,
+            or ground-truth masks, or random masks for a control).
+        features_h: the frozen features h of ``images`` (computed when None).
+        data_mean: mean image float[C,H,W] (for ``empty="mean"``; computed when None).
+    """
+    if support.shape != (images.shape[0], *images.shape[-2:]):
+        raise XgirError(f"support must be [N,H,W] = {(images.shape[0], *images.shape[-2:])}, "
+                        f"got {tuple(support.shape)}")
+    new_model, features, linear = frozen_copy(model, head)
+    device = model_device(new_model)
+    h = features_h if features_h is not None else extract_features(features, images)
+    if data_mean is None and config.empty == "mean":
+        data_mean = images.mean(dim=0)
+    x0 = empty_images(images, config.empty, data_mean, config.blur_sigma)
+    r = unit_responses(features, images.to(device), support.to(device), x0.to(device)).cpu()
+    empty = ~support.flatten(1).any(dim=1)
+    new_head, record = retrain_head(h, r, labels, linear.out_features, config, empty,
+                                    float(support.float().mean()))
+    with torch.no_grad():
+        linear.weight.copy_(new_head.weight)
+        linear.bias.copy_(new_head.bias)
+    return new_model, record
