@@ -3,12 +3,12 @@ import json
 import torch
 
 from xgir.cli import main
+from xgir.data import load_dataset
+from xgir.models import LeNet
 from xgir.train import accuracy, fit_classifier
 from xgir.train.config import TrainConfig
 from xgir.train.features import fit_head
 from xgir.train.runner import run_training
-from xgir.data import load_dataset
-from xgir.models import LeNet
 
 
 def test_fit_classifier_learns_decoy_shortcut():
@@ -73,3 +73,13 @@ def test_cli_preview(tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert main(["data", "preview", "nope"]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_two_stage_yaml_matches_demo_config():
+    from pathlib import Path
+
+    from xgir.config import load_config
+    from xgir.train.config import two_stage_config
+
+    path = Path(__file__).parents[1] / "configs" / "two-stage.yaml"
+    assert load_config(path, TrainConfig) == two_stage_config()

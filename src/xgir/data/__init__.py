@@ -25,6 +25,7 @@ from xgir.data.real import ImageFolderDataset, load_mnist
 from xgir.data.textures import TEXTURE_FAMILIES
 from xgir.errors import XgirError
 
+
 def mnist(split: str = "train", seed: int = 0, root: str = "data/mnist") -> ImageDataset:
     """MNIST from IDX files in ``root`` (``seed`` is unused: the files are the data)."""
     return load_mnist(root, split)

@@ -66,3 +66,18 @@ class TrainConfig(StrictModel):
     train: OptimConfig = Field(default_factory=OptimConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     probe: bool = True
+
+
+def two_stage_config(out: str = "runs/two-stage", seed: int = 0) -> TrainConfig:
+    """The two-stage setup used by ``make demo`` and the XGIR suite (= configs/two-stage.yaml)."""
+    return TrainConfig.model_validate({
+        "seed": seed,
+        "out": out,
+        "mode": "two-stage",
+        "data": {"name": "background-shift", "params": {"p": 0.95}, "train_split": "source-train",
+                 "eval_splits": ["source-val", "source-test", "target-test"]},
+        "model": {"arch": "small-resnet", "params": {"width": 16}},
+        "train": {"epochs": 30, "lr": 0.01, "batch_size": 256},
+        "pretrain": {"data": {"name": "glyph-pretrain", "params": {"n": 20000}}, "epochs": 10,
+                     "lr": 0.002, "batch_size": 128},
+    })

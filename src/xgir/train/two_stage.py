@@ -59,7 +59,8 @@ def pretrain_accuracy(net: nn.Module, seed: int, pretrain: PretrainConfig) -> di
     """Character and texture accuracy of the stage-1 network on ``glyph-pretrain/val``."""
     from xgir.train.erm import predict_logits
 
-    val = load_dataset(pretrain.data.name, "val", seed=seed, **{k: v for k, v in pretrain.data.params.items() if k != "n"})
+    params = {k: v for k, v in pretrain.data.params.items() if k != "n"}
+    val = load_dataset(pretrain.data.name, "val", seed=seed, **params)
     logits = predict_logits(net, val.images)
     k = val.num_classes
     return {
