@@ -325,14 +325,19 @@ def propose_regions(
     labels: torch.Tensor,
     layer: str,
     mass: float = 0.5,
-    max_regions: int = 3,
+    max_regions: int = 5,
     n_segments: int = 40,
     compactness: float = 0.1,
+    sign: str = "positive",
+    rank: str = "mean",
 ) -> list[list[np.ndarray]]:
-    """Candidate regions per image: SLIC superpixels overlapping the pixels that hold ``mass`` of
-    |input gradient x signed Grad-CAM|, ranked by the saliency they hold; at most ``max_regions``.
+    """Candidate regions per image: the SLIC superpixels overlapping the pixels that hold ``mass``
+    of the saliency s = input gradient x upsampled signed Grad-CAM, at most ``max_regions``.
 
-    Returns one list of bool[H,W] arrays per image (possibly empty).
+    sign: ``positive`` scores s+ (pixels whose gradient agrees in sign with the Grad-CAM evidence),
+    ``absolute`` scores |s|. rank: order segments by their ``mean`` score (favours small intense
+    regions such as a decoy patch) or by their ``sum``. Returns one list of bool[H,W] arrays per
+    image (possibly empty).
     """
     from xgir.models.bayes import bayes_layers, sampling
 
@@ -341,6 +346,8 @@ def propose_regions(
             f"images must be [N,C,H,W] with one label each, "
             f"got {tuple(images.shape)}, {len(labels)}"
         )
+    if sign not in ("positive", "absolute") or rank not in ("mean", "sum"):
+        raise XgirError(f"sign must be positive/absolute and rank mean/sum, got {sign!r}, {rank!r}")
     was = model.training
     model.eval()
     if bayes_layers(model):
@@ -349,14 +356,16 @@ def propose_regions(
     else:
         sal = saliency_for_proposals(model, images, labels, layer)
     model.train(was)
-    keep = mass_threshold(sal, mass).numpy()
-    strength = sal.abs().numpy()
+    score = sal.clamp(min=0) if sign == "positive" else sal.abs()
+    keep = mass_threshold(score, mass).numpy()
+    strength = score.numpy()
+    reduce = np.mean if rank == "mean" else np.sum
     out: list[list[np.ndarray]] = []
     for i in range(len(images)):
         seg = superpixels(images[i], n_segments, compactness)
         ids = np.unique(seg[keep[i]])
-        scored = sorted(((float(strength[i][seg == s].sum()), int(s)) for s in ids), reverse=True)
-        out.append([seg == s for _, s in scored[:max_regions]])
+        scored = sorted(((float(reduce(strength[i][seg == k])), int(k)) for k in ids), reverse=True)
+        out.append([seg == k for _, k in scored[:max_regions]])
     return out
 
 
@@ -455,7 +464,7 @@ def collect_feedback(
     layer: str,
     round: int = 0,
     mass: float = 0.5,
-    max_regions: int = 3,
+    max_regions: int = 5,
     batch_size: int = 256,
 ) -> dict:
     """Propose regions on ``image_ids``, ask the annotator, save the answers. Returns counts."""
@@ -487,7 +496,7 @@ def active_feedback_loop(
     evaluate: Evaluate | None = None,
     seed: int = 0,
     mass: float = 0.5,
-    max_regions: int = 3,
+    max_regions: int = 5,
     progress: bool = True,
 ) -> list[dict]:
     """Ask about ``per_round`` new images per round (``strategy``: ``random`` or ``uncertainty``),
