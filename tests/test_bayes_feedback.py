@@ -35,6 +35,10 @@ def test_pool_feedback():
     assert pooled[0, 0, :2, :2].all() and pooled[0].sum() == 4
     assert pooled[1, 0, 13, 13] and pooled[1].sum() == 1
     assert not pooled[2].any()
+    grown = BF.pool_feedback(fb, (14, 14), dilate=1)
+    assert grown[0, 0, :3, :3].all() and grown[0].sum() == 9 and grown[1].sum() == 4
+    with pytest.raises(XgirError, match="dilate"):
+        BF.pool_feedback(fb, (14, 14), dilate=-1)
     with pytest.raises(XgirError, match="N,H,W"):
         BF.pool_feedback(fb[0], (14, 14))
 

@@ -33,11 +33,17 @@ from xgir.models.bayes import BayesLeNet, kl_divergence, set_sampling
 LOG_2PI = math.log(2 * math.pi)
 
 
-def pool_feedback(feedback: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Max-pool feedback bool[N,H,W] to the layer size (h, w): bool[N,1,h,w]."""
+def pool_feedback(feedback: torch.Tensor, size: tuple[int, int], dilate: int = 0) -> torch.Tensor:
+    """Max-pool feedback bool[N,H,W] to the layer size (h, w): bool[N,1,h,w]; ``dilate`` > 0 grows
+    the pooled region by that many cells (a square neighbourhood)."""
     if feedback.ndim != 3:
         raise XgirError(f"feedback masks must be [N,H,W], got shape {tuple(feedback.shape)}")
-    return F.adaptive_max_pool2d(feedback.float().unsqueeze(1), size) > 0.5
+    if dilate < 0:
+        raise XgirError(f"dilate must be >= 0, got {dilate}")
+    pooled = F.adaptive_max_pool2d(feedback.float().unsqueeze(1), size)
+    if dilate:
+        pooled = F.max_pool2d(pooled, 2 * dilate + 1, stride=1, padding=dilate)
+    return pooled > 0.5
 
 
 def feedback_objective(
@@ -50,6 +56,7 @@ def feedback_objective(
     lambda_fb: float = 1e-4,
     samples: int = 1,
     kl_weight: float = 1.0,
+    dilate: int = 0,
 ) -> dict[str, torch.Tensor]:
     """The fine-tuning loss of one minibatch and its parts.
 
@@ -76,7 +83,7 @@ def feedback_objective(
     masked_total = 0.0
     for _ in range(samples):
         a, mean, var = model.last_conv(x)
-        region = pool_feedback(feedback, a.shape[-2:]) & has_feedback.view(-1, 1, 1, 1)
+        region = pool_feedback(feedback, a.shape[-2:], dilate) & has_feedback.view(-1, 1, 1, 1)
         # which activations affect the output: gradient of the log-likelihood through the head
         a_d = a.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -130,12 +137,14 @@ def fine_tune_feedback(
     samples: int = 1,
     kl_weight: float = 1.0,
     feedback_repeats: int = 1,
+    dilate: int = 0,
     progress: bool = True,
 ) -> BayesLeNet:
     """Fine-tune a Bayesian CNN in place on the feedback objective with Adam (eval mode out).
 
     feedback bool[N,H,W] (1 = irrelevant pixel), has_feedback bool[N]. ``feedback_repeats`` > 1
-    adds that many extra copies of the images with feedback to each epoch (oversampling; 1 = none).
+    adds that many extra copies of the images with feedback to each epoch (oversampling; 1 = none);
+    ``dilate`` grows the pooled feedback region by that many cells of the last conv layer.
     """
     if epochs < 1:
         raise XgirError(f"epochs must be at least 1, got {epochs}")
@@ -164,6 +173,7 @@ def fine_tune_feedback(
                 lambda_fb,
                 samples,
                 kl_weight,
+                dilate,
             )
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
