@@ -109,6 +109,12 @@ def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
     models["ERM"] = erm
 
     t = time.time()
+    cont = fit_classifier(copy.deepcopy(erm), tr, s.guide_epochs, seed=seed, progress=progress, desc="erm+")
+    res[f"ERM + {s.guide_epochs} epochs, no guidance"] = _entry(
+        accuracy(cont, te), accuracy(cont, ten), time.time() - t
+    )
+
+    t = time.time()
     torch.manual_seed(seed)
     ref = fit_classifier(_lenet(s), trn, s.ref_epochs, seed=seed, progress=progress, desc="no-decoy")
     res["No-decoy reference"] = _entry(accuracy(ref, te), accuracy(ref, ten), time.time() - t, ov(ref))
@@ -217,8 +223,8 @@ def _figure(models: dict, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
         ("ERM", "Saliency"),
         ("RRR", "Saliency"),
         ("Energy", "Saliency"),
-        ("Bayes ERM", "Grad-CAM"),
-        ("Bayes feedback", "Grad-CAM"),
+        ("Bayes ERM", "Saliency"),
+        ("Bayes feedback", "Saliency"),
     ):
         if name in models:
             cols.append(f"{name}\n{explainer}")
@@ -291,6 +297,8 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
             + ", ".join(f"{e} {v:+.3f}" for e, v in drops.items())
             + (" (drops for all four)" if all(v > 0 for v in drops.values()) else " (NOT all drop)")
         )
+    cont_key = f"ERM + {s.guide_epochs} epochs, no guidance"
+    checks.append(f"- Control for the guidance runs: {cont_key}: {summary[cont_key]['acc'][0]:.3f}.")
     for name in ("RRR", "Energy"):
         key = f"{name} (100% masks)"
         if key in summary:
