@@ -1,0 +1,104 @@
+"""Shared helpers of the guidance benchmarks (decoy, guidance-shift): attribution overlap with
+a mask for four Captum explainers, mean/std aggregation over seeds, Markdown tables."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xgir.models.bayes import bayes_layers, sampling
+
+OVERLAP_EXPLAINERS = ("Saliency", "DeepLIFT", "Occlusion", "Grad-CAM")
+
+
+def explain_maps(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str = "relu2", window: int = 4, stride: int = 2
+) -> dict[str, torch.Tensor]:
+    """Heatmaps float[N,H,W] of the ``y`` logits by Saliency (|grad|), DeepLIFT (zero baseline),
+    Occlusion (``window`` px squares to zero, ``stride``) and Grad-CAM at ``layer`` (default
+    the rectified last conv maps ``relu2``; ReLU on the map,
+    bilinear upsampling), all from Captum; a Bayesian model is explained by its mean network."""
+    from captum.attr import DeepLift, LayerAttribution, LayerGradCam, Occlusion, Saliency
+
+    from xgir.models.split import get_module
+
+    was = model.training
+    model.eval()
+    ctx = sampling(model, False) if bayes_layers(model) else contextlib.nullcontext()
+    c = x.shape[1]
+    with ctx, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Captum's notes on hooks and requires_grad
+        out = {
+            "Saliency": Saliency(model).attribute(x, target=y, abs=True).sum(1),
+            "DeepLIFT": DeepLift(model).attribute(x, target=y, baselines=torch.zeros_like(x)).sum(1),
+            "Occlusion": Occlusion(model)
+            .attribute(
+                x, target=y, sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=0.0
+            )
+            .sum(1),
+        }
+        cam = LayerGradCam(model, get_module(model, layer)).attribute(x, target=y, relu_attributions=True)
+        out["Grad-CAM"] = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+    model.train(was)
+    return {k: v.detach() for k, v in out.items()}
+
+
+def overlap(maps: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean over images of the share of normalised absolute attribution on ``mask`` bool[N,H,W]."""
+    a = maps.abs().flatten(1)
+    share = (a * mask.flatten(1).float()).sum(1) / a.sum(1).clamp(min=1e-12)
+    return float(share.mean())
+
+
+def overlaps(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, layer: str = "relu2", batch_size: int = 100
+) -> dict[str, float]:
+    """Overlap of each explainer's maps with ``mask`` over the images x (in batches)."""
+    sums = dict.fromkeys(OVERLAP_EXPLAINERS, 0.0)
+    for i in range(0, len(x), batch_size):
+        maps = explain_maps(model, x[i : i + batch_size], y[i : i + batch_size], layer)
+        for k in sums:
+            sums[k] += overlap(maps[k], mask[i : i + batch_size]) * len(maps[k])
+    return {k: v / len(x) for k, v in sums.items()}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def fmt(values: Sequence[float], digits: int = 3) -> str:
+    """``mean ± std`` of ``values``."""
+    m, s = mean_std(values)
+    if math.isnan(m):
+        return "-"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def normalised(maps: torch.Tensor) -> torch.Tensor:
+    """|maps| scaled per image to max 1 (for figures)."""
+    a = maps.abs()
+    return a / a.flatten(1).amax(1).clamp(min=1e-12).view(-1, *([1] * (a.ndim - 1)))
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+
+from xgir.bench import decoy, get_suite, guidance_shift
+from xgir.bench._guidance_common import fmt, mean_std, overlap
+from xgir.correct.feedback import FeedbackStore
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_helpers():
+    assert mean_std([1.0, 3.0]) == pytest.approx((2.0, 2**0.5))
+    assert fmt([0.5]) == "0.500 ± 0.000"
+    maps = torch.zeros(2, 4, 4)
+    maps[0, 0, 0] = -3.0  # absolute values count
+    maps[0, 1, 1] = 1.0
+    maps[1, 2, 2] = 1.0
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, 0, 0] = True
+    assert overlap(maps, mask) == pytest.approx((0.75 + 0.0) / 2)
+
+
+def test_suites_are_registered():
+    assert get_suite("decoy") is decoy
+    assert get_suite("guidance-shift") is guidance_shift
+
+
+def test_decoy_smoke(tmp_path):
+    s = decoy.Settings(
+        n_train=100,
+        n_test=40,
+        n_overlap=8,
+        width=4,
+        hidden=8,
+        erm_epochs=1,
+        guide_epochs=1,
+        fractions=(1.0, 0.1),
+        bayes_epochs=1,
+        fb_epochs=1,
+        fb_fraction=0.05,
+        strategies=("random",),
+        samples=2,
+    )
+    result = decoy.run(tmp_path, [0], settings=s)
+    report = (tmp_path / "report.md").read_text()
+    for text in (
+        "| ERM |",
+        "No-decoy reference",
+        "RRR (10% masks)",
+        "Energy (100% masks)",
+        "Bayes feedback",
+        "Saliency | DeepLIFT | Occlusion | Grad-CAM",
+        "## Goals",
+    ):
+        assert text in report
+    saved = json.loads((tmp_path / "results.json").read_text())
+    entry = saved["per_seed"]["0"]["ERM"]
+    assert 0.0 <= entry["acc"] <= 1.0 and set(entry["overlap"]) == {"Saliency", "DeepLIFT", "Occlusion", "Grad-CAM"}
+    assert (tmp_path / "heatmaps.png").stat().st_size > 0
+    fb = saved["per_seed"]["0"]["Bayes feedback (random, 5 images)"]["feedback"]
+    with FeedbackStore(tmp_path / "feedback-seed0-random.sqlite") as store:
+        assert store.asked_images() and len(store) == fb["regions"]
+    assert result["summary"]["ERM"]["acc"][0] == pytest.approx(entry["acc"])
+
+
+def test_guidance_shift_smoke(tmp_path):
+    s = guidance_shift.Settings(
+        n_train=100,
+        n_test=40,
+        n_overlap=8,
+        width=4,
+        hidden=8,
+        erm_epochs=1,
+        guide_epochs=1,
+        fractions=(1.0,),
+        bayes_epochs=1,
+        fb_epochs=1,
+        fb_fraction=0.05,
+        samples=2,
+    )
+    guidance_shift.run(tmp_path, [0], settings=s)
+    report = (tmp_path / "report.md").read_text()
+    for text in ("| ERM |", "Unbiased-data reference", "worst group", "Bayes feedback"):
+        assert text in report
+    assert (tmp_path / "heatmaps.png").exists()
