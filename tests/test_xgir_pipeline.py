@@ -1,16 +1,20 @@
 """XGIR on a user's model ("module:function") and ImageFolder data, via the API and the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from PIL import Image
+from safetensors.torch import save_file
 
+from _pipeline_models import tiny_resnet
 from xgir.cli import main
 from xgir.config import load_config
-from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
+from xgir.correct.pipeline import ModelSection, Normalized, XGIRRunConfig, build_user_model, run_xgir_pipeline
+from xgir.correct.xgir import support_from_heatmaps, true_class_heatmaps, xgir_retrain
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError
 
@@ -46,8 +50,6 @@ def folders(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from _pipeline_models import tiny_resnet
-
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     torch.save(tiny_resnet(seed=1).state_dict(), path)
     return path
@@ -86,10 +88,8 @@ def iox_run(folders, weights, tmp_path_factory):
 
 
 def test_pipeline_writes_outputs_and_keeps_extractor(iox_run, weights, folders):
-    from _pipeline_models import tiny_resnet
-
     cfg, res = iox_run
-    out = __import__("pathlib").Path(cfg.out)
+    out = Path(cfg.out)
     for name in ("results.json", "report.md", "xgir_model.pt", "heatmaps.png"):
         assert (out / name).is_file(), name
     assert res["images"] == {"source_train": 24, "source_test": 12, "target_test": 12}
@@ -123,8 +123,6 @@ def test_pipeline_writes_outputs_and_keeps_extractor(iox_run, weights, folders):
 
 
 def test_original_accuracy_matches_the_model(iox_run, folders):
-    from _pipeline_models import tiny_resnet
-
     cfg, res = iox_run
     model = tiny_resnet(seed=1).eval()  # the weights file holds seed 1
     data = ImageFolderDataset(folders["source_test"], 32).load()
@@ -157,10 +155,17 @@ def test_target_classes_by_index(folders, weights, tmp_path):
             (base / str(c) / f.name).write_bytes(f.read_bytes())
     cfg = _config(folders, weights, tmp_path / "a", **{"data.target_test": str(base),
                                                       "data.target_classes": "index"})
+    cfg["data"]["target_val"] = str(folders["target_test"])  # class names: wrong for this split
     cfg["xgir"]["head_epochs"] = 1
     cfg["data"]["max_images"] = 6
+    with pytest.raises(XgirError, match="data.target_val: none of the given classes has a folder"):
+        run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
+    cfg["data"]["target_val"] = str(base)
     res = run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
-    assert res["images"]["target_test"] == 6
+    assert res["images"] == {"source_train": 6, "source_test": 6, "target_val": 6, "target_test": 6}
+    # same folder and same seeded subset: the two target splits agree exactly
+    assert res["accuracy"]["xgir"]["target_val"] == res["accuracy"]["xgir"]["target_test"]
+    assert "target-val acc" in (tmp_path / "a" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -176,7 +181,7 @@ def test_target_classes_by_index(folders, weights, tmp_path):
         ({"model.head": "pool"}, "not nn.Linear"),
         ({"model.weights": "/no/such/weights.pt"}, "model.weights not found"),
         ({"model.kwargs": {"num_classes": 4, "width": 4}}, "do not fit SmallResNet: 2 shape mismatches"),
-        ({"data.source_test": "/no/such/folder"}, "image folder not found: /no/such/folder"),
+        ({"data.source_test": "/no/such/folder"}, "data.source_test: image folder not found: /no/such/folder"),
         ({"data.classes": ["cat", "dog"]}, "has 3 outputs but source_train has 2 classes"),
         ({"data.normalize": {"mean": [0.5], "std": [0.2, 0.3]}}, "the same (non-zero) number"),
         ({"xgir": {"delta2_mode": "quantile", "delta2": 2.0}}, "xgir: delta2 as a quantile"),
@@ -195,10 +200,6 @@ def test_errors_are_one_line(folders, weights, tmp_path, capsys, change, message
 
 
 def test_weights_with_wrong_keys_and_safetensors(tmp_path, weights):
-    from safetensors.torch import save_file
-
-    from xgir.correct.pipeline import ModelSection, build_user_model
-
     state = torch.load(weights, weights_only=True)
     save_file(state, tmp_path / "w.safetensors")
     section = ModelSection(factory="_pipeline_models:tiny_resnet", weights=str(tmp_path / "w.safetensors"))
@@ -214,9 +215,24 @@ def test_weights_with_wrong_keys_and_safetensors(tmp_path, weights):
 
 
 def test_example_config_is_valid():
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "configs" / "xgir-imagefolder.yaml"
     cfg = load_config(path, XGIRRunConfig)
     assert cfg.model.factory == "torchvision.models:resnet50" and cfg.model.deep_layer == "layer4"
     assert cfg.data.normalize is not None and cfg.data.normalize.mean == [0.485, 0.456, 0.406]
+
+
+def test_streaming_pipeline_matches_in_memory_xgir(iox_run, folders):
+    """Batch-by-batch heatmaps / supports / responses give the head of xgir_retrain on the
+    whole training set in memory (same supports, same config)."""
+    cfg, _ = iox_run
+    inner = tiny_resnet(seed=1).eval()
+    model = Normalized(inner, MEAN, STD).eval()
+    train = ImageFolderDataset(folders["source_train"], 32).load()
+    maps = true_class_heatmaps(model, train.images, train.labels, "model.layer3")
+    xcfg = cfg.xgir.to_config()
+    support = support_from_heatmaps(maps, (32, 32), xcfg.delta1)
+    new_model, _ = xgir_retrain(model, train.images, train.labels, support, xcfg, head="model.fc")
+    saved = torch.load(Path(cfg.out) / "xgir_model.pt", weights_only=True)
+    assert torch.allclose(saved["fc.weight"], new_model.model.fc.weight, atol=1e-5)
+    assert torch.allclose(saved["fc.bias"], new_model.model.fc.bias, atol=1e-5)

@@ -244,7 +244,13 @@ def _cap(data: DataSection, split_name: str) -> int | None:
 
 def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
     """The folders of every given split, with one class list so labels agree."""
-    src = ImageFolderDataset(data.source_train, data.image_size, data.classes)
+    def folder(key: str, classes: list[str] | None) -> ImageFolderDataset:
+        try:
+            return ImageFolderDataset(getattr(data, key), data.image_size, classes)
+        except XgirError as err:
+            raise XgirError(f"data.{key}: {err}") from None
+
+    src = folder("source_train", data.classes)
     classes = src.classes
     if len(classes) != num_classes:
         raise XgirError(f"the model's head '{head}' has {num_classes} outputs but source_train has "
@@ -256,12 +262,10 @@ def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, Image
         if len(target_classes) != num_classes:
             raise XgirError(f"data.target_classes has {len(target_classes)} names, the model "
                             f"{num_classes} classes")
-    out = {"source_train": src,
-           "source_test": ImageFolderDataset(data.source_test, data.image_size, classes)}
+    out = {"source_train": src, "source_test": folder("source_test", classes)}
     for name in ("target_val", "target_test"):
-        root = getattr(data, name)
-        if root is not None:
-            out[name] = ImageFolderDataset(root, data.image_size, target_classes)
+        if getattr(data, name) is not None:
+            out[name] = folder(name, target_classes)
     return out
 
 
@@ -341,13 +345,13 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
                                          f"features {k}", progress, want_mean)
         if want_mean:
             data_mean = mean
-    h_cpu_head = nn.Linear(linear.in_features, num_classes)
-    h_cpu_head.load_state_dict({k: v.cpu() for k, v in linear.state_dict().items()})
+    orig_head = nn.Linear(linear.in_features, num_classes)
+    orig_head.load_state_dict({k: v.cpu() for k, v in linear.state_dict().items()})
 
     tree = None
     if cfg.explainer == "cwox":  # confusion tree fitted on the model's source-train predictions
         with torch.no_grad():
-            probs = torch.softmax(h_cpu_head(h["source_train"]), dim=1)
+            probs = torch.softmax(orig_head(h["source_train"]), dim=1)
         tree = ConfusionTree.from_top_labels(top_label_sets(probs), num_classes,
                                              datasets["source_train"].classes,
                                              meta={"k": 5, "mass": 0.95, "dataset": "source_train"})
@@ -360,6 +364,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     y_train = labels["source_train"]
     size = (cfg.data.image_size, cfg.data.image_size)
     seen = 0
+    shown = torch.linspace(0, len(y_train) - 1, min(6, len(y_train))).round().long().unique()  # spread over classes
     loader = _loader(datasets["source_train"], idx["source_train"], cfg.data)
     for batch in tqdm(loader, desc="heatmaps and responses", disable=not progress, leave=False):
         x = batch["image"].to(device)
@@ -377,13 +382,13 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
         rs.append(unit_responses(features, x, sup, x0, batch_size=len(x)).cpu())
         empties.append(~sup.flatten(1).any(1).cpu())
         kept += float(sup.float().mean()) * len(x)
-        if len(examples["images"]) < 6:
-            take = min(6 - len(examples["images"]), len(x))
-            up = F.interpolate(maps[:take, None].float(), size=size, mode="bilinear", align_corners=False)
-            examples["images"] += list(x[:take].cpu())
+        take = [int(i) - (seen - len(y)) for i in shown if seen - len(y) <= i < seen]
+        if take:  # examples for the figure
+            up = F.interpolate(maps[take, None].float(), size=size, mode="bilinear", align_corners=False)
+            examples["images"] += list(x[take].cpu())
             examples["maps"] += list(up[:, 0].detach().cpu())
-            examples["supports"] += list(sup[:take].float().cpu())
-            examples["labels"] += list(y[:take])
+            examples["supports"] += list(sup[take].float().cpu())
+            examples["labels"] += list(y[take])
     n_train = len(y_train)
     r = torch.cat(rs)
     empty = torch.cat(empties)
@@ -400,7 +405,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
         for k in h:
             if k == "source_train":
                 continue
-            for name, head in (("original", h_cpu_head), ("xgir", new_head)):
+            for name, head in (("original", orig_head), ("xgir", new_head)):
                 acc[name][k] = float((head(h[k]).argmax(1) == labels[k]).float().mean())
 
     paths = {
@@ -437,8 +442,8 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
     s = res["summary"]
     lines = [
         f"# XGIR on {cfg.model.factory}", "",
-        f"Explainer {cfg.explainer.upper()} at {cfg.model.deep_layer}; images: {res['images']}; "
-        f"{res['num_classes']} classes.", "",
+        f"Explainer {cfg.explainer.upper()} at {cfg.model.deep_layer}; {res['num_classes']} classes; images: "
+        + ", ".join(f"{k} {n}" for k, n in res["images"].items()) + ".", "",
         "| model | " + " | ".join(titles[k] for k in splits) + " |",
         "|---|" + "---|" * len(splits),
     ]
