@@ -70,6 +70,22 @@ def test_unit_responses_with_full_support_equal_feature_difference():
         assert torch.allclose(r, feats(x) - feats(x0), atol=1e-6)
 
 
+def test_core_minus_context_response_by_hand():
+    # a linear "extractor" summing each half of a 1x1x4 image: r = f(core) - f(context)
+    w = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    feats = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        feats[1].weight.copy_(w)
+    x = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
+    s = torch.tensor([[[True, True, False, False]]])
+    x0 = torch.full_like(x, 0.5)
+    r = unit_responses(feats, x, s, x0, response="core-minus-context")
+    # core image [1, 2, .5, .5] -> (3, 1); context image [.5, .5, 3, 4] -> (1, 7)
+    assert torch.allclose(r, torch.tensor([[2.0, -6.0]]))
+    with pytest.raises(XgirError, match="response"):
+        XGIRConfig(response="context")
+
+
 def test_xgir_retrain_keeps_extractor_and_original_model():
     torch.manual_seed(0)
     model = SmallResNet(width=4, num_classes=3).eval()

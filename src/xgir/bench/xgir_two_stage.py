@@ -34,6 +34,7 @@ from xgir.correct.xgir import (
     cwox_true_cluster_heatmaps,
     empty_images,
     frozen_copy,
+    noisy_features,
     retrain_head,
     support_from_heatmaps,
     true_class_heatmaps,
@@ -49,6 +50,7 @@ from xgir.train.two_stage import frozen_with_new_head, pretrain_extractor
 SUITE = "xgir-two-stage"
 DEEP, SHALLOW = "layer3", "layer2"
 DELTA2_SWEEP = (0.1, 0.25, 0.5, 0.75)
+DELTA1_SWEEP = (0.01, 0.2, 0.4, 0.6, 0.8)
 
 
 def _accuracies(model: torch.nn.Module, h: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, float]:
@@ -117,17 +119,17 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
 
     x0_cache: dict[str, torch.Tensor] = {}
 
-    def responses(kind: str, empty: str) -> torch.Tensor:
-        key = f"{kind}/{empty}"
+    def responses(kind: str, empty: str, response: str = "core") -> torch.Tensor:
+        key = f"{kind}/{empty}/{response}"
         if key not in x0_cache:
             x0 = empty_images(train.images, empty, train.images.mean(0), base.blur_sigma)
-            x0_cache[key] = unit_responses(features, train.images, supports[kind], x0)
+            x0_cache[key] = unit_responses(features, train.images, supports[kind], x0, response=response)
         return x0_cache[key]
 
     def run_xgir(kind: str, config: XGIRConfig) -> tuple[dict[str, float], dict[str, Any]]:
         sup = supports[kind]
         empty = ~sup.flatten(1).any(1)
-        new_head, rec = retrain_head(h["source-train"], responses(kind, config.empty), y, 10, config,
+        new_head, rec = retrain_head(h["source-train"], responses(kind, config.empty, config.response), y, 10, config,
                                      empty, float(sup.float().mean()))
         acc = _accuracies(new_head, h, data)
         return acc, {"frac_units_randomised": rec.frac_units_randomised,
@@ -149,17 +151,74 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
         "XGIR-IOX, x0 = blurred x": XGIRConfig(seed=seed, empty="blur"),
         "XGIR-IOX, delta2 per-unit quantile": XGIRConfig(seed=seed, delta2_mode="unit-quantile"),
         "XGIR-IOX, noise scale 0.5": XGIRConfig(seed=seed, noise_scale=0.5),
+        "XGIR-IOX, r core minus context, x0 = mean": XGIRConfig(seed=seed, empty="mean",
+                                                                response="core-minus-context"),
+        "XGIR, GT mask, r core minus context, x0 = mean": XGIRConfig(seed=seed, empty="mean",
+                                                                     response="core-minus-context"),
     }
     for name, conf in variants.items():
-        acc, rec = run_xgir("IOX", conf)
+        acc, rec = run_xgir("GT mask" if "GT mask" in name else "IOX", conf)
         rows[name] = acc
         records[name] = rec
+    # delta1 sweep (IOX, default delta2): does a tighter support find the digit?
+    extra["delta1_sweep"] = {}
+    for d1 in DELTA1_SWEEP:
+        supports[f"IOX d1={d1}"] = sup = support_from_heatmaps(iox, (32, 32), d1)
+        acc, rec = run_xgir(f"IOX d1={d1}", XGIRConfig(seed=seed, delta1=d1))
+        extra["delta1_sweep"][d1] = {**acc, **rec, "support_share": float(sup.float().mean()),
+                                     "support_precision": float((sup & train.masks).sum() / sup.sum().clamp(min=1))}
+        del supports[f"IOX d1={d1}"]
+    extra["diagnostics"], oracle_rows = _diagnostics(h, data, responses("GT mask", "zeros"), seed)
+    rows.update({k: _accuracies(v, h, data) for k, v in oracle_rows.items()})
     r = responses("IOX", "zeros")
     extra["r_iox_quantiles"] = {f"q{q}": float(torch.quantile(r.flatten()[::13], q / 100))
                                 for q in (5, 25, 50, 75, 95)}
     extra["examples"] = {"images": train.images[:6], "iox": iox[:6], "cwox": cwox_maps[:6],
                          "supports": {k: v[:6] for k, v in supports.items()}, "labels": y[:6]}
     return {"rows": rows, "sweep": sweep, "records": records, "extra": extra}
+
+
+def _unit_r2(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of each unit's variance explained by a label (between-class / total), float[D]."""
+    within = torch.zeros(h.shape[1])
+    for c in torch.unique(labels):
+        hc = h[labels == c]
+        within += ((hc - hc.mean(0)) ** 2).sum(0)
+    return 1 - within / len(h) / h.var(0, unbiased=False).clamp(min=1e-12)
+
+
+def _diagnostics(h: dict[str, torch.Tensor], data: dict[str, Any], r_gt: torch.Tensor,
+                 seed: int) -> tuple[dict[str, Any], dict[str, torch.nn.Linear]]:
+    """Which units carry the background, and could randomising units help at all?
+
+    Unit R^2 for digit and texture on target-val (independent factors); the correlation of
+    each unit's mean response r (GT masks, x0 = zeros, standardised by the unit's std) with
+    them; and oracle heads that randomise (lambda = 1) the k units with the highest texture
+    R^2 (uses texture labels: a diagnostic of the mechanism, not a method)."""
+    tv = data["target-val"]
+    r2_digit = _unit_r2(h["target-val"], tv.labels)
+    r2_texture = _unit_r2(h["target-val"], tv.extras["texture"])
+    hs = h["source-train"]
+    mean, std = hs.mean(0), hs.std(0)
+    r_std = (r_gt / std.clamp(min=1e-6)).mean(0)
+    corr = lambda a, b: float(np.corrcoef(a.numpy(), b.numpy())[0, 1])  # noqa: E731
+    info = {"unit_r2_digit_median": float(r2_digit.median()),
+            "unit_r2_texture_median": float(r2_texture.median()),
+            "corr_mean_r_gt_vs_r2_digit": corr(r_std, r2_digit),
+            "corr_mean_r_gt_vs_r2_texture": corr(r_std, r2_texture)}
+    heads = {}
+    y = data["source-train"].labels
+    d = hs.shape[1]
+    for share in (0.25, 0.5, 0.75):
+        k = int(round(share * d))
+        lam = torch.zeros_like(hs)
+        lam[:, r2_texture.argsort(descending=True)[:k]] = 1.0
+        conf = XGIRConfig(seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        noisy = noisy_features(hs, lam, mean, std, conf.draws, g)
+        heads[f"oracle: randomise the {k} most texture-laden units (texture labels)"] = fit_head(
+            noisy, y.repeat(conf.draws), 10, epochs=conf.head_epochs, lr=conf.lr, seed=seed)
+    return info, heads
 
 
 def _mean_std(values: list[float]) -> str:
@@ -207,12 +266,18 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
               f"{seeds[0]}: " + "; ".join(
                   f"{kind}: " + ", ".join(f"{first['sweep'][kind][d]['frac_units_randomised']:.2f}"
                                          for d in DELTA2_SWEEP) for kind in first["sweep"])]
+    lines += ["", "## Sweep over delta1 (XGIR-IOX, default delta2)", "",
+              "| delta1 | support share | support precision (on digit) | target acc |", "|---|---|---|---|"]
+    for d1 in DELTA1_SWEEP:
+        cell = lambda k, d1=d1: _mean_std([per_seed[s]["extra"]["delta1_sweep"][d1][k] for s in seeds])  # noqa: E731
+        lines.append(f"| {d1} | {cell('support_share')} | {cell('support_precision')} | {cell('target')} |")
     ex = first["extra"]
     lines += ["", f"Support share of pixels: {ex['support_share']}",
               f"Support precision (share of support on the digit): {ex['support_precision']}",
               f"CWOX clusters at level {ex['cwox']['level']}: {ex['cwox']['clusters']}; "
               f"images falling back to IOX: {ex['cwox']['fallback_to_iox']:.2f}",
               f"Quantiles of r (IOX, x0 = zeros): {ex['r_iox_quantiles']}",
+              f"Unit diagnostics (target-val R^2, GT-mask r): {ex['diagnostics']}",
               "", f"Run time: {time.time() - start:.0f} s."]
     report = "\n".join(lines) + "\n"
     _plot_sweep(per_seed, seeds, out / "delta2.png")

@@ -14,6 +14,11 @@ Given a split model (frozen features f, linear head w) and training data:
 6. a fresh softmax head is trained on {h'_i, y_i} (``draws`` noise draws per image),
    the extractor frozen.
 
+``response="core-minus-context"`` (a variant, not in DESIGN.md) replaces step 3 by
+r_i = f(x_i s_i + x0 (1 - s_i)) - f(x_i (1 - s_i) + x0 s_i): the response to the core
+minus the response to the context alone, so that units which respond to any content
+(e.g. to texture on an empty background) are not kept for that reason.
+
 delta2 is in units of r (``delta2_mode="absolute"``), or a q-quantile of r that
 transfers between models: ``"quantile"`` pools r over all images and units (one
 threshold; units that respond weakly everywhere are randomised most), ``"unit-quantile"``
@@ -52,6 +57,7 @@ class XGIRConfig:
     delta2: float = 0.5
     delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = "quantile"
     empty: EmptyImage = "zeros"
+    response: Literal["core", "core-minus-context"] = "core"
     blur_sigma: float = 4.0
     noise_scale: float = 1.0
     draws: int = 5
@@ -73,6 +79,8 @@ class XGIRConfig:
             raise XgirError(f"delta2_mode must be absolute, quantile or unit-quantile, got '{self.delta2_mode}'")
         if self.empty not in ("zeros", "mean", "blur"):
             raise XgirError(f"empty image must be zeros, mean or blur, got '{self.empty}'")
+        if self.response not in ("core", "core-minus-context"):
+            raise XgirError(f"response must be core or core-minus-context, got '{self.response}'")
         if self.draws < 1:
             raise XgirError(f"draws must be >= 1, got {self.draws}")
 
@@ -191,10 +199,14 @@ class XGIRRecord:
 
 @torch.no_grad()
 def unit_responses(features: nn.Module, x: torch.Tensor, support: torch.Tensor, x0: torch.Tensor,
-                   batch_size: int = 512) -> torch.Tensor:
-    """r = f(x * s + x0 * (1 - s)) - f(x0): float[N,D] (CPU)."""
+                   batch_size: int = 512, response: str = "core") -> torch.Tensor:
+    """r = f(x * s + x0 * (1 - s)) - f(x0): float[N,D] (CPU); with
+    ``response="core-minus-context"``, r = f(x * s + x0 * (1 - s)) - f(x * (1 - s) + x0 * s)."""
     s = support[:, None].to(x.dtype)
     x_core = x * s + x0 * (1 - s)
+    if response == "core-minus-context":
+        x_context = x * (1 - s) + x0 * s
+        return extract_features(features, x_core, batch_size) - extract_features(features, x_context, batch_size)
     zero_x0 = bool((x0 == 0).all())
     f_core = extract_features(features, x_core, batch_size)
     if zero_x0 or bool((x0 == x0[:1]).all()):
@@ -292,7 +304,8 @@ def xgir_retrain(
     if data_mean is None and config.empty == "mean":
         data_mean = images.mean(dim=0)
     x0 = empty_images(images, config.empty, data_mean, config.blur_sigma)
-    r = unit_responses(features, images.to(device), support.to(device), x0.to(device)).cpu()
+    r = unit_responses(features, images.to(device), support.to(device), x0.to(device),
+                       response=config.response).cpu()
     empty = ~support.flatten(1).any(dim=1)
     new_head, record = retrain_head(h, r, labels, linear.out_features, config, empty,
                                     float(support.float().mean()))
