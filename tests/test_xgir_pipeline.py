@@ -138,10 +138,12 @@ def test_cli_cwox_with_caps_and_mean_x0(folders, tmp_path, capsys):
     del cfg["data"]["normalize"]
     cfg["data"]["max_images"] = {"source_train": 15}
     cfg["xgir"]["empty"] = "mean"
+    cfg["xgir"]["response"] = "core-minus-context"
     rc = main(["correct", "--config", str(_write_yaml(tmp_path / "c.yaml", cfg)), "--quiet"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| original |" in printed and "| XGIR |" in printed and "CWOX fell back" in printed
+    assert "x0 mean, response core-minus-context" in printed
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["images"]["source_train"] == 15
     assert 0.0 <= res["summary"]["cwox_fallback_to_iox"] <= 1.0

@@ -107,6 +107,7 @@ class XGIRSection(StrictModel):
     delta2: float = _D.delta2
     delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = _D.delta2_mode
     empty: Literal["zeros", "mean", "blur"] = _D.empty
+    response: Literal["core", "core-minus-context"] = _D.response
     blur_sigma: float = _D.blur_sigma
     noise_scale: float = _D.noise_scale
     draws: int = _D.draws
@@ -379,7 +380,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
             fallback += fb * len(x)
         sup = support_from_heatmaps(maps, size, xcfg.delta1)
         x0 = empty_images(x, xcfg.empty, data_mean, xcfg.blur_sigma)
-        rs.append(unit_responses(features, x, sup, x0, batch_size=len(x)).cpu())
+        rs.append(unit_responses(features, x, sup, x0, batch_size=len(x), response=xcfg.response).cpu())
         empties.append(~sup.flatten(1).any(1).cpu())
         kept += float(sup.float().mean()) * len(x)
         take = [int(i) - (seen - len(y)) for i in shown if seen - len(y) <= i < seen]
@@ -457,7 +458,7 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
         f"{s['support_share']:.3f}; images with empty support {s['empty_supports']}"
         + (f"; CWOX fell back to IOX on {s['cwox_fallback_to_iox']:.2f} of images"
            if s["cwox_fallback_to_iox"] is not None else "") + ".",
-        f"Settings: delta1 {x.delta1}, delta2 {x.delta2} ({x.delta2_mode}), x0 {x.empty}, "
+        f"Settings: delta1 {x.delta1}, delta2 {x.delta2} ({x.delta2_mode}), x0 {x.empty}, response {x.response}, "
         f"noise scale {x.noise_scale}, {x.draws} draws, {x.head_epochs} head epochs, lr {x.lr}, seed {x.seed}.",
         f"Run time: {res['seconds']} s on {res['device']}.",
     ]
