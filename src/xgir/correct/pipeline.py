@@ -16,6 +16,7 @@ replaced) and heatmaps.png to ``out``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import time
 from pathlib import Path
@@ -319,6 +320,8 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
             get_module(inner, name)
     _, linear_inner = split(inner, cfg.model.head)
     num_classes = linear_inner.out_features
+    if linear_inner.bias is None:
+        raise XgirError(f"head '{cfg.model.head}' has no bias; XGIR retrains a linear head with a bias")
     model: nn.Module = inner
     prefix = ""
     if cfg.data.normalize is not None:
@@ -346,8 +349,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
                                          f"features {k}", progress, want_mean)
         if want_mean:
             data_mean = mean
-    orig_head = nn.Linear(linear.in_features, num_classes)
-    orig_head.load_state_dict({k: v.cpu() for k, v in linear.state_dict().items()})
+    orig_head = copy.deepcopy(linear).cpu()
 
     tree = None
     if cfg.explainer == "cwox":  # confusion tree fitted on the model's source-train predictions
