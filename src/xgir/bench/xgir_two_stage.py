@@ -31,17 +31,17 @@ from tqdm.auto import tqdm
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import (
     XGIRConfig,
+    cwox_true_cluster_heatmaps,
     empty_images,
     frozen_copy,
     noisy_features,
     retrain_head,
     support_from_heatmaps,
+    true_class_heatmaps,
     unit_responses,
 )
 from xgir.data import load_dataset
 from xgir.explain.clusters import ConfusionTree
-from xgir.explain.cwox import cwox
-from xgir.explain.gradcam import grad_cam
 from xgir.io import save_figure, write_json, write_text
 from xgir.train.config import two_stage_config
 from xgir.train.features import cached_features, fit_head
@@ -64,37 +64,6 @@ def _accuracies(model: torch.nn.Module, h: dict[str, torch.Tensor], data: dict[s
         groups = data["target-test"].groups
         out["worst_group"] = min(float(correct[groups == g].mean()) for g in torch.unique(groups))
     return out
-
-
-def true_class_heatmaps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                        batch_size: int = 256) -> torch.Tensor:
-    """IOX: Grad-CAM of the true class at the deep layer, float[N,u,v] (not upsampled)."""
-    maps = [grad_cam(model, images[i : i + batch_size], labels[i : i + batch_size, None], DEEP,
-                     upsample=False)[:, 0] for i in range(0, len(images), batch_size)]
-    return torch.cat(maps)
-
-
-def cwox_true_cluster_heatmaps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                               tree: ConfusionTree, level: float, iox: torch.Tensor,
-                               batch_size: int = 256) -> tuple[torch.Tensor, float]:
-    """CWOX: the contrasted map H(C) of the confusion cluster holding the true class (upsampled
-    to the input); the IOX map where the true class is not among the top labels. Returns the
-    maps float[N,H,W] and the share of images that fell back to IOX."""
-    size = tuple(images.shape[-2:])
-    iox_up = F.interpolate(iox[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    out = iox_up.clone()
-    found = 0
-    for i in range(0, len(images), batch_size):
-        res = cwox(model, images[i : i + batch_size], tree, level=level, deep_layer=DEEP,
-                   shallow_layer=SHALLOW)
-        for j, im in enumerate(res.images):
-            y = int(labels[i + j])
-            for c, cluster in enumerate(im.clusters):
-                if y in cluster:
-                    out[i + j] = im.cluster_maps[c]
-                    found += 1
-                    break
-    return out, 1.0 - found / len(images)
 
 
 def random_supports(support: torch.Tensor, seed: int) -> torch.Tensor:
@@ -131,10 +100,10 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
     extra["dfr"] = info
 
     # heatmaps of the ERM model for the true class
-    iox = true_class_heatmaps(model, train.images, y)
+    iox = true_class_heatmaps(model, train.images, y, DEEP)
     tree = ConfusionTree.fit(model, data["source-val"])
     level = 0.5
-    cwox_maps, fallback = cwox_true_cluster_heatmaps(model, train.images, y, tree, level, iox)
+    cwox_maps, fallback = cwox_true_cluster_heatmaps(model, train.images, y, tree, level, iox, DEEP, SHALLOW)
     extra["cwox"] = {"level": level, "clusters": tree.clusters(level), "fallback_to_iox": fallback}
     base = XGIRConfig(seed=seed)
     supports = {

@@ -39,6 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.errors import XgirError
+from xgir.explain.clusters import ConfusionTree
+from xgir.explain.cwox import cwox
+from xgir.explain.gradcam import grad_cam
 from xgir.models.split import FeatureExtractor, split
 from xgir.train.erm import model_device
 from xgir.train.features import extract_features, fit_head
@@ -95,6 +98,37 @@ def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1:
     peak = e.flatten(1).max(dim=1).values.clamp(min=0)
     rel = e / peak.clamp(min=1e-12)[:, None, None]
     return (rel > delta1) & (peak > 0)[:, None, None]
+
+
+def true_class_heatmaps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str,
+                        batch_size: int = 256) -> torch.Tensor:
+    """IOX: Grad-CAM of the true class at ``layer``, float[N,u,v] (not upsampled)."""
+    maps = [grad_cam(model, images[i : i + batch_size], labels[i : i + batch_size, None], layer,
+                     upsample=False)[:, 0] for i in range(0, len(images), batch_size)]
+    return torch.cat(maps)
+
+
+def cwox_true_cluster_heatmaps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                               tree: ConfusionTree, level: float, iox: torch.Tensor, deep_layer: str,
+                               shallow_layer: str, batch_size: int = 256) -> tuple[torch.Tensor, float]:
+    """CWOX: the contrasted map H(C) of the confusion cluster holding the true class (upsampled
+    to the input); the IOX map where the true class is not among the top labels. Returns the
+    maps float[N,H,W] and the share of images that fell back to IOX."""
+    size = tuple(images.shape[-2:])
+    iox_up = F.interpolate(iox[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    out = iox_up.clone()
+    found = 0
+    for i in range(0, len(images), batch_size):
+        res = cwox(model, images[i : i + batch_size], tree, level=level, deep_layer=deep_layer,
+                   shallow_layer=shallow_layer)
+        for j, im in enumerate(res.images):
+            y = int(labels[i + j])
+            for c, cluster in enumerate(im.clusters):
+                if y in cluster:
+                    out[i + j] = im.cluster_maps[c]
+                    found += 1
+                    break
+    return out, 1.0 - found / len(images)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
