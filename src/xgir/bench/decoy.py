@@ -51,7 +51,7 @@ class Settings:
     guide_epochs: int = 5
     fractions: tuple[float, ...] = (1.0, 0.1, 0.01)
     bayes_epochs: int = 5
-    fb_epochs: int = 10
+    fb_epochs: int = 15
     fb_fraction: float = 0.01
     lambda_fb: float = 1e-2
     mass: float = 0.8
