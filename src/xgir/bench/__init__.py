@@ -10,9 +10,25 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
+import torch
+
 from xgir.errors import XgirError
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread, restoring the previous count after: the suites' models and heads
+    are tiny, and on a shared CPU one thread is several times faster than several."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def suites() -> dict[str, ModuleType]:

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xgir.bench import one_thread
+from xgir.io import write_json, write_text
 from xgir.models.bayes import bayes_layers, sampling
 
 OVERLAP_EXPLAINERS = ("Saliency", "DeepLIFT", "Occlusion", "Grad-CAM")
@@ -102,3 +108,26 @@ def normalised(maps: torch.Tensor) -> torch.Tensor:
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def run_suite(
+    run_seed: Callable[..., dict],
+    report: Callable[[dict, Any, float], tuple[str, dict]],
+    settings: Any,
+    out: Path,
+    seeds: list[int],
+    progress: bool = True,
+) -> dict:
+    """Run ``run_seed(seed, settings, out, progress=...)`` for each seed on one thread, then write
+    ``report(per_seed, settings, seconds)`` as report.md and everything as results.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with one_thread():
+        per_seed = {sd: run_seed(sd, settings, out, progress=progress) for sd in seeds}
+    seconds = time.time() - start
+    md, summary = report(per_seed, settings, seconds)
+    result = {"settings": asdict(settings), "seconds": seconds, "per_seed": per_seed, "summary": summary}
+    write_json(out / "results.json", result)
+    write_text(out / "report.md", md)
+    return result

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from xgir.bench import one_thread
 from xgir.data import load_dataset
 from xgir.explain.baselines import BlurBaseline, UniformNoiseBaseline, ZeroBaseline
 from xgir.explain.ganmex import GanmexBaseline, GanmexConfig, one_vs_one, train_ganmex
@@ -355,10 +356,10 @@ def _report(results: list[dict[str, Any]], quick: bool) -> str:
 
 def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     """Run the suite for each seed; write report.md, results.json and the figures into ``out``."""
-    torch.set_num_threads(1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = [_evaluate_seed(seed, quick, out) for seed in seeds]
+    with one_thread():
+        results = [_evaluate_seed(seed, quick, out) for seed in seeds]
     _sanity_figure(results, out)
     summary = {"suite": SUITE, "quick": quick, "settings": settings(quick),
                "gan_config": gan_config(0, quick).model_dump(), "results": results}

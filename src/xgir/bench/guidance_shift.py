@@ -20,18 +20,26 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from xgir.bench._guidance_common import OVERLAP_EXPLAINERS, explain_maps, fmt, mean_std, normalised, overlaps, table
+from xgir.bench._guidance_common import (
+    OVERLAP_EXPLAINERS,
+    explain_maps,
+    fmt,
+    mean_std,
+    normalised,
+    overlaps,
+    run_suite,
+    table,
+)
 from xgir.correct.bayes_feedback import fine_tune_feedback
 from xgir.correct.feedback import FeedbackStore, SimulatedAnnotator, collect_feedback, select_random
 from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.data.base import ImageDataset
-from xgir.io import write_json, write_text
 from xgir.models import LeNet
 from xgir.models.bayes import BayesLeNet, fit_bayes, predictive
 from xgir.train import fit_classifier, predict_logits
@@ -300,18 +308,4 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
 def run(out: Path, seeds: list[int], quick: bool = False, settings: Settings | None = None) -> dict:
     """Run the suite; writes report.md, results.json, heatmaps.png and the feedback stores."""
     s = settings or (QUICK if quick else Settings())
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    start = time.time()
-    try:
-        per_seed = {sd: run_seed(sd, s, out, progress=not quick) for sd in seeds}
-    finally:
-        torch.set_num_threads(threads)
-    seconds = time.time() - start
-    md, summary = _report(per_seed, s, seconds)
-    result = {"settings": asdict(s), "seconds": seconds, "per_seed": per_seed, "summary": summary}
-    write_json(out / "results.json", result)
-    write_text(out / "report.md", md)
-    return result
+    return run_suite(run_seed, _report, s, out, seeds, progress=not quick)

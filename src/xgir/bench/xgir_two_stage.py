@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from xgir.bench import one_thread
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import (
     XGIRConfig,
@@ -229,12 +230,8 @@ def _mean_std(values: list[float]) -> str:
 def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     start = time.time()
     out = Path(out)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the heads are tiny: one thread is several times faster here
-    try:
+    with one_thread():
         per_seed = {s: run_seed(s, quick) for s in seeds}
-    finally:
-        torch.set_num_threads(threads)
     first = per_seed[seeds[0]]
     names = list(first["rows"])
     table: dict[str, dict[str, list[float]]] = {
