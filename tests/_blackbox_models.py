@@ -8,7 +8,6 @@ image's class, and a decoy square of the same colour elsewhere that the model ig
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -76,11 +75,3 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: flo
     assert err <= atol, f"max deviation {err:.3g} > {atol}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (several threads only contend on a shared CPU);
-    import this fixture into a test module to use it there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -10,15 +10,6 @@ from xgir.errors import XgirError
 from xgir.models import bayes as B
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster than two on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_kl_matches_closed_form_and_torch_distributions():
     torch.manual_seed(0)
     layer = B.BayesLinear(5, 3, prior_std=0.1, init_std=0.05)

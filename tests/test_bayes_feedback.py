@@ -9,14 +9,6 @@ from xgir.errors import XgirError
 from xgir.models.bayes import BayesLeNet, kl_divergence, sampling
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _setup():
     torch.manual_seed(0)
     model = BayesLeNet(width=4, hidden=8, init_std=0.05)

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -6,14 +7,6 @@ import torch
 from xgir.bench import decoy, get_suite, guidance_shift
 from xgir.bench._guidance_common import fmt, mean_std, overlap
 from xgir.correct.feedback import FeedbackStore
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_helpers():
@@ -34,21 +27,7 @@ def test_suites_are_registered():
 
 
 def test_decoy_smoke(tmp_path):
-    s = decoy.Settings(
-        n_train=100,
-        n_test=40,
-        n_overlap=8,
-        width=4,
-        hidden=8,
-        erm_epochs=1,
-        guide_epochs=1,
-        fractions=(1.0, 0.1),
-        bayes_epochs=1,
-        fb_epochs=1,
-        fb_fraction=0.05,
-        strategies=("random",),
-        samples=2,
-    )
+    s = replace(decoy.QUICK, n_train=100, n_test=40, n_overlap=8, hidden=8, strategies=("random",))
     result = decoy.run(tmp_path, [0], settings=s)
     report = (tmp_path / "report.md").read_text()
     for text in (
@@ -72,20 +51,7 @@ def test_decoy_smoke(tmp_path):
 
 
 def test_guidance_shift_smoke(tmp_path):
-    s = guidance_shift.Settings(
-        n_train=100,
-        n_test=40,
-        n_overlap=8,
-        width=4,
-        hidden=8,
-        erm_epochs=1,
-        guide_epochs=1,
-        fractions=(1.0,),
-        bayes_epochs=1,
-        fb_epochs=1,
-        fb_fraction=0.05,
-        samples=2,
-    )
+    s = replace(guidance_shift.QUICK, n_train=100, n_test=40, n_overlap=8, hidden=8, fractions=(1.0,))
     guidance_shift.run(tmp_path, [0], settings=s)
     report = (tmp_path / "report.md").read_text()
     for text in ("| ERM |", "Unbiased-data reference", "worst group", "Bayes feedback"):

@@ -12,14 +12,6 @@ from xgir.errors import XgirError
 from xgir.models import LeNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _records(n, annotator="sim", start=0):
     out = []
     for i in range(n):

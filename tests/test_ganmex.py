@@ -26,15 +26,6 @@ from xgir.explain.targets import as_targets
 K, C, S = 4, 1, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one thread is faster than two on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_classifier(seed: int = 0, pool: type[nn.Module] = nn.MaxPool2d) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(

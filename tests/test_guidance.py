@@ -8,15 +8,6 @@ from xgir.errors import XgirError
 from xgir.models import LeNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster than two on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _maps():
     """Two 4x4 maps; the mask is the left half."""
     mask = torch.zeros(2, 4, 4, dtype=torch.bool)

@@ -2,11 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from _blackbox_models import (  # noqa: F401 (one_thread is an autouse fixture)
+from _blackbox_models import (
     RegionNet,
     assert_close,
     epg,
-    one_thread,
     region_images,
     region_mask,
 )

@@ -4,11 +4,10 @@ import torch
 from sklearn.linear_model import Ridge
 from sklearn.metrics.pairwise import cosine_distances
 
-from _blackbox_models import (  # noqa: F401 (one_thread is an autouse fixture)
+from _blackbox_models import (
     RegionNet,
     assert_close,
     epg,
-    one_thread,
     region_images,
     region_mask,
 )
