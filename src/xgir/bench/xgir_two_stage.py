@@ -34,8 +34,8 @@ from xgir.correct.xgir import (
     XGIRConfig,
     cwox_true_cluster_heatmaps,
     empty_images,
+    fit_noisy_head,
     frozen_copy,
-    noisy_features,
     retrain_head,
     support_from_heatmaps,
     true_class_heatmaps,
@@ -200,7 +200,7 @@ def _diagnostics(h: dict[str, torch.Tensor], data: dict[str, Any], r_gt: torch.T
     r2_digit = _unit_r2(h["target-val"], tv.labels)
     r2_texture = _unit_r2(h["target-val"], tv.extras["texture"])
     hs = h["source-train"]
-    mean, std = hs.mean(0), hs.std(0)
+    std = hs.std(0)
     r_std = (r_gt / std.clamp(min=1e-6)).mean(0)
     corr = lambda a, b: float(np.corrcoef(a.numpy(), b.numpy())[0, 1])  # noqa: E731
     info = {"unit_r2_digit_median": float(r2_digit.median()),
@@ -214,11 +214,8 @@ def _diagnostics(h: dict[str, torch.Tensor], data: dict[str, Any], r_gt: torch.T
         k = int(round(share * d))
         lam = torch.zeros_like(hs)
         lam[:, r2_texture.argsort(descending=True)[:k]] = 1.0
-        conf = XGIRConfig(seed=seed)
-        g = torch.Generator().manual_seed(seed)
-        noisy = noisy_features(hs, lam, mean, std, conf.draws, g)
-        heads[f"oracle: randomise the {k} most texture-laden units (texture labels)"] = fit_head(
-            noisy, y.repeat(conf.draws), 10, epochs=conf.head_epochs, lr=conf.lr, seed=seed)
+        heads[f"oracle: randomise the {k} most texture-laden units (texture labels)"] = fit_noisy_head(
+            hs, lam, y, 10, XGIRConfig(seed=seed))
     return info, heads
 
 

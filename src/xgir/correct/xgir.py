@@ -229,6 +229,17 @@ def delta2_per_unit(r: torch.Tensor, config: XGIRConfig) -> torch.Tensor:
     return torch.quantile(pooled, config.delta2).clamp(min=1e-6).expand(d).clone()
 
 
+def fit_noisy_head(h: torch.Tensor, lam: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                   config: XGIRConfig) -> nn.Linear:
+    """Steps 5-6: h' from h and lambda (both float[N,D]; noise from the per-unit mean and std of
+    h), ``config.draws`` draws per image, and a fresh softmax head trained on {h', y}."""
+    mean, std = h.mean(dim=0), h.std(dim=0)
+    g = torch.Generator().manual_seed(config.seed)
+    h_noisy = noisy_features(h, lam, mean, std, config.draws, g, config.noise_scale)
+    return fit_head(h_noisy, labels.repeat(config.draws), num_classes, epochs=config.head_epochs, lr=config.lr,
+                    batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed)
+
+
 def retrain_head(
     h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig,
     empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
@@ -245,12 +256,7 @@ def retrain_head(
     lam = interventional_lambda(r, delta2)
     if empty_support is not None:
         lam[empty_support] = 0.0
-    mean, std = h.mean(dim=0), h.std(dim=0)
-    g = torch.Generator().manual_seed(config.seed)
-    h_noisy = noisy_features(h, lam, mean, std, config.draws, g, config.noise_scale)
-    y = labels.repeat(config.draws)
-    head = fit_head(h_noisy, y, num_classes, epochs=config.head_epochs, lr=config.lr,
-                    batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed)
+    head = fit_noisy_head(h, lam, labels, num_classes, config)
     qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
     sample = r[:: max(1, len(r) // 2000)]
     record = XGIRRecord(
