@@ -303,24 +303,11 @@ def _plot_sweep(per_seed: dict[int, Any], seeds: list[int], path: Path) -> None:
 
 
 def _plot_examples(ex: dict[str, Any], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    """Images with their IOX and CWOX maps and each support, one row per image."""
+    from xgir.viz import heatmap_grid
 
-    from xgir.viz import to_display
-
-    cols = ["image", "IOX map", "CWOX map", *ex["supports"].keys()]
-    n = len(ex["labels"])
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.5 * len(cols), 1.5 * n), squeeze=False)
-    iox = F.interpolate(ex["iox"][:, None], size=ex["images"].shape[-2:], mode="bilinear")[:, 0]
-    for i in range(n):
-        panels = [None, iox[i], ex["cwox"][i], *[ex["supports"][k][i].float() for k in ex["supports"]]]
-        for j, p in enumerate(panels):
-            ax = axes[i, j]
-            ax.imshow(to_display(ex["images"][i]))
-            if p is not None:
-                ax.imshow(p.numpy(), cmap="jet", alpha=0.5)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(cols[j], fontsize=7)
-        axes[i, 0].set_ylabel(f"y={int(ex['labels'][i])}", fontsize=7)
-    save_figure(fig, path)
+    size = ex["images"].shape[-2:]
+    iox = F.interpolate(ex["iox"][:, None], size=size, mode="bilinear")[:, 0]
+    maps = torch.stack([iox, ex["cwox"], *[v.float() for v in ex["supports"].values()]], dim=1)
+    heatmap_grid(ex["images"], maps, path, row_titles=[f"y={int(y)}" for y in ex["labels"]],
+                 col_titles=["IOX map", "CWOX map", *[f"support: {k}" for k in ex["supports"]]])
