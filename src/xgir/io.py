@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +96,17 @@ def fingerprint(*parts: Any) -> str:
 def cache_dir() -> Path:
     """Folder of the on-disk cache: ``$XGIR_CACHE`` or ``.xgir-cache`` in the working folder."""
     return Path(os.environ.get("XGIR_CACHE", ".xgir-cache"))
+
+
+def cached(folder: str, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` cached in ``cache_dir()/folder/key.pt`` (tensors, or dicts / lists of them
+    and plain values: loaded with ``weights_only``); a corrupt entry is recomputed."""
+    path = cache_dir() / folder / f"{key}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:
+            path.unlink(missing_ok=True)
+    value = compute()
+    torch_save(value, path)
+    return value

@@ -43,7 +43,7 @@ from xgir.correct.xgir import (
 )
 from xgir.data import load_dataset
 from xgir.explain.clusters import ConfusionTree
-from xgir.io import save_figure, write_json, write_text
+from xgir.io import cached, fingerprint, save_figure, write_json, write_text
 from xgir.train.config import two_stage_config
 from xgir.train.features import cached_features, fit_head
 from xgir.train.two_stage import frozen_with_new_head, pretrain_extractor
@@ -101,11 +101,19 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
     extra["dfr"] = info
 
     # heatmaps of the ERM model for the true class
-    iox = true_class_heatmaps(model, train.images, y, DEEP)
-    tree = ConfusionTree.fit(model, data["source-val"])
     level = 0.5
-    cwox_maps, fallback = cwox_true_cluster_heatmaps(model, train.images, y, tree, level, iox, DEEP, SHALLOW)
-    extra["cwox"] = {"level": level, "clusters": tree.clusters(level), "fallback_to_iox": fallback}
+
+    def heatmaps() -> dict[str, Any]:
+        iox = true_class_heatmaps(model, train.images, y, DEEP)
+        tree = ConfusionTree.fit(model, data["source-val"])
+        cwox_maps, fallback = cwox_true_cluster_heatmaps(model, train.images, y, tree, level, iox, DEEP, SHALLOW)
+        return {"iox": iox, "cwox": cwox_maps, "fallback": fallback,
+                "clusters": [sorted(int(c) for c in cl) for cl in tree.clusters(level)]}
+
+    key = fingerprint(model, f"background-shift/source-train/seed={seed}/{n}", level, DEEP, SHALLOW)
+    maps = cached("heatmaps", key, heatmaps)  # a rerun only retrains heads
+    iox, cwox_maps = maps["iox"], maps["cwox"]
+    extra["cwox"] = {"level": level, "clusters": maps["clusters"], "fallback_to_iox": maps["fallback"]}
     base = XGIRConfig(seed=seed)
     supports = {
         "IOX": support_from_heatmaps(iox, (32, 32), base.delta1),

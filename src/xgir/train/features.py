@@ -8,7 +8,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xgir.data.base import ImageDataset
-from xgir.io import cache_dir, fingerprint, torch_save
+from xgir.io import cached, fingerprint
 from xgir.train.erm import model_device
 
 
@@ -32,15 +32,8 @@ def cached_features(
 ) -> torch.Tensor:
     """:func:`extract_features` cached on disk under the model's fingerprint and ``key``
     (a description of the dataset: name, split, seed, params)."""
-    path = cache_dir() / "features" / f"{fingerprint(features, key, len(dataset))}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=True)
-        except Exception:  # a corrupt cache entry is recomputed
-            path.unlink(missing_ok=True)
-    feats = extract_features(features, dataset.images, batch_size, progress)
-    torch_save(feats, path)
-    return feats
+    return cached("features", fingerprint(features, key, len(dataset)),
+                  lambda: extract_features(features, dataset.images, batch_size, progress))
 
 
 def fit_head(
