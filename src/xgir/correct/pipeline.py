@@ -17,7 +17,6 @@ replaced) and heatmaps.png to ``out``.
 from __future__ import annotations
 
 import copy
-import importlib
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +43,7 @@ from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree, top_label_sets
 from xgir.io import torch_save, write_json, write_text
+from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
 
 _D = XGIRConfig  # dataclass defaults (class attributes) shared with the library API
@@ -157,25 +157,6 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def import_factory(spec: str) -> Any:
-    """The callable named by ``"package.module:function"`` (attribute may be dotted)."""
-    mod_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ModuleNotFoundError as err:
-        raise XgirError(f"model.factory '{spec}': cannot import module '{mod_name}' ({err})") from None
-    except Exception as err:  # noqa: BLE001 - a user module failing on import
-        raise XgirError(f"model.factory '{spec}': importing '{mod_name}' failed: "
-                        f"{type(err).__name__}: {err}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise XgirError(f"model.factory '{spec}': module '{mod_name}' has no attribute '{attr}'")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise XgirError(f"model.factory '{spec}' is a {type(obj).__name__}, not a callable")
-    return obj
-
-
 def build_user_model(section: ModelSection) -> nn.Module:
     """Call the factory with its kwargs, load the weights: the model in eval mode, frozen."""
     factory = import_factory(section.factory)
@@ -193,40 +174,6 @@ def build_user_model(section: ModelSection) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict (``.safetensors``, or a ``.pt`` holding it or ``{"state_dict": ...}``)
-    into ``model``; one clear line when the file is missing, unreadable or does not fit."""
-    path = Path(path)
-    if not path.is_file():
-        raise XgirError(f"model.weights not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        raise XgirError(f"cannot read model.weights {path}: {str(err).splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise XgirError(f"model.weights {path} holds no state_dict (a mapping of names to tensors)")
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in model"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{len(v)} {what} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
-                 for what, v in (("missing keys", missing), ("unexpected keys", unexpected),
-                                 ("shape mismatches", shapes)) if v]
-        raise XgirError(f"model.weights {path} do not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict(state)
 
 
 def _device(choice: str) -> torch.device:

