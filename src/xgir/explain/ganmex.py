@@ -602,6 +602,3 @@ class GanmexExplainer:
             raise XgirError("ganmex explainer targets are foil classes: an int or long [N] / [N,T]")
         return one_vs_one(model, x, targets.long(), self.baseline, self.method, self.score,
                           **self.params)
-
-
-EXPLAINERS = {"ganmex": GanmexExplainer}

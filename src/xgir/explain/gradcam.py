@@ -167,6 +167,3 @@ class GradCAM:
         check_images(x)
         layer = self.layer if self.layer is not None else default_layer(model, x)
         return grad_cam(model, x, targets, layer, self.relu, self.upsample, self.strategy)
-
-
-EXPLAINERS = {"gradcam": GradCAM}

@@ -278,14 +278,3 @@ class Occlusion(_CaptumExplainer):
             rows, sliding_window_shapes=(c, win, win), strides=(c, stride, stride), baselines=refs,
             target=0, additional_forward_args=extra, perturbations_per_eval=self.ppe,
         )
-
-
-EXPLAINERS = {
-    "saliency": Saliency,
-    "input-x-gradient": InputXGradient,
-    "ig": IntegratedGradients,
-    "expected-gradients": ExpectedGradients,
-    "deeplift": DeepLift,
-    "deepshap": DeepShap,
-    "occlusion": Occlusion,
-}

@@ -297,6 +297,3 @@ class IASSA:
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         """Heatmaps float[N,T,H,W]: running mean of the occlusion drops (module docstring)."""
         return self.fit(model, x, targets).heatmaps
-
-
-EXPLAINERS = {"iassa": IASSA}

@@ -201,6 +201,3 @@ class LIME:
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         """Heatmaps float[N,T,H,W]: each superpixel painted with its ridge coefficient."""
         return self.fit(model, x, targets).heatmaps
-
-
-EXPLAINERS = {"lime": LIME}

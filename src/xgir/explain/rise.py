@@ -126,6 +126,3 @@ class RISE:
             mean_score = score_sum / self.n_masks
             saliency -= mean_score[..., None, None] * (mask_sum / (self.n_masks * self.p))
         return saliency
-
-
-EXPLAINERS = {"rise": RISE}
