@@ -75,7 +75,7 @@ def test_batched_equals_separate_calls_and_loop(resnet, images):
 
 def test_registry_default_layer_modes_and_grad_state(resnet, images):
     explainer = get_explainer("gradcam")
-    assert isinstance(explainer, GradCAM)
+    assert isinstance(explainer.explainer, GradCAM)  # wrapped: runs in eval mode
     with torch.no_grad():  # works inside no_grad and restores it
         maps = explainer(resnet, images, 2)
         assert not torch.is_grad_enabled()
