@@ -42,8 +42,8 @@ from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree
 from xgir.explain.cwox import cwox
 from xgir.explain.gradcam import grad_cam
+from xgir.models.inference import model_device
 from xgir.models.split import FeatureExtractor, split
-from xgir.train.erm import model_device
 from xgir.train.features import extract_features, fit_head
 
 EmptyImage = Literal["zeros", "mean", "blur"]

@@ -63,7 +63,7 @@ def top_label_sets(probs: torch.Tensor, k: int = 5, mass: float | None = 0.95) -
 def model_top_labels(model: nn.Module, images: torch.Tensor, k: int = 5, mass: float | None = 0.95,
                      batch_size: int = 256) -> list[list[int]]:
     """:func:`top_label_sets` of the model's softmax outputs on ``images`` float[N,C,H,W]."""
-    from xgir.train import predict_logits
+    from xgir.models.inference import predict as predict_logits
 
     logits = predict_logits(model, images, batch_size=batch_size)
     return top_label_sets(torch.softmax(logits, dim=1), k, mass)
@@ -144,7 +144,7 @@ class ConfusionTree:
             batch_size: int = 256) -> ConfusionTree:
         """Fit on the model's top label sets over ``dataset`` (the model is not switched to eval
         mode: call ``model.eval()`` first)."""
-        from xgir.train import predict_logits
+        from xgir.models.inference import predict as predict_logits
 
         if len(dataset) == 0:
             raise XgirError("cannot fit a confusion tree on an empty dataset")

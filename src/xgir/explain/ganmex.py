@@ -44,7 +44,7 @@ from xgir.config import StrictModel
 from xgir.errors import XgirError
 from xgir.explain.targets import Targets, as_targets
 from xgir.io import torch_save
-from xgir.train.erm import model_device
+from xgir.models.inference import model_device
 
 # ---------------------------------------------------------------------------- config
 

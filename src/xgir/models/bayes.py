@@ -275,7 +275,7 @@ def predict_samples(
     seed: int | None = 0,
 ) -> torch.Tensor:
     """Class probabilities float[S,N,K] from ``samples`` stochastic forward passes (CPU out)."""
-    from xgir.train import model_device
+    from xgir.models.inference import model_device
 
     if samples < 1:
         raise XgirError(f"samples must be at least 1, got {samples}")

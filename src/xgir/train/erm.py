@@ -10,17 +10,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xgir.data.base import ImageDataset
+from xgir.models.inference import model_device, predict
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-free model)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def fit_classifier(
@@ -75,12 +68,9 @@ def fit_classifier(
     return model.eval()
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits float[N,K] of ``images`` float[N,C,H,W], in batches, on the model's device (CPU out)."""
-    device = model_device(model)
-    outs = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0)
+    """Logits float[N,K] of ``images`` float[N,C,H,W]: :func:`xgir.models.inference.predict`."""
+    return predict(model, images, batch_size)
 
 
 def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> float:
