@@ -37,7 +37,7 @@ def _params(name: str, x: torch.Tensor) -> dict:
     if name in ("expected-gradients", "deepshap"):
         params["baselines"] = torch.rand(4, *x.shape[1:], generator=torch.Generator().manual_seed(1))
     if name == "ganmex":
-        from xgir.explain.ganmex import Generator
+        from xgir.models.gan import Generator
 
         torch.manual_seed(0)
         params["generator"] = Generator(num_classes=K, channels=3, image_size=S, width=4, n_res=1).eval()

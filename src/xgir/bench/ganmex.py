@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from xgir.bench import one_thread
 from xgir.data import load_dataset
 from xgir.explain.baselines import BlurBaseline, UniformNoiseBaseline, ZeroBaseline
-from xgir.explain.ganmex import GanmexBaseline, GanmexConfig, one_vs_one, train_ganmex
+from xgir.explain.ganmex import GanmexBaseline, one_vs_one
 from xgir.explain.registry import get_explainer
 from xgir.explain.targets import as_targets
 from xgir.io import cache_dir, fingerprint, save_figure, write_json, write_text
@@ -40,6 +40,7 @@ from xgir.metrics.faithfulness import deletion, insertion
 from xgir.metrics.sanity import cascading_randomisation
 from xgir.models import build_model, load_checkpoint, save_checkpoint
 from xgir.train import accuracy, fit_classifier, predict_logits
+from xgir.train.ganmex import GanmexConfig, train_ganmex
 
 SUITE = "ganmex"
 BASELINE_NAMES = ("zero", "blur", "uniform", "ganmex")
