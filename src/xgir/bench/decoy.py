@@ -42,8 +42,9 @@ from xgir.correct.feedback import FeedbackStore, SimulatedAnnotator, collect_fee
 from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.models import LeNet
-from xgir.models.bayes import BayesLeNet, bayes_accuracy, fit_bayes
+from xgir.models.bayes import BayesLeNet, bayes_accuracy
 from xgir.train import accuracy, fit_classifier
+from xgir.train.bayes import fit_bayes
 
 SUITE = "decoy"
 

@@ -41,8 +41,9 @@ from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.data.base import ImageDataset
 from xgir.models import LeNet
-from xgir.models.bayes import BayesLeNet, fit_bayes, predictive
+from xgir.models.bayes import BayesLeNet, predictive
 from xgir.train import fit_classifier, predict_logits
+from xgir.train.bayes import fit_bayes
 
 SUITE = "guidance-shift"
 

@@ -225,47 +225,6 @@ def sampling(model: nn.Module, sample: bool) -> Iterator[nn.Module]:
             layer.sample = s
 
 
-def elbo_term(num_train: int, kl_weight: float = 1.0):
-    """``extra_loss`` for :func:`xgir.train.fit_classifier`: kl_weight * KL / num_train (the KL
-    divided by the number of minibatches, per image, added to the mean NLL)."""
-    if num_train <= 0:
-        raise XgirError(f"num_train must be positive, got {num_train}")
-
-    def extra(
-        model: nn.Module, _batch: dict[str, torch.Tensor], _logits: torch.Tensor
-    ) -> torch.Tensor:
-        return kl_weight * kl_divergence(model) / num_train
-
-    return extra
-
-
-def fit_bayes(
-    model: nn.Module,
-    dataset: ImageDataset,
-    epochs: int,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    seed: int = 0,
-    kl_weight: float = 1.0,
-    progress: bool = True,
-) -> nn.Module:
-    """Bayes-by-backprop: Adam on mean NLL + KL / N with one Monte Carlo sample per step."""
-    from xgir.train import fit_classifier
-
-    set_sampling(model, True)
-    return fit_classifier(
-        model,
-        dataset,
-        epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        extra_loss=elbo_term(len(dataset), kl_weight),
-        progress=progress,
-        desc="bayes",
-    )
-
-
 @torch.no_grad()
 def predict_samples(
     model: nn.Module,
