@@ -57,13 +57,16 @@ def test_readme_links_point_to_existing_pages() -> None:
 def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib
 
+    from xgir.bench import one_thread
+
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XGIR_CACHE", str(tmp_path / "cache"))
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for i, code in enumerate(snippets(page)):
         try:
-            exec(compile(code, f"{page.name} snippet {i + 1}", "exec"), namespace)
+            with one_thread():  # tiny models: one thread is faster on a shared CPU
+                exec(compile(code, f"{page.name} snippet {i + 1}", "exec"), namespace)
         except Exception as err:  # noqa: BLE001 - report which snippet failed
             raise AssertionError(f"{page.name} snippet {i + 1} failed: {type(err).__name__}: {err}") from err
 
