@@ -74,6 +74,10 @@ def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     """``mkdocs build --strict``: every nav page exists, every internal link and anchor
     resolves, and every ``::: module`` of the API page imports and renders."""
+    import importlib.util
+
+    assert importlib.util.find_spec("mkdocs") and importlib.util.find_spec("mkdocstrings_handlers"), (
+        "mkdocs and mkdocstrings[python] are missing: pip install -e '.[test]'")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
