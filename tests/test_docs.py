@@ -3,6 +3,8 @@ API names and bad nav entries fail), and every ```python snippet of every page r
 
 Snippets of one page run in order in one namespace (a page is one example session), in a
 temporary working folder with its own cache, so they write nothing into the repository.
+Only blocks fenced exactly as ```python run: show code that must not run (it needs files or
+hours) as ```text, ```bash or ```py.
 """
 
 from __future__ import annotations
