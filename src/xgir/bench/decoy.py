@@ -1,6 +1,6 @@
 """``xgir bench decoy``: correcting a decoy-digits classifier with annotations and feedback.
 
-decoy-digits (DESIGN.md section 5): in training a corner patch's shade encodes the label, at
+decoy-digits (docs/data.md): in training a corner patch's shade encodes the label, at
 test time it is random. Per seed:
 
 - ERM: LeNet on the decoy training set; no-decoy reference: the same LeNet trained on the

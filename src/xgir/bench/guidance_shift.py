@@ -1,6 +1,6 @@
 """``xgir bench guidance-shift``: guidance and feedback on background-shift, trained end to end.
 
-background-shift (DESIGN.md section 5): RGB digits on textures; in the source domain the
+background-shift (docs/data.md): RGB digits on textures; in the source domain the
 texture family predicts the label with probability p = 0.95, in the target domain it is
 independent. Per seed, on a LeNet (3 channels, 32 px) trained end to end on source-train:
 

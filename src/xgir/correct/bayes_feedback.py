@@ -1,4 +1,4 @@
-"""Explanation feedback as evidence for a Bayesian CNN (DESIGN.md section 4).
+"""Explanation feedback as evidence for a Bayesian CNN (docs/correct.md).
 
 Feedback F_i bool[H,W] (1 = irrelevant pixel) on some training images. It is max-pooled to
 the resolution of the last conv layer; the activations a (sampled pre-activations of

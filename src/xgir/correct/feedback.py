@@ -1,6 +1,6 @@
 """Active explanation feedback: propose regions, store feedback, fine-tune, repeat.
 
-The pipeline of DESIGN.md section 4:
+The pipeline of docs/correct.md ("The active feedback loop"):
 
 1. train a model (:mod:`xgir.models.bayes` or any CNN);
 2. choose which training images to ask about (:func:`select_random`, or

@@ -1,4 +1,4 @@
-"""XGIR: XAI-guided interventional retraining of the softmax head (DESIGN.md section 4).
+"""XGIR: XAI-guided interventional retraining of the softmax head (docs/correct.md).
 
 Given a split model (frozen features f, linear head w) and training data:
 
@@ -14,7 +14,7 @@ Given a split model (frozen features f, linear head w) and training data:
 6. a fresh softmax head is trained on {h'_i, y_i} (``draws`` noise draws per image),
    the extractor frozen.
 
-``response="core-minus-context"`` (a variant, not in DESIGN.md) replaces step 3 by
+``response="core-minus-context"`` (xgir's own variant) replaces step 3 by
 r_i = f(x_i s_i + x0 (1 - s_i)) - f(x_i (1 - s_i) + x0 s_i): the response to the core
 minus the response to the context alone, so that units which respond to any content
 (e.g. to texture on an empty background) are not kept for that reason.

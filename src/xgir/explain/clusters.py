@@ -5,7 +5,7 @@ whose probabilities sum past ``mass``, at most ``k``), the label co-occurrence
 similarity (Jaccard: images where both labels are top labels over images where
 either is), and average-linkage agglomerative clustering of the labels on the
 distance 1 - similarity (``scipy.cluster.hierarchy``; CWOX's hierarchical latent
-tree model is replaced by this, as DESIGN.md allows).
+tree model is replaced by this; see docs/explain.md, CWOX-2s).
 
 A *level* is a cut height in [0, 1] on that distance: two labels share a cluster
 at level ``t`` when their lowest common ancestor in the tree merged at distance

@@ -1,4 +1,4 @@
-"""The two-stage setup (DESIGN.md section 5).
+"""The two-stage setup (docs/correct.md, "The two-stage setup").
 
 Stage 1: a feature extractor is pretrained on ``glyph-pretrain`` with both labels
 (character and texture family; one multi-task linear layer whose first logits are
