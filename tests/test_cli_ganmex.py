@@ -8,8 +8,8 @@ import torch
 
 from xgir.cli import main
 from xgir.data import load_dataset
-from xgir.train.ganmex import GanmexConfig, train_ganmex
 from xgir.models import build_model, save_checkpoint
+from xgir.train.ganmex import GanmexConfig, train_ganmex
 
 PARAMS = {"in_channels": 1, "num_classes": 10, "image_size": 28, "width": 4, "hidden": 16}
 
