@@ -77,16 +77,22 @@ def head_input(head: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 
 def pass_key(cfg: Any, model: nn.Module, device: torch.device, split: str, files: list[Any],
-             labels: torch.Tensor, idx: torch.Tensor) -> dict[str, Any]:
+             labels: torch.Tensor, idx: torch.Tensor, xgir: bool) -> dict[str, Any]:
     """What a pass's results depend on: the config (but the output folder and the settings
-    that only change the head retraining), the model's weights, the split's files, labels
-    and subset, and the device type. Another key = another chunk folder."""
+    that only change the head retraining; no XGIR settings at all unless ``xgir``), the
+    model's weights, the split's files, labels and subset, and the device type. Another
+    key = another chunk folder."""
     conf = cfg.model_dump()
     conf.pop("out", None)
     conf.get("data", {}).pop("workers", None)
     conf.get("passes", {}).pop("resume", None)
     for k in HEAD_ONLY:
         conf.get("xgir", {}).pop(k, None)
+    if not xgir:
+        for k in ("xgir", "explainer", "cwox_level"):
+            conf.pop(k, None)
+        conf.get("model", {}).pop("shallow_layer", None)
+        conf.get("model", {}).pop("deep_layer", None)
     return {"config": conf, "model": fingerprint(model), "device": device.type, "split": split,
             "data": fingerprint([str(f) for f in files], labels, idx)}
 
@@ -151,7 +157,7 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
 
     def run(split: str, name: str, fn: Any, load: str = "all") -> dict[str, Any] | None:
         ds = datasets[split]
-        key = pass_key(cfg, model, device, split, ds.files, ds.labels, idx[split]) | {"pass": name}
+        key = pass_key(cfg, model, device, split, ds.files, ds.labels, idx[split], name == "xgir") | {"pass": name}
         return sharded_pass(dist, run_dir, f"{split}-{name}", key, ds, idx[split], fn,
                             batch_size=cfg.data.batch_size, chunk_images=ps.chunk_images,
                             workers=cfg.data.workers, resume=ps.resume, progress=progress,

@@ -154,11 +154,16 @@ def _chunk_path(folder: Path, c: int) -> Path:
     return folder / f"chunk-{c:05d}.pt"
 
 
-def _stop_hook(written: int, rank: int) -> None:
+_WRITTEN = [0]  # chunks written by this process (all passes), for the test hook
+
+
+def _stop_hook(rank: int) -> None:
     """Test hook: stop this process after ``K`` chunks written (see STOP_ENV)."""
     spec = os.environ.get(STOP_ENV)
     if not spec:
         return
+    _WRITTEN[0] += 1
+    written = _WRITTEN[0]
     count, _, how = spec.partition(":")
     count, _, who = count.partition("@")
     if written < int(count) or (who and int(who) != rank):
@@ -237,7 +242,6 @@ def run_pass(dist: Dist, plan: PassPlan, dataset: Any, indices: torch.Tensor, ba
     remaining = sum(dist.exchange(sum(len(plan.positions(c)) for c in todo)))
     bar = tqdm(total=plan.n, initial=plan.n - remaining, desc=desc, disable=not (progress and dist.is_main),
                leave=False)
-    written = 0
     for first in range(0, plan.n_chunks, dist.world):
         c = first + dist.rank
         error = None
@@ -250,8 +254,7 @@ def run_pass(dist: Dist, plan: PassPlan, dataset: Any, indices: torch.Tensor, ba
                     parts.append(batch_fn(next(batches), pos[i : i + batch_size]))
                 torch_save(_merge(parts) | {"positions": pos}, _chunk_path(plan.folder, c))
                 done = len(pos)
-                written += 1
-                _stop_hook(written, dist.rank)
+                _stop_hook(dist.rank)
             except Exception as err:  # noqa: BLE001 - reported to every rank below
                 if dist.world == 1:
                     raise
