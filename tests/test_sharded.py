@@ -188,3 +188,11 @@ def test_float16_storage_moves_the_head_little(base, one_process, tmp_path):
     print(f"float16 vs float32 storage: max |head weight difference| {float(diff):.2e}")
     assert 0 < diff < 1e-3
     assert res32["accuracy"] == res16["accuracy"]
+
+
+def test_torchrun_example_config_is_valid():
+    from xgir.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "xgir-imagenet-torchrun.yaml", XGIRRunConfig)
+    assert cfg.passes.store == "float16" and cfg.passes.chunk_images == 4096
+    assert cfg.data.target_classes == "index"

@@ -252,7 +252,8 @@ def run_pass(dist: Dist, plan: PassPlan, dataset: Any, indices: torch.Tensor, ba
                 parts = []
                 for i in range(0, len(pos), batch_size):
                     parts.append(batch_fn(next(batches), pos[i : i + batch_size]))
-                torch_save(_merge(parts) | {"positions": pos}, _chunk_path(plan.folder, c))
+                span = torch.tensor([int(pos[0]), int(pos[-1]) + 1])
+                torch_save(_merge(parts) | {"span": span}, _chunk_path(plan.folder, c))
                 done = len(pos)
                 _stop_hook(dist.rank)
             except Exception as err:  # noqa: BLE001 - reported to every rank below
@@ -273,12 +274,11 @@ def load_pass(plan: PassPlan) -> dict[str, Any]:
         if not path.exists():
             raise XgirError(f"chunk {path} is missing; rerun (the run resumes from the chunks on disk)")
         part = torch.load(path, weights_only=True)
-        if not torch.equal(part["positions"], plan.positions(c)):
+        pos = plan.positions(c)
+        if part.pop("span").tolist() != [int(pos[0]), int(pos[-1]) + 1]:
             raise XgirError(f"chunk {path} holds other images than expected; delete {plan.folder} and rerun")
         parts.append(part)
-    out = _merge(parts)
-    out.pop("positions")
-    return out
+    return _merge(parts)
 
 
 def sharded_pass(dist: Dist, run_dir: Path, name: str, key: dict[str, Any], dataset: Any,
