@@ -2,7 +2,7 @@
 
 Model: the built-in EfficientNet-Lite0 (``xgir.models.load_model("efficientnet-lite0")``,
 Grad-CAM at ``_conv_head``, head ``_fc``, D = 1280) on synthetic 224 px images (smooth random
-colour fields, made in memory: image decoding is not timed), IOX heatmaps of a random
+colour fields, held on the device: image reading is not timed), IOX heatmaps of a random
 true class, x0 = zeros, response core. Settings, each timed on the same images:
 
 - ``before``: the passes as they were - a features pass, then Grad-CAM + responses;
@@ -40,20 +40,27 @@ import torch.nn.functional as F
 
 
 class SyntheticImages:
-    """``[i] -> {"image": float[3,S,S] in [0, 1], "label": int}``: a fixed pool of smooth random
-    colour fields (bilinear upsampling of 7x7 noise) reused cyclically; labels seeded per index."""
+    """``[i] -> {"image": i, "label": int}``; :meth:`images` gives the images of positions on the
+    device: a fixed pool of smooth random colour fields (bilinear upsampling of 7x7 noise) in
+    [0, 1], reused cyclically, so that no image is read or copied to the device in the timing."""
 
-    def __init__(self, n: int, size: int, num_classes: int, pool: int = 32, seed: int = 0) -> None:
+    def __init__(self, n: int, size: int, num_classes: int, device: torch.device, pool: int = 32,
+                 seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
         low = torch.rand(pool, 3, 7, 7, generator=g)
         self.pool = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+        self.pool = self.pool.to(device)
         self.labels = torch.randint(0, num_classes, (n,), generator=g)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.pool[i % len(self.pool)], "label": int(self.labels[i])}
+        return {"image": i, "label": int(self.labels[i])}
+
+    def wrap(self, fn: Any) -> Any:
+        """``fn`` on batches whose images are the pool's (``batch["image"]`` holds positions)."""
+        return lambda batch, pos: fn({**batch, "image": self.pool[pos.to(self.pool.device) % len(self.pool)]}, pos)
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -74,17 +81,17 @@ def _worker(args: argparse.Namespace) -> None:
         torch.backends.cudnn.benchmark = True
     seen = {"images": 0}
     model.register_forward_pre_hook(lambda _m, a: seen.__setitem__("images", seen["images"] + a[0].shape[0]))
-    data = SyntheticImages(args.images, args.size, loaded.num_classes)
+    data = SyntheticImages(args.images, args.size, loaded.num_classes, device)
     idx = torch.arange(args.images)
     xcfg = XGIRConfig()
-    xgir_fn = _xgir_fn(model, features, head, loaded.layer, None, None, 0.5, xcfg, None, (args.size, args.size),
-                       device, torch.float16, set())
-    feat_fn = _features_fn(features, device, torch.float16, True, False)
+    xgir_fn = data.wrap(_xgir_fn(model, features, head, loaded.layer, None, None, 0.5, xcfg, None,
+                                 (args.size, args.size), device, torch.float16, set()))
+    feat_fn = data.wrap(_features_fn(features, device, torch.float16, True, False))
     # warm-up (kernels, cudnn autotuning), not timed
-    warm = {k: (v[None].repeat(min(args.batch_size, args.images), *[1] * v.ndim) if torch.is_tensor(v)
-                else torch.tensor([v] * min(args.batch_size, args.images))) for k, v in data[0].items()}
-    xgir_fn(warm, torch.arange(len(warm["label"])))
-    feat_fn(warm, torch.arange(len(warm["label"])))
+    pos = torch.arange(min(args.batch_size, args.images))
+    warm = {"image": pos, "label": data.labels[pos]}
+    xgir_fn(warm, pos)
+    feat_fn(warm, pos)
 
     run_dir = Path(args.run_dir)
     common = {"batch_size": args.batch_size, "chunk_images": args.chunk_images, "resume": False, "progress": False,

@@ -103,7 +103,7 @@ def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, 
         x = batch["image"].to(device)
         out: dict[str, Any] = {"label": batch["label"].int()}
         if want_h:
-            out["h"] = features(x).float().cpu().to(dtype)
+            out["h"] = features(x).float().to(dtype).cpu()
         if want_mean:
             out["sum:image"] = x.sum(0, dtype=torch.float64).cpu()
         return out
@@ -123,7 +123,7 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
         if tree is None:
             if len(got) != 1:
                 raise XgirError(f"the head ran {len(got)} times in one Grad-CAM forward; expected once")
-            out["h"] = got[0].float().cpu().to(dtype)
+            out["h"] = got[0].float().to(dtype).cpu()
         else:
             maps, fb = cwox_true_cluster_heatmaps(model, x, y, tree, level, maps, deep, shallow or "",
                                                   batch_size=len(x))
@@ -131,7 +131,7 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
         sup = support_from_heatmaps(maps, size, xcfg.delta1)
         x0 = empty_images(x, xcfg.empty, data_mean, xcfg.blur_sigma)
         r = unit_responses(features, x, sup, x0, batch_size=len(x), response=xcfg.response)
-        out["r"] = r.float().cpu().to(dtype)
+        out["r"] = r.float().to(dtype).cpu()
         out["empty"] = ~sup.flatten(1).any(1).cpu()
         out["sum:kept"] = torch.tensor(float(sup.float().mean()) * len(x), dtype=torch.float64)
         take = [j for j, p in enumerate(pos.tolist()) if p in shown]

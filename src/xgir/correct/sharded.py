@@ -236,7 +236,8 @@ def run_pass(dist: Dist, plan: PassPlan, dataset: Any, indices: torch.Tensor, ba
     and ``list:`` lists), merged per chunk and saved atomically."""
     if len(indices) != plan.n:
         raise XgirError(f"pass {plan.folder.name}: {len(indices)} indices for a plan of {plan.n}")
-    loader = DataLoader(dataset, batch_sampler=list(_batches(plan, indices, batch_size)), num_workers=workers)
+    loader = DataLoader(dataset, batch_sampler=list(_batches(plan, indices, batch_size)), num_workers=workers,
+                        pin_memory=dist.device.type == "cuda")
     batches = iter(loader)
     todo = set(plan.todo)
     remaining = sum(dist.exchange(sum(len(plan.positions(c)) for c in todo)))
@@ -273,7 +274,7 @@ def load_pass(plan: PassPlan) -> dict[str, Any]:
         path = _chunk_path(plan.folder, c)
         if not path.exists():
             raise XgirError(f"chunk {path} is missing; rerun (the run resumes from the chunks on disk)")
-        part = torch.load(path, weights_only=True)
+        part = torch.load(path, weights_only=True, mmap=True)  # mapped: the merge makes the only copy
         pos = plan.positions(c)
         if part.pop("span").tolist() != [int(pos[0]), int(pos[-1]) + 1]:
             raise XgirError(f"chunk {path} holds other images than expected; delete {plan.folder} and rerun")
