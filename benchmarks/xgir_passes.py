@@ -66,7 +66,7 @@ class SyntheticImages:
 def _worker(args: argparse.Namespace) -> None:
     """One setting pair (before, fused) on this process / torchrun rank; rank 0 prints."""
     from xgir.correct.passes import _features_fn, _xgir_fn
-    from xgir.correct.sharded import init_dist, pass_folder, sharded_pass
+    from xgir.correct.sharded import init_dist, load_pass, sharded_pass
     from xgir.correct.xgir import XGIRConfig
     from xgir.models import load_model, split
 
@@ -95,7 +95,7 @@ def _worker(args: argparse.Namespace) -> None:
 
     run_dir = Path(args.run_dir)
     common = {"batch_size": args.batch_size, "chunk_images": args.chunk_images, "resume": False, "progress": False,
-              "load": "main", "workers": args.workers}
+              "workers": args.workers}
     results: dict[str, Any] = {}
     for rep, setting in enumerate(["before", "fused"] * args.repeats):  # alternated: fair under a shared machine
         seen["images"] = 0
@@ -106,15 +106,15 @@ def _worker(args: argparse.Namespace) -> None:
         key = {"setting": setting, "images": args.images, "world": dist.world, "repeat": rep // 2}
         if setting == "before":
             sharded_pass(dist, run_dir, "features", key, data, idx, feat_fn, **common)
-        out = sharded_pass(dist, run_dir, "xgir", key, data, idx, xgir_fn, **common)
+        plan = sharded_pass(dist, run_dir, "xgir", key, data, idx, xgir_fn, **common)
         if device.type == "cuda":
             torch.cuda.synchronize()
         dist.barrier()
         seconds = time.perf_counter() - t0
         passes = sum(dist.exchange(seen["images"])) / args.images
-        if setting not in results or seconds < results[setting][0]:
-            folder = pass_folder(run_dir, "xgir", key)
-            results[setting] = (seconds, passes, out, sum(p.stat().st_size for p in folder.glob("chunk-*.pt")))
+        if dist.is_main and (setting not in results or seconds < results[setting][0]):
+            disk = sum(p.stat().st_size for p in plan.folder.glob("chunk-*.pt"))
+            results[setting] = (seconds, passes, load_pass(plan), disk)
     if dist.is_main:
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
         for setting, (seconds, passes, out, disk) in results.items():

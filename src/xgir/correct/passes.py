@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xgir.correct.sharded import Dist, PassesSection, sharded_pass
+from xgir.correct.sharded import Dist, PassesSection, PassPlan, load_pass, sharded_pass
 from xgir.correct.xgir import (
     XGIRConfig,
     cwox_true_cluster_heatmaps,
@@ -155,21 +155,19 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     dtype = torch.float16 if ps.store == "float16" else torch.float32
     size = (cfg.data.image_size, cfg.data.image_size)
 
-    def run(split: str, name: str, fn: Any, load: str = "all") -> dict[str, Any] | None:
+    def run(split: str, name: str, fn: Any) -> PassPlan:
         ds = datasets[split]
         key = pass_key(cfg, model, device, split, ds.files, ds.labels, idx[split], name == "xgir") | {"pass": name}
         return sharded_pass(dist, run_dir, f"{split}-{name}", key, ds, idx[split], fn,
                             batch_size=cfg.data.batch_size, chunk_images=ps.chunk_images,
-                            workers=cfg.data.workers, resume=ps.resume, progress=progress,
-                            load=load)  # type: ignore[arg-type]
+                            workers=cfg.data.workers, resume=ps.resume, progress=progress)
 
     h_train = data_mean = tree = None
     want_mean = xcfg.empty == "mean"
     cwox = cfg.explainer == "cwox"
     if cwox or want_mean:  # what must be known before the first response
-        pre = run("source_train", "features" if cwox else "mean",
-                  _features_fn(features, device, dtype, cwox, want_mean))
-        assert pre is not None
+        pre = load_pass(run("source_train", "features" if cwox else "mean",
+                            _features_fn(features, device, dtype, cwox, want_mean)))
         if want_mean:
             data_mean = (pre["sum:image"] / len(idx["source_train"])).float()
         if cwox:
@@ -182,17 +180,18 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
 
     n_train = len(idx["source_train"])
     shown = set(torch.linspace(0, n_train - 1, min(6, n_train)).round().long().unique().tolist())
-    main = run("source_train", "xgir", _xgir_fn(model, features, head, deep, shallow, tree, cfg.cwox_level, xcfg,
-                                                data_mean, size, device, dtype, shown), load="main")
-    others = {k: run(k, "features", _features_fn(features, device, torch.float32, True, False), load="main")
+    main_plan = run("source_train", "xgir", _xgir_fn(model, features, head, deep, shallow, tree, cfg.cwox_level, xcfg,
+                                                data_mean, size, device, dtype, shown))
+    others = {k: run(k, "features", _features_fn(features, device, torch.float32, True, False))
               for k in datasets if k != "source_train"}
+    dist.release()  # every rank has passed the last meeting: rank 0 goes on alone
     if not dist.is_main:
         return None
-    assert main is not None
+    main = load_pass(main_plan)
     h = {"source_train": (h_train if h_train is not None else main["h"]).float()}
     labels = {"source_train": main["label"].long()}
-    for k, res in others.items():
-        assert res is not None
+    for k, plan in others.items():
+        res = load_pass(plan)
         h[k], labels[k] = res["h"].float(), res["label"].long()
     ex = main["list:examples"]
     examples = {"images": [e["image"] for e in ex], "maps": [e["map"] for e in ex],

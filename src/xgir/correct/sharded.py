@@ -67,6 +67,7 @@ class Dist:
     world: int = 1
     device: torch.device = torch.device("cpu")
     joined: bool = False  # True when init_dist created the process group (close() destroys it)
+    released: bool = False  # True after release(): no more meetings, errors stay on their rank
 
     @property
     def is_main(self) -> bool:
@@ -80,6 +81,8 @@ class Dist:
             if error is not None:
                 raise RankError(error)
             return [payload]
+        if self.released:
+            raise XgirError("internal: the ranks were released; no more collective steps")
         out: list[Any] = [None] * self.world
         tdist.all_gather_object(out, (payload, error))
         for rank, (_, err) in enumerate(out):
@@ -103,10 +106,17 @@ class Dist:
         except RankError:
             raise
         except Exception as err:
+            if self.released:  # the other ranks are gone: the error is this rank's alone
+                raise
             if not isinstance(err, XgirError):
                 traceback.print_exc()
             self.exchange(error=error_line(err))
             raise  # pragma: no cover - exchange raised
+
+    def release(self) -> None:
+        """Call on every rank after the last meeting: from now on each rank works alone (rank 0
+        retrains the head, the others exit), so an error no longer waits for the others."""
+        self.released = True
 
     def close(self) -> None:
         if self.joined and tdist.is_initialized():
@@ -284,13 +294,12 @@ def load_pass(plan: PassPlan) -> dict[str, Any]:
 
 def sharded_pass(dist: Dist, run_dir: Path, name: str, key: dict[str, Any], dataset: Any,
                  indices: torch.Tensor, batch_fn: BatchFn, *, batch_size: int, chunk_images: int,
-                 workers: int = 0, resume: bool = True, progress: bool = True,
-                 load: Literal["all", "main"] = "all") -> dict[str, Any] | None:
-    """Plan, run (sharded, resumable) and load one pass: the merged outputs of ``batch_fn``
-    over ``dataset[indices]`` in that order, on every rank (``load="main"``: on rank 0 only,
-    None elsewhere)."""
+                 workers: int = 0, resume: bool = True, progress: bool = True) -> PassPlan:
+    """Plan and run one pass (sharded, resumable) over ``dataset[indices]``; returns when every
+    rank is done: :func:`load_pass` of the plan then gives the merged outputs of ``batch_fn``
+    in dataset order."""
     plan = plan_pass(dist, pass_folder(run_dir, name, key), len(indices), chunk_images,
                      {"pass": name, **key}, resume)
     run_pass(dist, plan, dataset, indices, batch_fn, batch_size, workers, name, progress)
     dist.barrier()
-    return load_pass(plan) if load == "all" or dist.is_main else None
+    return plan
