@@ -178,6 +178,20 @@ def test_fused_passes_and_which_settings_reuse_chunks(base, one_process, tmp_pat
     assert len(list((out / "passes").iterdir())) == len(folders) + 1
 
 
+def test_grad_cam_forward_yields_the_features():
+    from xgir.correct.passes import head_input
+    from xgir.correct.xgir import true_class_heatmaps
+    from xgir.models import split
+
+    model = tiny_resnet(seed=2).eval()
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    features, head = split(model, "fc")
+    with head_input(head) as got:
+        true_class_heatmaps(model, x, torch.tensor([0, 1, 2, 0, 1]), "layer3")
+    assert len(got) == 1 and not got[0].requires_grad
+    assert torch.allclose(got[0], features(x), atol=1e-6, rtol=0)
+
+
 def test_float16_storage_moves_the_head_little(base, one_process, tmp_path):
     cfg = _config(base, tmp_path / "run")
     cfg["passes"]["store"] = "float32"

@@ -297,6 +297,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     results: dict[str, Any] = {
         "config": cfg.model_dump(),
         "device": str(device),
+        "processes": dist.world,  # torchrun's ranks that shared the passes
         "num_classes": num_classes,
         "images": {k: len(v) for k, v in idx.items()},
         "accuracy": acc,
