@@ -166,22 +166,25 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     want_mean = xcfg.empty == "mean"
     cwox = cfg.explainer == "cwox"
     if cwox or want_mean:  # what must be known before the first response
-        pre = load_pass(run("source_train", "features" if cwox else "mean",
-                            _features_fn(features, device, dtype, cwox, want_mean)))
-        if want_mean:
-            data_mean = (pre["sum:image"] / len(idx["source_train"])).float()
-        if cwox:
-            h_train = pre["h"]
-            with torch.no_grad():
-                probs = torch.softmax(copy.deepcopy(head).cpu()(h_train.float()), dim=1)
-            tree = ConfusionTree.from_top_labels(top_label_sets(probs), num_classes,
-                                                 datasets["source_train"].classes,
-                                                 meta={"k": 5, "mass": 0.95, "dataset": "source_train"})
+        plan = run("source_train", "features" if cwox else "mean",
+                   _features_fn(features, device, dtype, cwox, want_mean))
+        if dist.is_main:  # rank 0 reads the pass; the others get the mean image and the tree from it
+            pre = load_pass(plan)
+            if want_mean:
+                data_mean = (pre["sum:image"] / len(idx["source_train"])).float()
+            if cwox:
+                h_train = pre["h"]
+                with torch.no_grad():
+                    probs = torch.softmax(copy.deepcopy(head).cpu()(h_train.float()), dim=1)
+                tree = ConfusionTree.from_top_labels(top_label_sets(probs), num_classes,
+                                                     datasets["source_train"].classes,
+                                                     meta={"k": 5, "mass": 0.95, "dataset": "source_train"})
+        data_mean, tree = dist.exchange((data_mean, tree))[0]
 
     n_train = len(idx["source_train"])
     shown = set(torch.linspace(0, n_train - 1, min(6, n_train)).round().long().unique().tolist())
-    main_plan = run("source_train", "xgir", _xgir_fn(model, features, head, deep, shallow, tree, cfg.cwox_level, xcfg,
-                                                data_mean, size, device, dtype, shown))
+    main_plan = run("source_train", "xgir", _xgir_fn(model, features, head, deep, shallow, tree, cfg.cwox_level,
+                                                     xcfg, data_mean, size, device, dtype, shown))
     others = {k: run(k, "features", _features_fn(features, device, torch.float32, True, False))
               for k in datasets if k != "source_train"}
     dist.release()  # every rank has passed the last meeting: rank 0 goes on alone
