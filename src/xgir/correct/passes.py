@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xgir.correct.sharded import Dist, PassesSection, PassPlan, load_pass, sharded_pass
+from xgir.correct.sharded import BatchFn, Dist, PassesSection, PassPlan, load_pass, sharded_pass
 from xgir.correct.xgir import (
     XGIRConfig,
     cwox_true_cluster_heatmaps,
@@ -97,7 +97,9 @@ def pass_key(cfg: Any, model: nn.Module, device: torch.device, split: str, files
             "data": fingerprint([str(f) for f in files], labels, idx)}
 
 
-def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, want_h: bool, want_mean: bool):
+def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, want_h: bool,
+                 want_mean: bool) -> BatchFn:
+    """Per batch: labels, the features h (``want_h``) and the sum of the images (``want_mean``)."""
     @torch.no_grad()
     def fn(batch: dict[str, torch.Tensor], pos: torch.Tensor) -> dict[str, Any]:
         x = batch["image"].to(device)
@@ -112,7 +114,7 @@ def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, 
 
 def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, shallow: str | None,
              tree: ConfusionTree | None, level: float, xcfg: XGIRConfig, data_mean: torch.Tensor | None,
-             size: tuple[int, int], device: torch.device, dtype: torch.dtype, shown: set[int]):
+             size: tuple[int, int], device: torch.device, dtype: torch.dtype, shown: set[int]) -> BatchFn:
     """Per batch: true-class heatmaps (h from the same forward unless CWOX), supports, r."""
     def fn(batch: dict[str, torch.Tensor], pos: torch.Tensor) -> dict[str, Any]:
         x = batch["image"].to(device)
