@@ -8,8 +8,11 @@ test; optional target val). Then ``xgir correct --config FILE.yaml`` or, in Pyth
 ``run_xgir_pipeline(load_config(path, XGIRRunConfig))``. Images are resized to
 ``image_size`` and read in [0, 1]; ``data.normalize`` is applied inside a wrapper module,
 so heatmaps, supports and the empty image x0 live in image space (x0 = "zeros" is black).
-Everything runs batch by batch: only the features h and responses r [N,D] of source train
-(and the features of the test splits) are held in memory; cap N with ``data.max_images``.
+Everything runs batch by batch, written in chunks under ``out/passes`` (a rerun with the
+same config resumes from them); under ``torchrun --nproc_per_node=N -m xgir correct ...``
+the passes are sharded over the N processes (see correct/passes.py and correct/sharded.py).
+The features h and responses r [N,D] of source train (float16 by default) and the
+features of the test splits are loaded on rank 0 for the head; cap N with ``data.max_images``.
 Writes results.json, report.md, xgir_model.pt (state_dict of the unwrapped model, head
 replaced) and heatmaps.png to ``out``.
 """
@@ -22,26 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from xgir.config import StrictModel
-from xgir.correct.xgir import (
-    XGIRConfig,
-    cwox_true_cluster_heatmaps,
-    empty_images,
-    frozen_copy,
-    retrain_head,
-    support_from_heatmaps,
-    true_class_heatmaps,
-    unit_responses,
-)
+from xgir.correct.passes import run_passes
+from xgir.correct.sharded import Dist, PassesSection, init_dist
+from xgir.correct.xgir import XGIRConfig, frozen_copy, retrain_head
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError
-from xgir.explain.clusters import ConfusionTree, top_label_sets
 from xgir.io import torch_save, write_json, write_text
 from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
@@ -135,6 +127,7 @@ class XGIRRunConfig(StrictModel):
     xgir: XGIRSection = Field(default_factory=XGIRSection)
     out: str = "runs/xgir"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    passes: PassesSection = Field(default_factory=PassesSection)  # chunked storage of the passes (torchrun)
 
     @model_validator(mode="after")
     def _cwox_layers(self) -> XGIRRunConfig:
@@ -227,28 +220,6 @@ def _indices(ds: ImageFolderDataset, cap: int | None, seed: int) -> torch.Tensor
     return torch.randperm(n, generator=g)[:cap].sort().values
 
 
-def _loader(ds: ImageFolderDataset, idx: torch.Tensor, data: DataSection) -> DataLoader:
-    return DataLoader(Subset(ds, idx.tolist()), batch_size=data.batch_size, shuffle=False,
-                      num_workers=data.workers)
-
-
-@torch.no_grad()
-def _extract(features: nn.Module, loader: DataLoader, device: torch.device, desc: str,
-             progress: bool, want_mean: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Features h float[N,D] (CPU), labels long[N] and (optionally) the mean image [C,H,W]."""
-    hs, ys, total = [], [], None
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        x = batch["image"].to(device)
-        hs.append(features(x).float().cpu())
-        ys.append(batch["label"])
-        if want_mean:
-            s = x.sum(0, dtype=torch.float64)
-            total = s if total is None else total + s
-    n = sum(len(y) for y in ys)
-    mean = (total / n).float() if total is not None else None
-    return torch.cat(hs), torch.cat(ys), mean
-
-
 # ---- the pipeline -------------------------------------------------------------------------
 def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, Any]:
     """Run XGIR on the config's model and folders; write the outputs to ``cfg.out``.
@@ -257,9 +228,18 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     the XGIR model per split, image counts, the XGIR record and the output paths.
     """
     start = time.time()
-    out = Path(cfg.out)
     xcfg = cfg.xgir.to_config()
-    device = _device(cfg.device)
+    dist = init_dist(_device(cfg.device))  # one process, or this rank of torchrun's group
+    try:
+        with dist.guard():
+            return _run(cfg, xcfg, dist, start, progress)
+    finally:
+        dist.close()
+
+
+def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progress: bool) -> dict[str, Any]:
+    out = Path(cfg.out)
+    device = dist.device
     inner = build_user_model(cfg.model)
     # names are checked on the user's model so errors list the user's layer names
     for name in (cfg.model.deep_layer, cfg.model.shallow_layer if cfg.explainer == "cwox" else None):
@@ -286,63 +266,15 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
                         f"{channels} channels (RGB)")
     idx = {k: _indices(ds, _cap(cfg.data, k), xcfg.seed) for k, ds in datasets.items()}
 
-    # pass 1: features (and the mean image of source train for x0 = mean)
-    h: dict[str, torch.Tensor] = {}
-    labels: dict[str, torch.Tensor] = {}
-    data_mean = None
-    for k, ds in datasets.items():
-        want_mean = k == "source_train" and xcfg.empty == "mean"
-        h[k], labels[k], mean = _extract(features, _loader(ds, idx[k], cfg.data), device,
-                                         f"features {k}", progress, want_mean)
-        if want_mean:
-            data_mean = mean
-    orig_head = copy.deepcopy(linear).cpu()
-
-    tree = None
-    if cfg.explainer == "cwox":  # confusion tree fitted on the model's source-train predictions
-        with torch.no_grad():
-            probs = torch.softmax(orig_head(h["source_train"]), dim=1)
-        tree = ConfusionTree.from_top_labels(top_label_sets(probs), num_classes,
-                                             datasets["source_train"].classes,
-                                             meta={"k": 5, "mass": 0.95, "dataset": "source_train"})
-
-    # pass 2: heatmaps of the true class, supports, responses r, batch by batch
-    rs, empties = [], []
-    kept = 0.0
-    fallback = 0.0
-    examples: dict[str, list[torch.Tensor]] = {"images": [], "maps": [], "supports": [], "labels": []}
+    # the passes over every split (sharded over torchrun's ranks, resumable; see correct/passes.py)
+    res = run_passes(dist, cfg, xcfg, model, features, linear, deep, shallow, datasets, idx, num_classes,
+                     device, out / "passes", progress)
+    if res is None:  # another rank: its share is on disk; rank 0 retrains the head and writes the outputs
+        return {"rank": dist.rank, "world": dist.world}
+    h, labels, r, empty = res.h, res.labels, res.r, res.empty
     y_train = labels["source_train"]
-    size = (cfg.data.image_size, cfg.data.image_size)
-    seen = 0
-    shown = torch.linspace(0, len(y_train) - 1, min(6, len(y_train))).round().long().unique()  # spread over classes
-    loader = _loader(datasets["source_train"], idx["source_train"], cfg.data)
-    for batch in tqdm(loader, desc="heatmaps and responses", disable=not progress, leave=False):
-        x = batch["image"].to(device)
-        y = batch["label"]
-        if not torch.equal(y, y_train[seen : seen + len(y)]):
-            raise XgirError("source_train changed between passes (labels differ); rerun")
-        seen += len(y)
-        maps = true_class_heatmaps(model, x, y.to(device), deep, batch_size=len(x))
-        if tree is not None:
-            maps, fb = cwox_true_cluster_heatmaps(model, x, y, tree, cfg.cwox_level, maps, deep,
-                                                  shallow or "", batch_size=len(x))
-            fallback += fb * len(x)
-        sup = support_from_heatmaps(maps, size, xcfg.delta1)
-        x0 = empty_images(x, xcfg.empty, data_mean, xcfg.blur_sigma)
-        rs.append(unit_responses(features, x, sup, x0, batch_size=len(x), response=xcfg.response).cpu())
-        empties.append(~sup.flatten(1).any(1).cpu())
-        kept += float(sup.float().mean()) * len(x)
-        take = [int(i) - (seen - len(y)) for i in shown if seen - len(y) <= i < seen]
-        if take:  # examples for the figure
-            up = F.interpolate(maps[take, None].float(), size=size, mode="bilinear", align_corners=False)
-            examples["images"] += list(x[take].cpu())
-            examples["maps"] += list(up[:, 0].detach().cpu())
-            examples["supports"] += list(sup[take].float().cpu())
-            examples["labels"] += list(y[take])
-    n_train = len(y_train)
-    r = torch.cat(rs)
-    empty = torch.cat(empties)
-    support_share = kept / n_train
+    support_share, fallback, examples = res.support_share, res.fallback, res.examples
+    orig_head = copy.deepcopy(linear).cpu()
 
     new_head, record = retrain_head(h["source_train"], r, y_train, num_classes, xcfg, empty, support_share)
     new_inner, _, new_linear = frozen_copy(inner, cfg.model.head)
@@ -365,6 +297,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     results: dict[str, Any] = {
         "config": cfg.model_dump(),
         "device": str(device),
+        "processes": dist.world,  # torchrun's ranks that shared the passes
         "num_classes": num_classes,
         "images": {k: len(v) for k, v in idx.items()},
         "accuracy": acc,
@@ -373,7 +306,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
             "frac_units_fully_randomised": record.frac_units_fully_randomised,
             "support_share": support_share,
             "empty_supports": int(empty.sum()),
-            "cwox_fallback_to_iox": fallback / n_train if tree is not None else None,
+            "cwox_fallback_to_iox": fallback,
         },
         "record": record.to_dict(),
         "outputs": {k: str(v) for k, v in paths.items()},
