@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader, Subset, default_collate
 
 from xgir.config import StrictModel
 from xgir.correct.xgir import (
@@ -40,11 +40,12 @@ from xgir.correct.xgir import (
     unit_responses,
 )
 from xgir.data.real import ImageFolderDataset
-from xgir.errors import XgirError
+from xgir.errors import XgirError, warn
 from xgir.explain.clusters import ConfusionTree, top_label_sets
 from xgir.io import torch_save, write_json, write_text
 from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
+from xgir.progress import iterate
 
 _D = XGIRConfig  # dataclass defaults (class attributes) shared with the library API
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
@@ -101,6 +102,8 @@ class DataSection(StrictModel):
     max_images: int | MaxImages | None = None  # one cap for every split, or per split
     batch_size: int = Field(64, gt=0)
     workers: int = Field(0, ge=0)  # DataLoader worker processes for reading images
+    # an unreadable image: stop with its name (error) or leave it out and list it in the report (skip)
+    on_bad_image: Literal["error", "skip"] = "error"
 
 
 class XGIRSection(StrictModel):
@@ -191,15 +194,63 @@ def _cap(data: DataSection, split_name: str) -> int | None:
     return getattr(data.max_images, split_name)
 
 
-def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
-    """The folders of every given split, with one class list so labels agree."""
-    def folder(key: str, classes: list[str] | None) -> ImageFolderDataset:
-        try:
-            return ImageFolderDataset(getattr(data, key), data.image_size, classes)
-        except XgirError as err:
-            raise XgirError(f"data.{key}: {err}") from None
+def check_class_folders(root: str | Path, classes: list[str], key: str, hint: str) -> None:
+    """The class folders in ``root`` must be exactly ``classes``: a folder missing, a folder that
+    is not a class (or differs from one only in case) is an XgirError naming them and ``hint``."""
+    root = Path(root)
+    if not root.is_dir():
+        return  # ImageFolderDataset says "image folder not found"
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    missing = [c for c in classes if c not in found]
+    extra = [f for f in found if f not in set(classes)]
+    if not missing and not extra:
+        return
 
-    src = folder("source_train", data.classes)
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+
+    lower = {c.lower(): c for c in missing}
+    case = [f"'{f}' vs '{lower[f.lower()]}'" for f in extra if f.lower() in lower]
+    parts = []
+    if case:
+        parts.append(f"folder names differ from the classes only in case ({names(case)})")
+    if missing:
+        parts.append(f"no folder for class{'es' if len(missing) > 1 else ''} {names(missing)}")
+    if extra:
+        parts.append(f"folder{'s' if len(extra) > 1 else ''} {names(extra)} not among the classes")
+    raise XgirError(f"data.{key}: class folders in {root} do not match the classes: "
+                    f"{'; '.join(parts)}; {hint}")
+
+
+def _check_counts(ds: ImageFolderDataset, key: str) -> None:
+    """An empty class folder: an error in source_train (the head would lose that class),
+    a warning line elsewhere."""
+    counts = torch.bincount(ds.labels, minlength=ds.num_classes).tolist()
+    empty = [c for c, n in zip(ds.classes, counts, strict=True) if n == 0]
+    if not empty:
+        return
+    where = ", ".join(str(ds.root / c) for c in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+    if key == "source_train":
+        raise XgirError(f"data.source_train: class folder{'s' if len(empty) > 1 else ''} {where} "
+                        "hold no images; every class needs training images")
+    warn(f"data.{key}: empty class folder{'s' if len(empty) > 1 else ''} {where}")
+
+
+def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
+    """The folders of every given split, with one class list so labels agree; the class
+    folders of every split must match that list (see :func:`check_class_folders`)."""
+    def folder(key: str, classes: list[str] | None, hint: str) -> ImageFolderDataset:
+        try:
+            if classes is not None:
+                check_class_folders(getattr(data, key), classes, key, hint)
+            ds = ImageFolderDataset(getattr(data, key), data.image_size, classes)
+        except XgirError as err:
+            msg = str(err)
+            raise XgirError(msg if msg.startswith("data.") else f"data.{key}: {msg}") from None
+        _check_counts(ds, key)
+        return ds
+
+    src = folder("source_train", data.classes, "data.classes lists the class folders in label order")
     classes = src.classes
     if len(classes) != num_classes:
         raise XgirError(f"the model's head '{head}' has {num_classes} outputs but source_train has "
@@ -211,10 +262,15 @@ def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, Image
         if len(target_classes) != num_classes:
             raise XgirError(f"data.target_classes has {len(target_classes)} names, the model "
                             f"{num_classes} classes")
-    out = {"source_train": src, "source_test": folder("source_test", classes)}
+    source_hint = "the source test folders must be named as the source classes (" + ", ".join(classes[:8]) + \
+        (", ..." if len(classes) > 8 else "") + ")"
+    target_hint = ("give data.target_classes: the target folder names in the source's label order, "
+                   "or 'index' for folders 0..K-1" if data.target_classes is None
+                   else "data.target_classes lists the target folders in label order")
+    out = {"source_train": src, "source_test": folder("source_test", classes, source_hint)}
     for name in ("target_val", "target_test"):
         if getattr(data, name) is not None:
-            out[name] = folder(name, target_classes)
+            out[name] = folder(name, target_classes, target_hint)
     return out
 
 
@@ -227,26 +283,69 @@ def _indices(ds: ImageFolderDataset, cap: int | None, seed: int) -> torch.Tensor
     return torch.randperm(n, generator=g)[:cap].sort().values
 
 
+class _Guarded(torch.utils.data.Dataset):
+    """Items of ``ds`` with their index ``i``; an unreadable image gives ``{"i", "bad": message}``
+    instead of raising, so that a worker process does not print a traceback."""
+
+    def __init__(self, ds: ImageFolderDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return {**self.ds[i], "i": i}
+        except XgirError as err:
+            return {"i": i, "bad": str(err)}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [it for it in items if "bad" not in it]
+    batch: dict[str, Any] = default_collate(good) if good else {"i": torch.empty(0, dtype=torch.long)}
+    batch["bad"] = [(it["i"], it["bad"]) for it in items if "bad" in it]
+    return batch
+
+
 def _loader(ds: ImageFolderDataset, idx: torch.Tensor, data: DataSection) -> DataLoader:
-    return DataLoader(Subset(ds, idx.tolist()), batch_size=data.batch_size, shuffle=False,
-                      num_workers=data.workers)
+    """Batches of the images ``idx`` of ``ds``; each batch lists its unreadable images in ``bad``."""
+    return DataLoader(Subset(_Guarded(ds), idx.tolist()), batch_size=data.batch_size, shuffle=False,
+                      num_workers=data.workers, collate_fn=_collate)
+
+
+def _bad_images(batch: dict[str, Any], key: str, data: DataSection, skipped: list[str],
+                ds: ImageFolderDataset) -> None:
+    """Stop on the batch's first unreadable image (on_bad_image: error) or note them (skip)."""
+    for i, message in batch["bad"]:
+        if data.on_bad_image == "error":
+            raise XgirError(f"data.{key}: {message} (fix or remove the file, or set data.on_bad_image: skip "
+                            "to leave unreadable images out)")
+        skipped.append(str(ds.files[i]))
 
 
 @torch.no_grad()
 def _extract(features: nn.Module, loader: DataLoader, device: torch.device, desc: str,
-             progress: bool, want_mean: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Features h float[N,D] (CPU), labels long[N] and (optionally) the mean image [C,H,W]."""
-    hs, ys, total = [], [], None
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+             progress: bool, want_mean: bool, skip: Callable[[dict[str, Any]], None]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Features h float[N,D] (CPU), labels long[N], (optionally) the mean image [C,H,W] and the
+    dataset indices long[N] of the images read (``skip`` handles the unreadable ones)."""
+    hs, ys, kept, total = [], [], [], None
+    for batch in iterate(loader, desc=desc, enabled=progress):
+        skip(batch)
+        if "image" not in batch:
+            continue
         x = batch["image"].to(device)
         hs.append(features(x).float().cpu())
         ys.append(batch["label"])
+        kept.append(batch["i"])
         if want_mean:
             s = x.sum(0, dtype=torch.float64)
             total = s if total is None else total + s
     n = sum(len(y) for y in ys)
+    if n == 0:
+        raise XgirError(f"{desc}: no readable images")
     mean = (total / n).float() if total is not None else None
-    return torch.cat(hs), torch.cat(ys), mean
+    return torch.cat(hs), torch.cat(ys), mean, torch.cat(kept)
 
 
 # ---- the pipeline -------------------------------------------------------------------------
@@ -290,10 +389,13 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     h: dict[str, torch.Tensor] = {}
     labels: dict[str, torch.Tensor] = {}
     data_mean = None
+    skipped: dict[str, list[str]] = {}
     for k, ds in datasets.items():
         want_mean = k == "source_train" and xcfg.empty == "mean"
-        h[k], labels[k], mean = _extract(features, _loader(ds, idx[k], cfg.data), device,
-                                         f"features {k}", progress, want_mean)
+        skipped[k] = []
+        h[k], labels[k], mean, idx[k] = _extract(
+            features, _loader(ds, idx[k], cfg.data), device, f"features {k}", progress, want_mean,
+            lambda b, k=k, ds=ds: _bad_images(b, k, cfg.data, skipped[k], ds))
         if want_mean:
             data_mean = mean
     orig_head = copy.deepcopy(linear).cpu()
@@ -316,7 +418,9 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     seen = 0
     shown = torch.linspace(0, len(y_train) - 1, min(6, len(y_train))).round().long().unique()  # spread over classes
     loader = _loader(datasets["source_train"], idx["source_train"], cfg.data)
-    for batch in tqdm(loader, desc="heatmaps and responses", disable=not progress, leave=False):
+    for batch in iterate(loader, desc="heatmaps and responses", enabled=progress):
+        if batch["bad"]:
+            raise XgirError(f"data.source_train: {batch['bad'][0][1]} (it was read in the first pass)")
         x = batch["image"].to(device)
         y = batch["label"]
         if not torch.equal(y, y_train[seen : seen + len(y)]):
@@ -367,6 +471,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
         "device": str(device),
         "num_classes": num_classes,
         "images": {k: len(v) for k, v in idx.items()},
+        "skipped_images": {k: {"count": len(v), "files": v} for k, v in skipped.items() if v},
         "accuracy": acc,
         "summary": {
             "frac_units_randomised": record.frac_units_randomised,
@@ -411,6 +516,9 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
         f"noise scale {x.noise_scale}, {x.draws} draws, {x.head_epochs} head epochs, lr {x.lr}, seed {x.seed}.",
         f"Run time: {res['seconds']} s on {res['device']}.",
     ]
+    for k, sk in res["skipped_images"].items():
+        lines += ["", f"Skipped {sk['count']} unreadable image{'s' if sk['count'] > 1 else ''} in {k} "
+                  "(data.on_bad_image: skip):"] + [f"- {f}" for f in sk["files"]]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,141 @@
+"""Progress for long steps: a live tqdm bar on a terminal, plain lines in a log.
+
+When stderr is a terminal, :class:`Progress` draws a tqdm bar that disappears when done.
+When it is not (``xgir train > log 2>&1``, CI), it writes one plain line at most every
+``interval`` seconds (30 s; ``$XGIR_PROGRESS_INTERVAL``), one at the end of an epoch if a few
+seconds have passed, and a final line with the totals: no carriage returns, no cursor codes.
+``$XGIR_PROGRESS`` = ``bar``, ``plain`` or ``off`` overrides the choice.
+
+    with Progress(total=steps, desc="train") as bar:
+        for ...:
+            bar.update(1, loss=f"{loss:.3f}")
+        bar.epoch_end(epoch=3, loss="0.41")
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _mode(enabled: bool) -> str:
+    if not enabled:
+        return "off"
+    forced = os.environ.get("XGIR_PROGRESS", "").strip().lower()
+    if forced in ("bar", "plain", "off"):
+        return forced
+    try:
+        return "bar" if sys.stderr.isatty() else "plain"
+    except (AttributeError, ValueError):
+        return "plain"
+
+
+def _interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get("XGIR_PROGRESS_INTERVAL", "30")))
+    except ValueError:
+        return 30.0
+
+
+def _fmt_postfix(postfix: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in postfix.items())
+
+
+class Progress:
+    """Progress of ``total`` steps (None: unknown) named ``desc``; see the module docstring."""
+
+    def __init__(self, total: int | None = None, desc: str = "", enabled: bool = True, unit: str = "step",
+                 epoch_gap: float = 5.0) -> None:
+        self.total, self.desc, self.unit = total, desc, unit
+        self.mode = _mode(enabled)
+        self.interval = _interval()
+        self.epoch_gap = min(epoch_gap, self.interval)
+        self.n = 0
+        self.postfix: dict[str, Any] = {}
+        self.start = self.last = time.monotonic()
+        self._bar = None
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, leave=False, unit=unit, file=sys.stderr)
+
+    def _line(self, text: str) -> None:
+        print(f"[xgir] {self.desc}: {text}", file=sys.stderr, flush=True)
+        self.last = time.monotonic()
+
+    def _status(self) -> str:
+        done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        tail = _fmt_postfix(self.postfix)
+        return f"{done} {self.unit}s{pct}, {time.monotonic() - self.start:.0f} s" + (f", {tail}" if tail else "")
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        """``n`` more steps done; ``postfix`` values are shown beside the count."""
+        self.n += n
+        if postfix:
+            self.postfix.update(postfix)
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix(self.postfix, refresh=False)
+        elif self.mode == "plain" and time.monotonic() - self.last >= self.interval:
+            self._line(self._status())
+
+    def epoch_end(self, **postfix: Any) -> None:
+        """End of an epoch (or round): a plain line if a few seconds have passed since the last."""
+        self.postfix.update(postfix)
+        if self._bar is not None:
+            self._bar.set_postfix(self.postfix)
+        elif self.mode == "plain" and time.monotonic() - self.last >= self.epoch_gap:
+            self._line(self._status())
+
+    def close(self, result: str | None = None) -> None:
+        """Remove the bar; off a terminal, a final line (with ``result`` if given)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self.mode == "plain":
+            seconds = time.monotonic() - self.start
+            tail = result if result is not None else _fmt_postfix(self.postfix)
+            count = f"{self.n} {self.unit}s " if self.n or self.total else ""
+            self._line(f"done, {count}in {seconds:.1f} s" + (f", {tail}" if tail else ""))
+        self.mode = "off"
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:  # interrupted or failed: no "done" line
+            if self._bar is not None:
+                self._bar.close()
+            self.mode = "off"
+
+
+def iterate(items: Iterable[T], desc: str = "", enabled: bool = True, total: int | None = None,
+            unit: str = "step") -> Iterator[T]:
+    """``items`` with a :class:`Progress` (total from ``len(items)`` when it has one)."""
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    with Progress(total=total, desc=desc, enabled=enabled, unit=unit) as bar:
+        for item in items:
+            yield item
+            bar.update(1)
+
+
+def step(desc: str, enabled: bool = True) -> Progress:
+    """A step without a count (e.g. building a dataset): off a terminal, one line at the start
+    and one when it ends. Use as ``with step("generating glyphs"): ...``."""
+    p = Progress(total=None, desc=desc, enabled=enabled, unit="step")
+    if p.mode == "plain":
+        p._line("started")
+    return p
