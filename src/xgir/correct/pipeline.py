@@ -42,7 +42,7 @@ from xgir.correct.xgir import (
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError, warn
 from xgir.explain.clusters import ConfusionTree, top_label_sets
-from xgir.io import torch_save, write_json, write_text
+from xgir.io import check_output_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
 from xgir.progress import iterate
@@ -356,7 +356,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     the XGIR model per split, image counts, the XGIR record and the output paths.
     """
     start = time.time()
-    out = Path(cfg.out)
+    out = check_output_folder(cfg.out, "out")
     xcfg = cfg.xgir.to_config()
     device = _device(cfg.device)
     inner = build_user_model(cfg.model)
@@ -462,10 +462,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
             for name, head in (("original", orig_head), ("xgir", new_head)):
                 acc[name][k] = float((head(h[k]).argmax(1) == labels[k]).float().mean())
 
-    paths = {
-        "model": torch_save({k: v.cpu() for k, v in new_inner.state_dict().items()}, out / "xgir_model.pt"),
-        "figure": _plot_examples(examples, datasets["source_train"].classes, out / "heatmaps.png"),
-    }
+    paths = {"model": out / "xgir_model.pt", "figure": out / "heatmaps.png"}
     results: dict[str, Any] = {
         "config": cfg.model_dump(),
         "device": str(device),
@@ -484,8 +481,11 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
         "outputs": {k: str(v) for k, v in paths.items()},
         "seconds": round(time.time() - start, 1),
     }
-    write_json(out / "results.json", results)
-    write_text(out / "report.md", _report(cfg, results))
+    with run_folder(out, "out") as tmp:  # the outputs as a set
+        torch_save({k: v.cpu() for k, v in new_inner.state_dict().items()}, tmp / "xgir_model.pt")
+        _plot_examples(examples, datasets["source_train"].classes, tmp / "heatmaps.png")
+        write_json(tmp / "results.json", results)
+        write_text(tmp / "report.md", _report(cfg, results))
     results["outputs"]["results"] = str(out / "results.json")
     results["outputs"]["report"] = str(out / "report.md")
     return results

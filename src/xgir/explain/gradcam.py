@@ -102,6 +102,9 @@ def grad_cam_layers(
         if not ok or logits.shape[0] != x.shape[0]:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
             raise XgirError(f"the model must return logits [N,K]; got {shape}")
+        if not bool(torch.isfinite(logits).all()):
+            raise XgirError("the model's outputs hold NaN or infinite values (a diverged or broken model); "
+                            "nothing to explain")
         acts = [cap.get(m) for m in modules]
         for (layer, _), act in zip(requests, acts, strict=True):
             if act.ndim != 4:

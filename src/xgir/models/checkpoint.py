@@ -24,11 +24,21 @@ def build_model(arch: str, **params: Any) -> nn.Module:
         raise XgirError(f"bad parameters for architecture '{arch}': {err}") from None
 
 
+def check_finite_state(state: dict[str, Any], what: str) -> None:
+    """XgirError naming the first floating tensor of ``state`` holding NaN or infinity."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise XgirError(f"{what}: weight '{name}' holds NaN or infinite values (training diverged); "
+                            "retrain with a lower learning rate")
+
+
 def save_checkpoint(
     model: nn.Module, path: str | os.PathLike, arch: str, params: dict[str, Any],
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Save weights with the config that rebuilds the model, atomically."""
+    """Save weights with the config that rebuilds the model, atomically; XgirError (and nothing
+    written) when a weight is NaN or infinite."""
+    check_finite_state(model.state_dict(), str(path))
     state = {"arch": arch, "params": dict(params), "state_dict": model.state_dict(), "meta": meta or {}}
     return torch_save(state, path)
 
@@ -46,6 +56,7 @@ def load_checkpoint(
         raise XgirError(f"cannot read checkpoint {path}: {err}") from None
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
         raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict')")
+    check_finite_state(state["state_dict"], f"checkpoint {path}")
     model = build_model(state["arch"], **state["params"])
     model.load_state_dict(state["state_dict"])
     return model.eval(), state

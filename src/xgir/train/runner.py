@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from xgir.data import load_dataset
-from xgir.io import write_json, write_text
+from xgir.errors import XgirError
+from xgir.io import check_output_folder, run_folder, write_json, write_text
 from xgir.models import build_model, save_checkpoint, split
 from xgir.train.config import TrainConfig
 from xgir.train.erm import accuracy_by_group, fit_classifier
@@ -34,6 +35,8 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train as ``cfg`` says, save ``model.pt``, ``results.json`` and ``report.md`` in ``cfg.out``."""
     start = time.time()
     out = Path(cfg.out)
+    _check_device(cfg.device)
+    check_output_folder(out, "output folder")
     train = load_dataset(cfg.data.name, cfg.data.train_split, seed=cfg.seed, **cfg.data.params)
     params = {**cfg.model.params, "num_classes": train.num_classes}
     if cfg.model.arch == "lenet":
@@ -41,6 +44,9 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         params.setdefault("image_size", train.image_shape[1])
     elif cfg.model.arch == "small-resnet":
         params.setdefault("in_channels", train.image_shape[0])
+    if "in_channels" in params and params["in_channels"] != train.image_shape[0]:
+        raise XgirError(f"model.params.in_channels is {params['in_channels']} but {cfg.data.name} images have "
+                        f"{train.image_shape[0]} channels; remove in_channels or set it to {train.image_shape[0]}")
     results: dict[str, Any] = {"config": cfg.model_dump(), "mode": cfg.mode}
     if cfg.mode == "erm":
         torch.manual_seed(cfg.seed)
@@ -62,10 +68,18 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             results["probe"] = probe_two_factors(features, cfg)
     results["splits"] = evaluate_splits(model, cfg)
     results["seconds"] = round(time.time() - start, 1)
-    save_checkpoint(model, out / "model.pt", cfg.model.arch, params, meta={"mode": cfg.mode})
-    write_json(out / "results.json", results)
-    write_text(out / "report.md", format_report(results))
+    with run_folder(out, "output folder") as tmp:  # the three files as a set
+        save_checkpoint(model, tmp / "model.pt", cfg.model.arch, params, meta={"mode": cfg.mode})
+        write_json(tmp / "results.json", results)
+        write_text(tmp / "report.md", format_report(results))
     return results
+
+
+def _check_device(device: str) -> None:
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise XgirError(f"device: {device} requested but no CUDA GPU is available; use device: cpu")
+    if torch.device(device).type == "mps" and not torch.backends.mps.is_available():
+        raise XgirError(f"device: {device} requested but MPS is not available; use device: cpu")
 
 
 def _splits(cfg: TrainConfig) -> tuple[str, ...]:

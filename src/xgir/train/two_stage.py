@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.data import TEXTURE_FAMILIES, load_dataset
+from xgir.errors import XgirError, warn
 from xgir.io import cache_dir, fingerprint
 from xgir.models import build_model, load_checkpoint, save_checkpoint
 from xgir.train.config import ModelConfig, PretrainConfig
@@ -42,8 +43,12 @@ def pretrain_extractor(
     key = fingerprint(pretrain.model_dump(), model.arch, params, seed, "pretrain-v1")
     path = cache_dir() / "extractors" / f"{model.arch}-{key}.pt"
     if path.exists():
-        net, _ = load_checkpoint(path, map_location=device)
-        return net
+        try:
+            net, _ = load_checkpoint(path, map_location=device)
+            return net
+        except XgirError as err:
+            warn(f"corrupt cache entry {path} ({err}); removed, retraining the extractor")
+            path.unlink(missing_ok=True)
     torch.manual_seed(seed)
     net = build_model(model.arch, **params).to(device)
     fit_classifier(
