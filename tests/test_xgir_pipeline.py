@@ -232,7 +232,7 @@ def test_streaming_pipeline_matches_in_memory_xgir(iox_run, folders):
     model = Normalized(inner, MEAN, STD).eval()
     train = ImageFolderDataset(folders["source_train"], 32).load()
     maps = true_class_heatmaps(model, train.images, train.labels, "model.layer3")
-    xcfg = cfg.xgir.to_config()
+    xcfg = cfg.xgir
     support = support_from_heatmaps(maps, (32, 32), xcfg.delta1)
     new_model, _ = xgir_retrain(model, train.images, train.labels, support, xcfg, head="model.fc")
     saved = torch.load(Path(cfg.out) / "xgir_model.pt", weights_only=True)

@@ -26,7 +26,7 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = f"unknown key '{where}' (check the spelling)"
     elif kind == "missing":
         msg = f"missing required key '{where}'"

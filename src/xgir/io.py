@@ -195,6 +195,37 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     return path
 
 
+def load_torch(path: str | os.PathLike, what: str = "file", accepts: str = "",
+               map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line XgirErrors: a missing, empty, truncated
+    or non-torch file, or one holding Python objects (not unpickled, for safety). ``what`` names the
+    file ("checkpoint"), ``accepts`` says what xgir reads instead (appended to the message)."""
+    from xgir.errors import XgirError
+
+    path = Path(path)
+    tail = f"; {accepts}" if accepts else ""
+    if path.is_dir():
+        raise XgirError(f"{what} {path} is a directory, not a file{tail}")
+    if not path.is_file():
+        raise XgirError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise XgirError(f"{what} {path} is empty (0 bytes){tail}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader failure: one line
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found or "Unsupported class" in text:
+            obj = f" ({found.group(1)})" if found else ""
+            reason = (f"holds Python objects{obj} that xgir does not unpickle (only tensors and plain values "
+                      "are read, for safety)")
+        elif "zip archive" in text or "central directory" in text:
+            reason = "is truncated or damaged (not a complete torch file)"
+        else:
+            reason = f"is not a torch file ({type(err).__name__})"
+        raise XgirError(f"{what} {path} {reason}{tail}") from None
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-able parts and tensors (for cache keys)."""
     h = hashlib.sha256()

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import nn
 from torch.utils.data import DataLoader, Subset, default_collate
 
@@ -47,7 +47,6 @@ from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
 from xgir.progress import iterate
 
-_D = XGIRConfig  # dataclass defaults (class attributes) shared with the library API
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
 
 
@@ -99,33 +98,14 @@ class DataSection(StrictModel):
     # (ImageNet-V2's layout); or a list
     target_classes: list[str] | Literal["index"] | None = None
     normalize: NormalizeSection | None = None
-    max_images: int | MaxImages | None = None  # one cap for every split, or per split
+    max_images: PositiveInt | MaxImages | None = None  # one cap for every split, or per split
     batch_size: int = Field(64, gt=0)
     workers: int = Field(0, ge=0)  # DataLoader worker processes for reading images
     # an unreadable image: stop with its name (error) or leave it out and list it in the report (skip)
     on_bad_image: Literal["error", "skip"] = "error"
 
 
-class XGIRSection(StrictModel):
-    delta1: float = _D.delta1
-    delta2: float = _D.delta2
-    delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = _D.delta2_mode
-    empty: Literal["zeros", "mean", "blur"] = _D.empty
-    response: Literal["core", "core-minus-context"] = _D.response
-    blur_sigma: float = _D.blur_sigma
-    noise_scale: float = _D.noise_scale
-    draws: int = _D.draws
-    head_epochs: int = _D.head_epochs
-    lr: float = _D.lr
-    batch_size: int = _D.batch_size
-    weight_decay: float = _D.weight_decay
-    seed: int = _D.seed
-
-    def to_config(self) -> XGIRConfig:
-        try:
-            return XGIRConfig(**self.model_dump())
-        except XgirError as err:
-            raise XgirError(f"xgir: {err}") from None
+XGIRSection = XGIRConfig  # the ``xgir:`` section is the library's dataclass, validated the same way
 
 
 class XGIRRunConfig(StrictModel):
@@ -135,9 +115,17 @@ class XGIRRunConfig(StrictModel):
     data: DataSection
     explainer: Literal["iox", "cwox"] = "iox"
     cwox_level: float = Field(0.5, ge=0, le=1)  # cut level of the confusion tree
-    xgir: XGIRSection = Field(default_factory=XGIRSection)
+    xgir: XGIRConfig = Field(default_factory=XGIRConfig)
     out: str = "runs/xgir"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("xgir", mode="wrap")
+    @classmethod
+    def _xgir_errors(cls, value: Any, handler: Any) -> XGIRConfig:
+        try:
+            return handler(value)
+        except XgirError as err:  # a range check of XGIRConfig: name the section
+            raise XgirError(f"xgir: {err}") from None
 
     @model_validator(mode="after")
     def _cwox_layers(self) -> XGIRRunConfig:
@@ -357,7 +345,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     """
     start = time.time()
     out = check_output_folder(cfg.out, "out")
-    xcfg = cfg.xgir.to_config()
+    xcfg = cfg.xgir
     device = _device(cfg.device)
     inner = build_user_model(cfg.model)
     # names are checked on the user's model so errors list the user's layer names

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.io import torch_save
+from xgir.io import load_torch, torch_save
 from xgir.models.zoo import ARCHITECTURES
+
+ACCEPTS = "xgir reads the model.pt that xgir train writes (architecture, parameters and weights)"
 
 
 def build_model(arch: str, **params: Any) -> nn.Module:
@@ -48,14 +50,9 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
     path = Path(path)
-    if not path.is_file():
-        raise XgirError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt or foreign file
-        raise XgirError(f"cannot read checkpoint {path}: {err}") from None
+    state = load_torch(path, "checkpoint", ACCEPTS, map_location=map_location)
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
-        raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict')")
+        raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict'); {ACCEPTS}")
     check_finite_state(state["state_dict"], f"checkpoint {path}")
     model = build_model(state["arch"], **state["params"])
     model.load_state_dict(state["state_dict"])

@@ -34,6 +34,13 @@ def check_loss(loss: torch.Tensor, desc: str, epoch: int, step: int, lr: float) 
     return value
 
 
+def check_weights(params: list[nn.Parameter], desc: str, lr: float) -> None:
+    """XgirError when a trained parameter holds NaN or infinity (the last step diverged)."""
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise XgirError(f"{desc}: training diverged (weights became NaN or infinite); lower the learning rate "
+                        f"(lr {lr:g}); nothing was saved")
+
+
 def fit_classifier(
     model: nn.Module,
     dataset: ImageDataset,
@@ -83,6 +90,7 @@ def fit_classifier(
             count += len(y)
             bar.update(1, epoch=f"{epoch + 1}/{epochs}", loss=f"{total / count:.3f}")
         bar.epoch_end()
+    check_weights(params, desc, lr)
     bar.close()
     return model.eval()
 

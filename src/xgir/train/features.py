@@ -9,7 +9,7 @@ from torch import nn
 from xgir.data.base import ImageDataset
 from xgir.io import cached, fingerprint
 from xgir.progress import iterate
-from xgir.train.erm import check_loss, model_device
+from xgir.train.erm import check_loss, check_weights, model_device
 
 
 @torch.no_grad()
@@ -68,6 +68,7 @@ def fit_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    check_weights(list(head.parameters()), "head", lr)
     return head.eval()
 
 
