@@ -246,3 +246,35 @@ def test_interrupt_exits_130_with_one_line(tmp_path):
     lines = [ln for ln in err.splitlines() if not ln.startswith("[xgir]")]
     assert lines == ["error: interrupted (Ctrl-C)"], err
     assert not (tmp_path / "run").exists()
+
+
+def test_localisation_metrics_reject_bad_masks_and_tolerance():
+    """Item 8d: box_epg checks masks as epg does; pointing_game rejects a NaN tolerance."""
+    from xgir.metrics.localisation import box_epg, epg, pointing_game
+
+    maps = torch.rand(2, 8, 8)
+    for bad in (torch.full((2, 8, 8), float("nan")), torch.full((2, 8, 8), 0.5)):
+        for metric in (epg, box_epg):
+            with pytest.raises(XgirError, match="must be boolean"):
+                metric(maps, bad)
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 2:4, 2:4] = True
+    assert box_epg(maps, mask).shape == (2,)
+    for tol in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(XgirError, match="tolerance must be a finite number"):
+            pointing_game(maps, mask, tolerance=tol)
+
+
+def test_grad_cam_bad_targets_and_channels():
+    """Items 8d and 13: NaN target weights, no targets, the wrong channel count: one XgirError."""
+    model = LeNet(width=2, hidden=8).eval()
+    x = torch.rand(2, 1, 28, 28)
+    weights = torch.zeros(2, 10)
+    weights[:, 0] = float("nan")
+    with pytest.raises(XgirError, match="target weights contain NaN"):
+        grad_cam(model, x, weights, "conv2")
+    with pytest.raises(XgirError, match="no targets given"):
+        grad_cam(model, x, torch.zeros(2, 0, dtype=torch.long), "conv2")
+    with pytest.raises(XgirError, match=r"cannot take images of shape \(2, 3, 28, 28\)"):
+        grad_cam(model, torch.rand(2, 3, 28, 28), [0], "conv2")
+    assert grad_cam(model, x, [0], "conv2").shape == (2, 1, 28, 28)
