@@ -278,3 +278,19 @@ def test_grad_cam_bad_targets_and_channels():
     with pytest.raises(XgirError, match=r"cannot take images of shape \(2, 3, 28, 28\)"):
         grad_cam(model, torch.rand(2, 3, 28, 28), [0], "conv2")
     assert grad_cam(model, x, [0], "conv2").shape == (2, 1, 28, 28)
+
+
+def test_one_seed_reports_show_the_value_alone():
+    """Item 21: no '± 0.000' cells for one seed (or one image)."""
+    from xgir.bench import spread_note
+    from xgir.bench._guidance_common import fmt
+    from xgir.bench.ganmex import _mean_std as ganmex_cell
+    from xgir.bench.xgir_two_stage import _mean_std as two_stage_cell
+    from xgir.metrics.report import _fmt
+
+    for cell in (fmt, ganmex_cell, two_stage_cell):
+        assert cell([0.71234]) == "0.712"
+        assert cell([0.7, 0.8]).startswith("0.750 ± ")
+    assert _fmt({"epg": 0.5, "epg_std": 0.0, "epg_n": 1}, "epg") == "0.500"
+    assert _fmt({"epg": 0.5, "epg_std": 0.1, "epg_n": 4}, "epg") == "0.500 ± 0.100"
+    assert "±" not in spread_note(1) and "±" in spread_note(3)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from xgir.bench import one_thread
+from xgir.bench import one_thread, spread_note
 from xgir.data import load_dataset
 from xgir.explain.baselines import BlurBaseline, UniformNoiseBaseline, ZeroBaseline
 from xgir.explain.ganmex import GanmexBaseline, GanmexConfig, one_vs_one, train_ganmex
@@ -317,7 +317,7 @@ def _report(results: list[dict[str, Any]], quick: bool) -> str:
     )
     lines.append(
         f"{results[0]['pairs']} (x, t) pairs per seed for the first three columns (every foil "
-        f"t != p); {results[0]['attribution_pairs']} for the AUCs. Mean ± std over seeds. "
+        f"t != p); {results[0]['attribution_pairs']} for the AUCs. {spread_note(len(seeds))} "
         "The AUCs score the probability of p as the pixels of x, in the order of the IG map "
         "made with each baseline, are set to 0, to a blur of x or to G(x, t), or put back into "
         "the blur; each deletion reference favours the IG map made from the same reference."

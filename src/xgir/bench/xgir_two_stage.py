@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xgir.bench import one_thread
+from xgir.bench import one_thread, spread_note
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import (
     XGIRConfig,
@@ -229,6 +229,8 @@ def _diagnostics(h: dict[str, torch.Tensor], data: dict[str, Any], r_gt: torch.T
 
 def _mean_std(values: list[float]) -> str:
     a = np.array(values)
+    if len(a) == 1:  # one seed: no spread to show
+        return f"{a.mean():.3f}"
     return f"{a.mean():.3f} ± {a.std():.3f}"
 
 
@@ -247,7 +249,7 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     dfr_t = np.mean(table["DFR (group labels, reference)"]["target"])
     lines = [
         "# XGIR in the two-stage setup (background-shift, p = 0.95)", "",
-        f"Seeds: {seeds}{' (quick)' if quick else ''}. Mean ± std over seeds. Defaults: "
+        f"Seeds: {seeds}{' (quick)' if quick else ''}. {spread_note(len(seeds))} Defaults: "
         f"{XGIRConfig().delta2_mode} delta2 = {XGIRConfig().delta2}, delta1 = {XGIRConfig().delta1}, "
         f"x0 = zeros, {XGIRConfig().draws} noise draws. 'gap closed' = (target - ERM) / (DFR - ERM).", "",
         "| method | source acc | target acc | worst-group acc | gap closed |",

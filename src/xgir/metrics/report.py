@@ -112,6 +112,8 @@ def _summary(values: dict[str, torch.Tensor]) -> dict[str, float | int]:
 def _fmt(row: Mapping[str, Any], key: str) -> str:
     if key not in row or row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
         return "n/a"
+    if row.get(f"{key}_n", 2) < 2:  # one image: no spread to show
+        return f"{row[key]:.3f}"
     return f"{row[key]:.3f} ± {row[f'{key}_std']:.3f}"
 
 
