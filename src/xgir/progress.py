@@ -50,19 +50,32 @@ class Progress:
     """Progress of ``total`` steps (None: unknown) named ``desc``; see the module docstring."""
 
     def __init__(self, total: int | None = None, desc: str = "", enabled: bool = True, unit: str = "step",
-                 epoch_gap: float = 5.0) -> None:
+                 epoch_gap: float = 5.0, initial: int = 0) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.mode = _mode(enabled)
         self.interval = _interval()
         self.epoch_gap = min(epoch_gap, self.interval)
-        self.n = 0
+        self.n = initial
         self.postfix: dict[str, Any] = {}
         self.start = self.last = time.monotonic()
         self._bar = None
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, leave=False, unit=unit, file=sys.stderr)
+            self._bar = tqdm(total=total, desc=desc, leave=False, unit=unit, file=sys.stderr, initial=initial)
+
+    def add_total(self, n: int) -> None:
+        """``n`` more steps to do (when the total grows while working)."""
+        self.total = (self.total or 0) + n
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+
+    def set_postfix(self, **postfix: Any) -> None:
+        """Values shown beside the count (tqdm's name for it)."""
+        self.postfix.update(postfix)
+        if self._bar is not None:
+            self._bar.set_postfix(self.postfix, refresh=False)
 
     def _line(self, text: str) -> None:
         print(f"[xgir] {self.desc}: {text}", file=sys.stderr, flush=True)
@@ -102,8 +115,8 @@ class Progress:
         elif self.mode == "plain":
             seconds = time.monotonic() - self.start
             tail = result if result is not None else _fmt_postfix(self.postfix)
-            count = f"{self.n} {self.unit}s " if self.n or self.total else ""
-            self._line(f"done, {count}in {seconds:.1f} s" + (f", {tail}" if tail else ""))
+            count = f", {self.n} {self.unit}s" if self.n or self.total else ""
+            self._line(f"done{count} in {seconds:.1f} s" + (f", {tail}" if tail else ""))
         self.mode = "off"
 
     def __enter__(self) -> Progress:
@@ -133,9 +146,11 @@ def iterate(items: Iterable[T], desc: str = "", enabled: bool = True, total: int
 
 
 def step(desc: str, enabled: bool = True) -> Progress:
-    """A step without a count (e.g. building a dataset): off a terminal, one line at the start
-    and one when it ends. Use as ``with step("generating glyphs"): ...``."""
-    p = Progress(total=None, desc=desc, enabled=enabled, unit="step")
-    if p.mode == "plain":
+    """A step without a count (building a dataset, extracting features): one line when it starts
+    and one with its time when it ends (on a terminal too: there is no bar to draw).
+    Use as ``with step("building glyph-pretrain/train"): ...``."""
+    p = Progress(total=None, desc=desc, enabled=False)
+    if _mode(enabled) != "off":
+        p.mode = "plain"
         p._line("started")
     return p

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from xgir.bench import one_thread, spread_note
 from xgir.data import load_dataset
@@ -39,6 +38,7 @@ from xgir.io import cache_dir, fingerprint, save_figure, write_json, write_text
 from xgir.metrics.faithfulness import deletion, insertion
 from xgir.metrics.sanity import cascading_randomisation
 from xgir.models import build_model, load_checkpoint, save_checkpoint
+from xgir.progress import iterate
 from xgir.train import accuracy, fit_classifier, predict_logits
 
 SUITE = "ganmex"
@@ -134,7 +134,7 @@ def _evaluate_seed(seed: int, quick: bool, out: Path) -> dict[str, Any]:
     na = s["n_attr"]
     xa, pa, fa = x[:na], pred[:na], foils[:na]
     maps: dict[str, torch.Tensor] = {}
-    for name in tqdm(BASELINE_NAMES, desc="IG per baseline", leave=False):
+    for name in iterate(BASELINE_NAMES, desc="IG per baseline", unit="baseline"):
         m = _ig_maps(model, xa, fa, bases[name], s["ig_steps"])
         maps[name] = m
         target = pa[:, None].expand(na, t)

@@ -571,7 +571,7 @@ def active_feedback_loop(
 
     Returns one dict per round (asked, regions, accepted, images with feedback, evaluation).
     """
-    from tqdm.auto import tqdm
+    from xgir.progress import iterate
 
     if strategy not in ("random", "uncertainty"):
         raise XgirError(f"unknown sampling strategy '{strategy}'; choose random or uncertainty")
@@ -580,7 +580,7 @@ def active_feedback_loop(
             f"the store is for {store.num_images} images but the dataset has {len(dataset)}"
         )
     history = []
-    for r in tqdm(range(rounds), desc="feedback rounds", disable=not progress, leave=False):
+    for r in iterate(range(rounds), desc="feedback rounds", enabled=progress, unit="round"):
         asked = store.asked_images()
         candidates = [i for i in range(len(dataset)) if i not in asked]
         if strategy == "random":

@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.config import StrictModel
 from xgir.errors import XgirError
 from xgir.explain.targets import Targets, as_targets
 from xgir.io import torch_save
+from xgir.progress import Progress
 from xgir.train.erm import model_device
 
 # ---------------------------------------------------------------------------- config
@@ -387,7 +387,7 @@ def train_ganmex(
                                for i in range(0, len(images), 512)])
         gen.train()
         critic.train()
-        bar = tqdm(total=cfg.steps, initial=step, desc="ganmex", disable=not progress, leave=False)
+        bar = Progress(total=cfg.steps, initial=step, desc="ganmex", enabled=progress)
         start = time.perf_counter()
         while step < end:
             row: dict[str, float] = {"step": float(step + 1)}

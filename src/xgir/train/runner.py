@@ -12,6 +12,7 @@ from xgir.data import load_dataset
 from xgir.errors import XgirError
 from xgir.io import check_output_folder, run_folder, write_json, write_text
 from xgir.models import build_model, save_checkpoint, split
+from xgir.progress import iterate, step
 from xgir.train.config import TrainConfig
 from xgir.train.erm import accuracy_by_group, fit_classifier
 from xgir.train.features import cached_features, fit_head, linear_probe
@@ -22,10 +23,10 @@ def _dataset_key(cfg: TrainConfig, split_name: str) -> str:
     return f"{cfg.data.name}/{split_name}/seed={cfg.seed}/{sorted(cfg.data.params.items())}"
 
 
-def evaluate_splits(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+def evaluate_splits(model: torch.nn.Module, cfg: TrainConfig, progress: bool = False) -> dict[str, Any]:
     """Accuracy, per-group and worst-group accuracy on each eval split."""
     out = {}
-    for name in cfg.data.eval_splits:
+    for name in iterate(cfg.data.eval_splits, desc="evaluate", enabled=progress, unit="split"):
         ds = load_dataset(cfg.data.name, name, seed=cfg.seed, **cfg.data.params)
         out[name] = accuracy_by_group(model, ds)
     return out
@@ -37,7 +38,8 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
     _check_device(cfg.device)
     check_output_folder(out, "output folder")
-    train = load_dataset(cfg.data.name, cfg.data.train_split, seed=cfg.seed, **cfg.data.params)
+    with step(f"building {cfg.data.name}/{cfg.data.train_split}", enabled=progress):
+        train = load_dataset(cfg.data.name, cfg.data.train_split, seed=cfg.seed, **cfg.data.params)
     params = {**cfg.model.params, "num_classes": train.num_classes}
     if cfg.model.arch == "lenet":
         params.setdefault("in_channels", train.image_shape[0])
@@ -60,13 +62,13 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         torch.manual_seed(cfg.seed)
         model = frozen_with_new_head(pre, cfg.model.arch, params, train.num_classes).to(cfg.device)
         features, head = split(model, "fc")
-        h = cached_features(features, train, _dataset_key(cfg, cfg.data.train_split))
+        h = cached_features(features, train, _dataset_key(cfg, cfg.data.train_split), progress=progress)
         fit_head(h, train.labels, train.num_classes, epochs=cfg.train.epochs, lr=cfg.train.lr,
                  batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay,
                  seed=cfg.seed, head=head)
         if cfg.probe and "target-val" in _splits(cfg) and "target-test" in _splits(cfg):
             results["probe"] = probe_two_factors(features, cfg)
-    results["splits"] = evaluate_splits(model, cfg)
+    results["splits"] = evaluate_splits(model, cfg, progress)
     results["seconds"] = round(time.time() - start, 1)
     with run_folder(out, "output folder") as tmp:  # the three files as a set
         save_checkpoint(model, tmp / "model.pt", cfg.model.arch, params, meta={"mode": cfg.mode})
