@@ -294,3 +294,22 @@ def test_one_seed_reports_show_the_value_alone():
     assert _fmt({"epg": 0.5, "epg_std": 0.0, "epg_n": 1}, "epg") == "0.500"
     assert _fmt({"epg": 0.5, "epg_std": 0.1, "epg_n": 4}, "epg") == "0.500 ± 0.100"
     assert "±" not in spread_note(1) and "±" in spread_note(3)
+
+
+def test_corrupt_extractor_cache_entry_is_recomputed(capsys):
+    """Item 17: a corrupt cached extractor is detected, reported as a cache entry and retrained."""
+    from xgir.io import cache_dir
+    from xgir.train.config import ModelConfig, PretrainConfig
+    from xgir.train.two_stage import pretrain_extractor
+
+    pre = PretrainConfig.model_validate({"epochs": 1, "data": {"params": {"n": 200}}})
+    model = ModelConfig.model_validate({"arch": "small-resnet", "params": {"width": 2}})
+    first = pretrain_extractor(pre, model, seed=0, progress=False)
+    (entry,) = (cache_dir() / "extractors").glob("small-resnet-*.pt")
+    entry.write_bytes(entry.read_bytes()[:100])
+    again = pretrain_extractor(pre, model, seed=0, progress=False)
+    err = capsys.readouterr().err
+    assert f"warning: corrupt cache entry {entry}" in err and "retraining the extractor" in err
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # seeded: the same network again
+    assert load_checkpoint(entry)[0] is not None
