@@ -2,8 +2,9 @@
 
 When stderr is a terminal, :class:`Progress` draws a tqdm bar that disappears when done.
 When it is not (``xgir train > log 2>&1``, CI), it writes one plain line at most every
-``interval`` seconds (30 s; ``$XGIR_PROGRESS_INTERVAL``), one at the end of an epoch if a few
-seconds have passed, and a final line with the totals: no carriage returns, no cursor codes.
+``interval`` seconds (30 s; ``$XGIR_PROGRESS_INTERVAL``; later lines are spaced by a tenth of the
+time spent), one at the end of an epoch if a few seconds have passed, and a final line with the
+totals: no carriage returns, no cursor codes.
 ``$XGIR_PROGRESS`` = ``bar``, ``plain`` or ``off`` overrides the choice.
 
     with Progress(total=steps, desc="train") as bar:
@@ -81,6 +82,12 @@ class Progress:
         print(f"[xgir] {self.desc}: {text}", file=sys.stderr, flush=True)
         self.last = time.monotonic()
 
+    def _due(self, gap: float) -> bool:
+        """Time for a plain line: ``gap`` seconds since the last, and a tenth of the time spent so
+        far (so an hour-long step writes a few dozen lines, not a hundred)."""
+        now = time.monotonic()
+        return now - self.last >= max(gap, 0.1 * (now - self.start))
+
     def _status(self) -> str:
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
@@ -96,7 +103,7 @@ class Progress:
             self._bar.update(n)
             if postfix:
                 self._bar.set_postfix(self.postfix, refresh=False)
-        elif self.mode == "plain" and time.monotonic() - self.last >= self.interval:
+        elif self.mode == "plain" and self._due(self.interval):
             self._line(self._status())
 
     def epoch_end(self, **postfix: Any) -> None:
@@ -104,7 +111,7 @@ class Progress:
         self.postfix.update(postfix)
         if self._bar is not None:
             self._bar.set_postfix(self.postfix)
-        elif self.mode == "plain" and time.monotonic() - self.last >= self.epoch_gap:
+        elif self.mode == "plain" and self._due(self.epoch_gap):
             self._line(self._status())
 
     def close(self, result: str | None = None) -> None:
