@@ -156,6 +156,12 @@ def test_unwritable_output_is_reported_before_the_work(tmp_path, capsys):
     (mine / "notes.txt").write_text("keep")
     _one_line(*_run_cli(["train", "--config", str(cfg), "--out", str(mine)], capsys), "xgir did not write")
     assert (mine / "notes.txt").read_text() == "keep"
+    old = tmp_path / "old"  # results of a version before run_folder: replaced
+    old.mkdir()
+    (old / "results.json").write_text("{}")
+    with run_folder(old) as tmp:
+        write_text(tmp / "results.json", "new")
+    assert (old / "results.json").read_text() == "new"
 
 
 def test_nonfinite_models_are_refused(tmp_path):
@@ -238,7 +244,9 @@ def test_interrupt_exits_130_with_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "xgir", "train", "--config", str(cfg)], env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    line = proc.stderr.readline()  # the first progress line: training has started
+    line = proc.stderr.readline()
+    while line.startswith("[xgir] building"):  # the dataset, then the first line of training
+        line = proc.stderr.readline()
     assert line.startswith("[xgir] train: "), line
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

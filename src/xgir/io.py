@@ -93,6 +93,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 RUN_MARKER = ".xgir-run"  # in every folder written by run_folder
 
 
+def _earlier_results(folder: Path) -> bool:
+    """A folder written by xgir: the marker of run_folder, or (from versions before it) a
+    results.json / report.md with no subfolders."""
+    if (folder / RUN_MARKER).exists():
+        return True
+    entries = list(folder.iterdir())
+    return any(e.name in ("results.json", "report.md") for e in entries) and not any(e.is_dir() for e in entries)
+
+
 def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
     """Check before any work that ``out`` can become a results folder: its parent is (or can be
     made) a writable folder, and ``out`` is absent, empty or an earlier xgir results folder.
@@ -102,7 +111,7 @@ def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise XgirError(f"{option} {out} is a file; give a folder for the results")
-    if out.is_dir() and any(out.iterdir()) and not (out / RUN_MARKER).exists():
+    if out.is_dir() and any(out.iterdir()) and not _earlier_results(out):
         raise XgirError(f"{option} {out} is a folder that xgir did not write (it would be replaced); "
                         "give a new or empty folder")
     parent = out.resolve().parent

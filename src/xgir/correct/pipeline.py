@@ -323,7 +323,12 @@ def _extract(features: nn.Module, loader: DataLoader, device: torch.device, desc
         if "image" not in batch:
             continue
         x = batch["image"].to(device)
-        hs.append(features(x).float().cpu())
+        try:
+            hs.append(features(x).float().cpu())
+        except RuntimeError as err:  # e.g. a model made for other channels or sizes
+            first = (str(err).splitlines() or [""])[0]
+            raise XgirError(f"the model cannot take the images ({tuple(x.shape[1:])}, RGB in [0, 1] at "
+                            f"data.image_size): {first}; check model.kwargs and data.image_size") from None
         ys.append(batch["label"])
         kept.append(batch["i"])
         if want_mean:
