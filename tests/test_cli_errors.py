@@ -321,3 +321,16 @@ def test_corrupt_extractor_cache_entry_is_recomputed(capsys):
     for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # seeded: the same network again
     assert load_checkpoint(entry)[0] is not None
+
+
+@pytest.mark.parametrize("name", ["gradcam", "saliency", "ig", "deeplift", "rise", "occlusion", "lime"])
+def test_explainers_refuse_a_diverged_model(name):
+    """Item 2: a model whose outputs are NaN is not explained into all-NaN maps."""
+    from xgir.explain.registry import get_explainer
+
+    model = LeNet(width=2, hidden=8).eval()
+    with torch.no_grad():
+        model.fc.bias.fill_(float("nan"))
+    explainer = get_explainer(name, **({"layer": "conv2"} if name == "gradcam" else {}))
+    with pytest.raises(XgirError, match="outputs hold NaN or infinite values"):
+        explainer(model, torch.rand(2, 1, 28, 28), [0])
