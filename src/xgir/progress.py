@@ -82,6 +82,9 @@ class Progress:
         print(f"[xgir] {self.desc}: {text}", file=sys.stderr, flush=True)
         self.last = time.monotonic()
 
+    def _units(self, n: int) -> str:
+        return self.unit if n == 1 else f"{self.unit}s"
+
     def _due(self, gap: float) -> bool:
         """Time for a plain line: ``gap`` seconds since the last, and a tenth of the time spent so
         far (so an hour-long step writes a few dozen lines, not a hundred)."""
@@ -92,7 +95,8 @@ class Progress:
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         tail = _fmt_postfix(self.postfix)
-        return f"{done} {self.unit}s{pct}, {time.monotonic() - self.start:.0f} s" + (f", {tail}" if tail else "")
+        seconds = time.monotonic() - self.start
+        return f"{done} {self._units(self.total or self.n)}{pct}, {seconds:.0f} s" + (f", {tail}" if tail else "")
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         """``n`` more steps done; ``postfix`` values are shown beside the count."""
@@ -122,7 +126,7 @@ class Progress:
         elif self.mode == "plain":
             seconds = time.monotonic() - self.start
             tail = result if result is not None else _fmt_postfix(self.postfix)
-            count = f", {self.n} {self.unit}s" if self.n or self.total else ""
+            count = f", {self.n} {self._units(self.n)}" if self.n or self.total else ""
             self._line(f"done{count} in {seconds:.1f} s" + (f", {tail}" if tail else ""))
         self.mode = "off"
 
