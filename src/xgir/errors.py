@@ -6,3 +6,10 @@ class XgirError(Exception):
 
     The CLI prints its message on one line and exits with status 2, without a traceback.
     """
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr (for the user, not a Python warning)."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

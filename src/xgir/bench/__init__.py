@@ -31,6 +31,11 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def spread_note(n_seeds: int) -> str:
+    """The sentence under a suite's table: what the cells hold."""
+    return "Mean ± std over seeds." if n_seeds > 1 else "One seed: each cell is that run's value (no spread)."
+
+
 def suites() -> dict[str, ModuleType]:
     """Suite name -> module."""
     found: dict[str, ModuleType] = {}

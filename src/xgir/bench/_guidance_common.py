@@ -86,10 +86,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def fmt(values: Sequence[float], digits: int = 3) -> str:
-    """``mean ± std`` of ``values``."""
+    """``mean ± std`` of ``values``; the value alone when there is one (no spread to show)."""
     m, s = mean_std(values)
     if math.isnan(m):
         return "-"
+    if sum(1 for v in values if v is not None and not math.isnan(float(v))) < 2:
+        return f"{m:.{digits}f}"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from xgir.bench import spread_note
 from xgir.bench._guidance_common import (
     OVERLAP_EXPLAINERS,
     explain_maps,
@@ -325,7 +326,7 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
         f"Seeds {seeds}; {s.n_train} training / {s.n_test} test images; LeNet width {s.width}, hidden {s.hidden}; "
         f"ERM {s.erm_epochs} epochs, guidance fine-tuning {s.guide_epochs} epochs, Bayesian ERM {s.bayes_epochs} "
         f"epochs + {s.fb_epochs} feedback epochs (lambda_fb {s.lambda_fb}); no-decoy reference {s.ref_epochs} "
-        f"epochs. Mean ± std over seeds. Total {seconds / 60:.1f} min.",
+        f"epochs. {spread_note(len(seeds))} Total {seconds / 60:.1f} min.",
         "",
         "## Test accuracy",
         "",

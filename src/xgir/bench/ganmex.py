@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from xgir.bench import one_thread
+from xgir.bench import one_thread, spread_note
 from xgir.data import load_dataset
 from xgir.explain.baselines import BlurBaseline, UniformNoiseBaseline, ZeroBaseline
 from xgir.explain.ganmex import GanmexBaseline, one_vs_one
@@ -39,6 +38,7 @@ from xgir.io import cache_dir, fingerprint, save_figure, write_json, write_text
 from xgir.metrics.faithfulness import deletion, insertion
 from xgir.metrics.sanity import cascading_randomisation
 from xgir.models import build_model, load_checkpoint, save_checkpoint
+from xgir.progress import iterate
 from xgir.train import accuracy, fit_classifier, predict_logits
 from xgir.train.ganmex import GanmexConfig, train_ganmex
 
@@ -135,7 +135,7 @@ def _evaluate_seed(seed: int, quick: bool, out: Path) -> dict[str, Any]:
     na = s["n_attr"]
     xa, pa, fa = x[:na], pred[:na], foils[:na]
     maps: dict[str, torch.Tensor] = {}
-    for name in tqdm(BASELINE_NAMES, desc="IG per baseline", leave=False):
+    for name in iterate(BASELINE_NAMES, desc="IG per baseline", unit="baseline"):
         m = _ig_maps(model, xa, fa, bases[name], s["ig_steps"])
         maps[name] = m
         target = pa[:, None].expand(na, t)
@@ -318,7 +318,7 @@ def _report(results: list[dict[str, Any]], quick: bool) -> str:
     )
     lines.append(
         f"{results[0]['pairs']} (x, t) pairs per seed for the first three columns (every foil "
-        f"t != p); {results[0]['attribution_pairs']} for the AUCs. Mean ± std over seeds. "
+        f"t != p); {results[0]['attribution_pairs']} for the AUCs. {spread_note(len(seeds))} "
         "The AUCs score the probability of p as the pixels of x, in the order of the IG map "
         "made with each baseline, are set to 0, to a blur of x or to G(x, t), or put back into "
         "the blur; each deletion reference favours the IG map made from the same reference."

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from xgir.bench import spread_note
 from xgir.bench._guidance_common import (
     OVERLAP_EXPLAINERS,
     explain_maps,
@@ -267,7 +268,7 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
         f"Seeds {seeds}; {s.n_train} source-train images (p = 0.95), {s.n_test} source-test and target-test images; "
         f"LeNet (3 channels, 32 px, width {s.width}); ERM {s.erm_epochs} epochs, guidance {s.guide_epochs} epochs, "
         f"Bayesian ERM {s.bayes_epochs} + {s.fb_epochs} feedback epochs (lambda_fb {s.lambda_fb}); unbiased-data "
-        f"reference {s.ref_epochs} epochs on p = 0.1. Mean ± std over seeds. Total {seconds / 60:.1f} min.",
+        f"reference {s.ref_epochs} epochs on p = 0.1. {spread_note(len(seeds))} Total {seconds / 60:.1f} min.",
         "",
         "## Accuracy",
         "",

@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
         (cached after the first run), the ERM head, the DFR reference and XGIR heads; prints
         source, target and worst-group accuracy and writes report.md with figures."""
         from xgir.bench import xgir_two_stage
+        from xgir.io import run_folder
 
-        xgir_two_stage.run(out, [seed])
+        with run_folder(out) as tmp:  # the outputs as a set
+            xgir_two_stage.run(tmp, [seed])
         typer.echo((out / "report.md").read_text())
         typer.echo(f"results in {out}")

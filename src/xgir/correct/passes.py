@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import default_collate
 
 from xgir.correct.sharded import BatchFn, Dist, PassesSection, PassPlan, load_pass, sharded_pass
 from xgir.correct.xgir import (
@@ -44,6 +45,48 @@ from xgir.correct.xgir import (
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree, top_label_sets
 from xgir.io import fingerprint
+
+
+class GuardedImages(torch.utils.data.Dataset):
+    """Items of ``ds`` with their dataset index ``i``; an unreadable image gives
+    ``{"i", "bad": message}`` instead of raising, so a DataLoader worker prints no traceback."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return {**self.ds[i], "i": i}
+        except XgirError as err:
+            return {"i": i, "bad": str(err)}
+
+
+def collate_readable(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of the readable items (``image``, ``label``, ``i``), ``ok`` bool[B] (which of
+    the B requested items were readable) and ``bad``: [(i, message)]."""
+    good = [it for it in items if "bad" not in it]
+    batch: dict[str, Any] = default_collate(good) if good else {"i": torch.empty(0, dtype=torch.long)}
+    batch["ok"] = torch.tensor(["bad" not in it for it in items], dtype=torch.bool)
+    batch["bad"] = [(it["i"], it["bad"]) for it in items if "bad" in it]
+    return batch
+
+
+def readable(batch: dict[str, Any], pos: torch.Tensor, split: str, on_bad_image: str
+             ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Stop on the batch's first unreadable image (``on_bad_image="error"``) or leave them out
+    (``"skip"``): the positions of the readable images and the outputs that list the skipped
+    dataset indices (``list:skipped``)."""
+    bad = batch.get("bad", [])
+    if not bad:
+        return pos, {}
+    if on_bad_image == "error":
+        raise XgirError(f"data.{split}: {bad[0][1]} (fix or remove the file, or set data.on_bad_image: skip "
+                        "to leave unreadable images out)")
+    return pos[batch["ok"]], {"list:skipped": [int(i) for i, _ in bad]}
+
 
 # config keys that only change the head retraining (steps 4-6), not the passes
 HEAD_ONLY = ("delta2", "delta2_mode", "noise_scale", "draws", "head_epochs", "lr", "batch_size", "weight_decay")
@@ -63,6 +106,7 @@ class PassResults:
     fallback: float | None
     examples: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     data_mean: torch.Tensor | None = None
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # split -> unreadable files left out
 
 
 @contextmanager
@@ -98,12 +142,15 @@ def pass_key(cfg: Any, model: nn.Module, device: torch.device, split: str, files
 
 
 def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, want_h: bool,
-                 want_mean: bool) -> BatchFn:
+                 want_mean: bool, split: str, on_bad_image: str) -> BatchFn:
     """Per batch: labels, the features h (``want_h``) and the sum of the images (``want_mean``)."""
     @torch.no_grad()
-    def fn(batch: dict[str, torch.Tensor], pos: torch.Tensor) -> dict[str, Any]:
+    def fn(batch: dict[str, Any], pos: torch.Tensor) -> dict[str, Any]:
+        pos, out = readable(batch, pos, split, on_bad_image)
+        if not len(pos):
+            return out
         x = batch["image"].to(device)
-        out: dict[str, Any] = {"label": batch["label"].int()}
+        out["label"] = batch["label"].int()
         if want_h:
             out["h"] = features(x).float().to(dtype).cpu()
         if want_mean:
@@ -114,14 +161,18 @@ def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, 
 
 def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, shallow: str | None,
              tree: ConfusionTree | None, level: float, xcfg: XGIRConfig, data_mean: torch.Tensor | None,
-             size: tuple[int, int], device: torch.device, dtype: torch.dtype, shown: set[int]) -> BatchFn:
+             size: tuple[int, int], device: torch.device, dtype: torch.dtype, shown: set[int],
+             on_bad_image: str) -> BatchFn:
     """Per batch: true-class heatmaps (h from the same forward unless CWOX), supports, r."""
-    def fn(batch: dict[str, torch.Tensor], pos: torch.Tensor) -> dict[str, Any]:
+    def fn(batch: dict[str, Any], pos: torch.Tensor) -> dict[str, Any]:
+        pos, out = readable(batch, pos, "source_train", on_bad_image)
+        if not len(pos):
+            return out
         x = batch["image"].to(device)
         y = batch["label"]
         with head_input(head) as got:
             maps = true_class_heatmaps(model, x, y.to(device), deep, batch_size=len(x))
-        out: dict[str, Any] = {"label": y.int()}
+        out["label"] = y.int()
         if tree is None:
             if len(got) != 1:
                 raise XgirError(f"the head ran {len(got)} times in one Grad-CAM forward; expected once")
@@ -160,20 +211,21 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     def run(split: str, name: str, fn: Any) -> PassPlan:
         ds = datasets[split]
         key = pass_key(cfg, model, device, split, ds.files, ds.labels, idx[split], name == "xgir") | {"pass": name}
-        return sharded_pass(dist, run_dir, f"{split}-{name}", key, ds, idx[split], fn,
+        return sharded_pass(dist, run_dir, f"{split}-{name}", key, GuardedImages(ds), idx[split], fn,
                             batch_size=cfg.data.batch_size, chunk_images=ps.chunk_images,
-                            workers=cfg.data.workers, resume=ps.resume, progress=progress)
+                            workers=cfg.data.workers, resume=ps.resume, progress=progress,
+                            collate_fn=collate_readable)
 
     h_train = data_mean = tree = None
     want_mean = xcfg.empty == "mean"
     cwox = cfg.explainer == "cwox"
     if cwox or want_mean:  # what must be known before the first response
         plan = run("source_train", "features" if cwox else "mean",
-                   _features_fn(features, device, dtype, cwox, want_mean))
+                   _features_fn(features, device, dtype, cwox, want_mean, "source_train", cfg.data.on_bad_image))
         if dist.is_main:  # rank 0 reads the pass; the others get the mean image and the tree from it
             pre = load_pass(plan)
             if want_mean:
-                data_mean = (pre["sum:image"] / len(idx["source_train"])).float()
+                data_mean = (pre["sum:image"] / max(1, len(pre.get("label", ())))).float()
             if cwox:
                 h_train = pre["h"]
                 with torch.no_grad():
@@ -186,22 +238,34 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     n_train = len(idx["source_train"])
     shown = set(torch.linspace(0, n_train - 1, min(6, n_train)).round().long().unique().tolist())
     main_plan = run("source_train", "xgir", _xgir_fn(model, features, head, deep, shallow, tree, cfg.cwox_level,
-                                                     xcfg, data_mean, size, device, dtype, shown))
-    others = {k: run(k, "features", _features_fn(features, device, torch.float32, True, False))
+                                                     xcfg, data_mean, size, device, dtype, shown,
+                                                     cfg.data.on_bad_image))
+    others = {k: run(k, "features", _features_fn(features, device, torch.float32, True, False, k,
+                                                 cfg.data.on_bad_image))
               for k in datasets if k != "source_train"}
     dist.release()  # every rank has passed the last meeting: rank 0 goes on alone
     if not dist.is_main:
         return None
     main = load_pass(main_plan)
+    skipped = {k: [] for k in datasets}
+
+    def readable_rows(split: str, res: dict[str, Any]) -> dict[str, Any]:
+        skipped[split] = [str(datasets[split].files[i]) for i in res.get("list:skipped", [])]
+        if "label" not in res:
+            raise XgirError(f"data.{split}: no readable images ({len(skipped[split])} skipped)")
+        return res
+
+    main = readable_rows("source_train", main)
     h = {"source_train": (h_train if h_train is not None else main["h"]).float()}
     labels = {"source_train": main["label"].long()}
     for k, plan in others.items():
-        res = load_pass(plan)
+        res = readable_rows(k, load_pass(plan))
         h[k], labels[k] = res["h"].float(), res["label"].long()
-    ex = main["list:examples"]
+    n_train = len(labels["source_train"])
+    ex = main.get("list:examples", [])
     examples = {"images": [e["image"] for e in ex], "maps": [e["map"] for e in ex],
                 "supports": [e["support"] for e in ex], "labels": [e["label"] for e in ex]}
     return PassResults(h=h, labels=labels, r=main["r"].float(), empty=main["empty"],
                        support_share=float(main["sum:kept"]) / n_train,
                        fallback=float(main["sum:fallback"]) / n_train if cwox else None,
-                       examples=examples, data_mean=data_mean)
+                       examples=examples, data_mean=data_mean, skipped=skipped)

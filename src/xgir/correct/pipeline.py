@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import nn
 
 from xgir.config import StrictModel
@@ -33,12 +33,11 @@ from xgir.correct.passes import run_passes
 from xgir.correct.sharded import Dist, PassesSection, init_dist
 from xgir.correct.xgir import XGIRConfig, frozen_copy, retrain_head
 from xgir.data.real import ImageFolderDataset
-from xgir.errors import XgirError
-from xgir.io import torch_save, write_json, write_text
+from xgir.errors import XgirError, warn
+from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
 
-_D = XGIRConfig  # dataclass defaults (class attributes) shared with the library API
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
 
 
@@ -90,31 +89,14 @@ class DataSection(StrictModel):
     # (ImageNet-V2's layout); or a list
     target_classes: list[str] | Literal["index"] | None = None
     normalize: NormalizeSection | None = None
-    max_images: int | MaxImages | None = None  # one cap for every split, or per split
+    max_images: PositiveInt | MaxImages | None = None  # one cap for every split, or per split
     batch_size: int = Field(64, gt=0)
     workers: int = Field(0, ge=0)  # DataLoader worker processes for reading images
+    # an unreadable image: stop with its name (error) or leave it out and list it in the report (skip)
+    on_bad_image: Literal["error", "skip"] = "error"
 
 
-class XGIRSection(StrictModel):
-    delta1: float = _D.delta1
-    delta2: float = _D.delta2
-    delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = _D.delta2_mode
-    empty: Literal["zeros", "mean", "blur"] = _D.empty
-    response: Literal["core", "core-minus-context"] = _D.response
-    blur_sigma: float = _D.blur_sigma
-    noise_scale: float = _D.noise_scale
-    draws: int = _D.draws
-    head_epochs: int = _D.head_epochs
-    lr: float = _D.lr
-    batch_size: int = _D.batch_size
-    weight_decay: float = _D.weight_decay
-    seed: int = _D.seed
-
-    def to_config(self) -> XGIRConfig:
-        try:
-            return XGIRConfig(**self.model_dump())
-        except XgirError as err:
-            raise XgirError(f"xgir: {err}") from None
+XGIRSection = XGIRConfig  # the ``xgir:`` section is the library's dataclass, validated the same way
 
 
 class XGIRRunConfig(StrictModel):
@@ -124,10 +106,18 @@ class XGIRRunConfig(StrictModel):
     data: DataSection
     explainer: Literal["iox", "cwox"] = "iox"
     cwox_level: float = Field(0.5, ge=0, le=1)  # cut level of the confusion tree
-    xgir: XGIRSection = Field(default_factory=XGIRSection)
+    xgir: XGIRConfig = Field(default_factory=XGIRConfig)
     out: str = "runs/xgir"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     passes: PassesSection = Field(default_factory=PassesSection)  # chunked storage of the passes (torchrun)
+
+    @field_validator("xgir", mode="wrap")
+    @classmethod
+    def _xgir_errors(cls, value: Any, handler: Any) -> XGIRConfig:
+        try:
+            return handler(value)
+        except XgirError as err:  # a range check of XGIRConfig: name the section
+            raise XgirError(f"xgir: {err}") from None
 
     @model_validator(mode="after")
     def _cwox_layers(self) -> XGIRRunConfig:
@@ -184,15 +174,63 @@ def _cap(data: DataSection, split_name: str) -> int | None:
     return getattr(data.max_images, split_name)
 
 
-def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
-    """The folders of every given split, with one class list so labels agree."""
-    def folder(key: str, classes: list[str] | None) -> ImageFolderDataset:
-        try:
-            return ImageFolderDataset(getattr(data, key), data.image_size, classes)
-        except XgirError as err:
-            raise XgirError(f"data.{key}: {err}") from None
+def check_class_folders(root: str | Path, classes: list[str], key: str, hint: str) -> None:
+    """The class folders in ``root`` must be exactly ``classes``: a folder missing, a folder that
+    is not a class (or differs from one only in case) is an XgirError naming them and ``hint``."""
+    root = Path(root)
+    if not root.is_dir():
+        return  # ImageFolderDataset says "image folder not found"
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    missing = [c for c in classes if c not in found]
+    extra = [f for f in found if f not in set(classes)]
+    if not missing and not extra:
+        return
 
-    src = folder("source_train", data.classes)
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+
+    lower = {c.lower(): c for c in missing}
+    case = [f"'{f}' vs '{lower[f.lower()]}'" for f in extra if f.lower() in lower]
+    parts = []
+    if case:
+        parts.append(f"folder names differ from the classes only in case ({names(case)})")
+    if missing:
+        parts.append(f"no folder for class{'es' if len(missing) > 1 else ''} {names(missing)}")
+    if extra:
+        parts.append(f"folder{'s' if len(extra) > 1 else ''} {names(extra)} not among the classes")
+    raise XgirError(f"data.{key}: class folders in {root} do not match the classes: "
+                    f"{'; '.join(parts)}; {hint}")
+
+
+def _check_counts(ds: ImageFolderDataset, key: str) -> None:
+    """An empty class folder: an error in source_train (the head would lose that class),
+    a warning line elsewhere."""
+    counts = torch.bincount(ds.labels, minlength=ds.num_classes).tolist()
+    empty = [c for c, n in zip(ds.classes, counts, strict=True) if n == 0]
+    if not empty:
+        return
+    where = ", ".join(str(ds.root / c) for c in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+    if key == "source_train":
+        raise XgirError(f"data.source_train: class folder{'s' if len(empty) > 1 else ''} {where} "
+                        "hold no images; every class needs training images")
+    warn(f"data.{key}: empty class folder{'s' if len(empty) > 1 else ''} {where}")
+
+
+def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
+    """The folders of every given split, with one class list so labels agree; the class
+    folders of every split must match that list (see :func:`check_class_folders`)."""
+    def folder(key: str, classes: list[str] | None, hint: str) -> ImageFolderDataset:
+        try:
+            if classes is not None:
+                check_class_folders(getattr(data, key), classes, key, hint)
+            ds = ImageFolderDataset(getattr(data, key), data.image_size, classes)
+        except XgirError as err:
+            msg = str(err)
+            raise XgirError(msg if msg.startswith("data.") else f"data.{key}: {msg}") from None
+        _check_counts(ds, key)
+        return ds
+
+    src = folder("source_train", data.classes, "data.classes lists the class folders in label order")
     classes = src.classes
     if len(classes) != num_classes:
         raise XgirError(f"the model's head '{head}' has {num_classes} outputs but source_train has "
@@ -204,10 +242,15 @@ def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, Image
         if len(target_classes) != num_classes:
             raise XgirError(f"data.target_classes has {len(target_classes)} names, the model "
                             f"{num_classes} classes")
-    out = {"source_train": src, "source_test": folder("source_test", classes)}
+    source_hint = "the source test folders must be named as the source classes (" + ", ".join(classes[:8]) + \
+        (", ..." if len(classes) > 8 else "") + ")"
+    target_hint = ("give data.target_classes: the target folder names in the source's label order, "
+                   "or 'index' for folders 0..K-1" if data.target_classes is None
+                   else "data.target_classes lists the target folders in label order")
+    out = {"source_train": src, "source_test": folder("source_test", classes, source_hint)}
     for name in ("target_val", "target_test"):
         if getattr(data, name) is not None:
-            out[name] = folder(name, target_classes)
+            out[name] = folder(name, target_classes, target_hint)
     return out
 
 
@@ -228,7 +271,8 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     the XGIR model per split, image counts, the XGIR record and the output paths.
     """
     start = time.time()
-    xcfg = cfg.xgir.to_config()
+    check_output_folder(cfg.out, "out")  # before any work
+    xcfg = cfg.xgir
     dist = init_dist(_device(cfg.device))  # one process, or this rank of torchrun's group
     try:
         with dist.guard():
@@ -267,11 +311,14 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     idx = {k: _indices(ds, _cap(cfg.data, k), xcfg.seed) for k, ds in datasets.items()}
 
     # the passes over every split (sharded over torchrun's ranks, resumable; see correct/passes.py)
+    if dist.is_main:
+        mark_run_folder(out)  # the passes' chunks live in out/passes and survive a rerun
+    dist.barrier()
     res = run_passes(dist, cfg, xcfg, model, features, linear, deep, shallow, datasets, idx, num_classes,
                      device, out / "passes", progress)
     if res is None:  # another rank: its share is on disk; rank 0 retrains the head and writes the outputs
         return {"rank": dist.rank, "world": dist.world}
-    h, labels, r, empty = res.h, res.labels, res.r, res.empty
+    h, labels, r, empty, skipped = res.h, res.labels, res.r, res.empty, res.skipped
     y_train = labels["source_train"]
     support_share, fallback, examples = res.support_share, res.fallback, res.examples
     orig_head = copy.deepcopy(linear).cpu()
@@ -290,16 +337,14 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
             for name, head in (("original", orig_head), ("xgir", new_head)):
                 acc[name][k] = float((head(h[k]).argmax(1) == labels[k]).float().mean())
 
-    paths = {
-        "model": torch_save({k: v.cpu() for k, v in new_inner.state_dict().items()}, out / "xgir_model.pt"),
-        "figure": _plot_examples(examples, datasets["source_train"].classes, out / "heatmaps.png"),
-    }
+    paths = {"model": out / "xgir_model.pt", "figure": out / "heatmaps.png"}
     results: dict[str, Any] = {
         "config": cfg.model_dump(),
         "device": str(device),
         "processes": dist.world,  # torchrun's ranks that shared the passes
         "num_classes": num_classes,
-        "images": {k: len(v) for k, v in idx.items()},
+        "images": {k: len(v) for k, v in labels.items()},  # images read (skipped ones left out)
+        "skipped_images": {k: {"count": len(v), "files": v} for k, v in skipped.items() if v},
         "accuracy": acc,
         "summary": {
             "frac_units_randomised": record.frac_units_randomised,
@@ -312,8 +357,11 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         "outputs": {k: str(v) for k, v in paths.items()},
         "seconds": round(time.time() - start, 1),
     }
-    write_json(out / "results.json", results)
-    write_text(out / "report.md", _report(cfg, results))
+    with run_folder(out, "out", keep=("passes",)) as tmp:  # the outputs as a set (the chunks kept)
+        torch_save({k: v.cpu() for k, v in new_inner.state_dict().items()}, tmp / "xgir_model.pt")
+        _plot_examples(examples, datasets["source_train"].classes, tmp / "heatmaps.png")
+        write_json(tmp / "results.json", results)
+        write_text(tmp / "report.md", _report(cfg, results))
     results["outputs"]["results"] = str(out / "results.json")
     results["outputs"]["report"] = str(out / "report.md")
     return results
@@ -344,6 +392,9 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
         f"noise scale {x.noise_scale}, {x.draws} draws, {x.head_epochs} head epochs, lr {x.lr}, seed {x.seed}.",
         f"Run time: {res['seconds']} s on {res['device']}.",
     ]
+    for k, sk in res["skipped_images"].items():
+        lines += ["", f"Skipped {sk['count']} unreadable image{'s' if sk['count'] > 1 else ''} in {k} "
+                  "(data.on_bad_image: skip):"] + [f"- {f}" for f in sk["files"]]
     return "\n".join(lines) + "\n"
 
 

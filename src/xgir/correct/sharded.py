@@ -37,11 +37,11 @@ import torch
 import torch.distributed as tdist
 from pydantic import Field
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from xgir.config import StrictModel
 from xgir.errors import XgirError
 from xgir.io import fingerprint, torch_save, write_json
+from xgir.progress import Progress
 
 STOP_ENV = "XGIR_TEST_STOP_AFTER_CHUNKS"  # test hook: "K", "K@RANK", "K:exit", "K@RANK:exit"
 BatchFn = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, Any]]
@@ -228,8 +228,9 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Join per-batch (or per-chunk) outputs: row tensors concatenated, ``sum:`` keys summed,
     ``list:`` keys (lists) concatenated."""
     out: dict[str, Any] = {}
-    for key in parts[0]:
-        vals = [p[key] for p in parts]
+    keys = dict.fromkeys(k for p in parts for k in p)  # a batch of unreadable images may lack some
+    for key in keys:
+        vals = [p[key] for p in parts if key in p]
         if key.startswith("sum:"):
             out[key] = sum(vals[1:], vals[0])
         elif key.startswith("list:"):
@@ -240,19 +241,20 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_pass(dist: Dist, plan: PassPlan, dataset: Any, indices: torch.Tensor, batch_fn: BatchFn,
-             batch_size: int, workers: int = 0, desc: str = "", progress: bool = True) -> None:
+             batch_size: int, workers: int = 0, desc: str = "", progress: bool = True,
+             collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
     """Compute this rank's missing chunks of a pass: ``batch_fn(batch, positions)`` on each
     batch of ``dataset[indices[positions]]`` (a dict of row tensors [B,...], ``sum:`` tensors
     and ``list:`` lists), merged per chunk and saved atomically."""
     if len(indices) != plan.n:
         raise XgirError(f"pass {plan.folder.name}: {len(indices)} indices for a plan of {plan.n}")
     loader = DataLoader(dataset, batch_sampler=list(_batches(plan, indices, batch_size)), num_workers=workers,
-                        pin_memory=dist.device.type == "cuda")
+                        pin_memory=dist.device.type == "cuda", collate_fn=collate_fn)
     batches = iter(loader)
     todo = set(plan.todo)
     remaining = sum(dist.exchange(sum(len(plan.positions(c)) for c in todo)))
-    bar = tqdm(total=plan.n, initial=plan.n - remaining, desc=desc, disable=not (progress and dist.is_main),
-               leave=False)
+    bar = Progress(total=plan.n, initial=plan.n - remaining, desc=desc, enabled=progress and dist.is_main,
+                   unit="image")
     for first in range(0, plan.n_chunks, dist.world):
         c = first + dist.rank
         error = None
@@ -294,12 +296,13 @@ def load_pass(plan: PassPlan) -> dict[str, Any]:
 
 def sharded_pass(dist: Dist, run_dir: Path, name: str, key: dict[str, Any], dataset: Any,
                  indices: torch.Tensor, batch_fn: BatchFn, *, batch_size: int, chunk_images: int,
-                 workers: int = 0, resume: bool = True, progress: bool = True) -> PassPlan:
+                 workers: int = 0, resume: bool = True, progress: bool = True,
+                 collate_fn: Callable[[list[Any]], Any] | None = None) -> PassPlan:
     """Plan and run one pass (sharded, resumable) over ``dataset[indices]``; returns when every
     rank is done: :func:`load_pass` of the plan then gives the merged outputs of ``batch_fn``
     in dataset order."""
     plan = plan_pass(dist, pass_folder(run_dir, name, key), len(indices), chunk_images,
                      {"pass": name, **key}, resume)
-    run_pass(dist, plan, dataset, indices, batch_fn, batch_size, workers, name, progress)
+    run_pass(dist, plan, dataset, indices, batch_fn, batch_size, workers, name, progress, collate_fn)
     dist.barrier()
     return plan

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.io import torch_save
+from xgir.io import load_torch, torch_save
 from xgir.models.zoo import ARCHITECTURES
+
+ACCEPTS = "xgir reads the model.pt that xgir train writes (architecture, parameters and weights)"
 
 
 def build_model(arch: str, **params: Any) -> nn.Module:
@@ -24,11 +26,21 @@ def build_model(arch: str, **params: Any) -> nn.Module:
         raise XgirError(f"bad parameters for architecture '{arch}': {err}") from None
 
 
+def check_finite_state(state: dict[str, Any], what: str) -> None:
+    """XgirError naming the first floating tensor of ``state`` holding NaN or infinity."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise XgirError(f"{what}: weight '{name}' holds NaN or infinite values (training diverged); "
+                            "retrain with a lower learning rate")
+
+
 def save_checkpoint(
     model: nn.Module, path: str | os.PathLike, arch: str, params: dict[str, Any],
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Save weights with the config that rebuilds the model, atomically."""
+    """Save weights with the config that rebuilds the model, atomically; XgirError (and nothing
+    written) when a weight is NaN or infinite."""
+    check_finite_state(model.state_dict(), str(path))
     state = {"arch": arch, "params": dict(params), "state_dict": model.state_dict(), "meta": meta or {}}
     return torch_save(state, path)
 
@@ -38,14 +50,10 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
     path = Path(path)
-    if not path.is_file():
-        raise XgirError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt or foreign file
-        raise XgirError(f"cannot read checkpoint {path}: {err}") from None
+    state = load_torch(path, "checkpoint", ACCEPTS, map_location=map_location)
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
-        raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict')")
+        raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict'); {ACCEPTS}")
+    check_finite_state(state["state_dict"], f"checkpoint {path}")
     model = build_model(state["arch"], **state["params"])
     model.load_state_dict(state["state_dict"])
     return model.eval(), state

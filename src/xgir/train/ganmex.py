@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.config import StrictModel
 from xgir.errors import XgirError
 from xgir.io import torch_save
 from xgir.models.gan import Critic, Generator, check_generator_input, load_generator, load_state
 from xgir.models.inference import model_device
+from xgir.progress import Progress
 
 __all__ = ["GanmexConfig", "GanmexRun", "build_networks", "critic_losses", "generator_losses",
            "gradient_penalty", "load_generator", "train_ganmex"]
@@ -274,7 +274,7 @@ def train_ganmex(
                                for i in range(0, len(images), 512)])
         gen.train()
         critic.train()
-        bar = tqdm(total=cfg.steps, initial=step, desc="ganmex", disable=not progress, leave=False)
+        bar = Progress(total=cfg.steps, initial=step, desc="ganmex", enabled=progress)
         start = time.perf_counter()
         while step < end:
             row: dict[str, float] = {"step": float(step + 1)}
