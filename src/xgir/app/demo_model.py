@@ -23,8 +23,8 @@ def train_decoy_bayes(path: str | Path, n: int = 2000, epochs: int = 5, width: i
                       seed: int = 0, progress: bool = False) -> Path:
     """Bayes-by-backprop BayesLeNet on ``n`` decoy-digits training images (seed ``seed``),
     saved with :func:`save_loaded`; returns the path."""
-    torch.manual_seed(seed)
     train = load_dataset("decoy-digits", "train", seed, n=n)
+    torch.manual_seed(seed)  # after the data, as xgir bench decoy does: the same initial weights
     kwargs = {"width": width, "hidden": hidden}
     model = fit_bayes(BayesLeNet(**kwargs), train, epochs, seed=seed, progress=progress).eval()
     loaded = LoadedModel(model, Preprocess(size=28, fit="squash", channels=1), list(train.classes), SPEC,

@@ -1,4 +1,5 @@
-"""``xgir app --model SPEC --images SPEC``: the local web app."""
+"""``xgir app --model SPEC --images SPEC``: the local web app (module not named app.py: that would shadow
+the Typer object ``xgir.cli.app``)."""
 
 from __future__ import annotations
 
