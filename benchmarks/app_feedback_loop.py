@@ -116,12 +116,14 @@ def main() -> None:
     before, after = res["before"], res["after"]
     print(f"accuracy on randomised decoys (decoy-digits:test, 1000 images): "
           f"{before['accuracy_eval']:.3f} -> {after['accuracy_eval']:.3f}")
-    print(f"accuracy on the app's 2000 training images: {before['accuracy_images']:.3f} -> {after['accuracy_images']:.3f}")
+    print(f"accuracy on the app's 2000 training images: {before['accuracy_images']:.3f} -> "
+          f"{after['accuracy_images']:.3f}")
     print("share of each explanation on the rejected regions (annotated images): " + ", ".join(
-        f"{e} {before['overlap'][e]:.3f} -> {after['overlap'][e]:.3f}" for e in before["overlap"]))
+        f"{e} {before['overlap'][e]:.3f} -> {after['overlap'][e]:.3f}" for e in before["overlap"]
+    ))
     print(f"corrected model: {res['checkpoint']}; {time.time() - t0:.0f} s in all")
-    (a.out / "result.json").write_text(json.dumps({"feedback": {"images": k, "proposed": proposed, "accepted": accepted},
-                                                   "job": state}, indent=2))
+    summary = {"feedback": {"images": k, "proposed": proposed, "accepted": accepted}, "job": state}
+    (a.out / "result.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

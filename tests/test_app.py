@@ -4,15 +4,15 @@ correction job, and bad requests (4xx with one line, never a traceback)."""
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 import threading
 import time
 
 import numpy as np
 import pytest
-from _app_common import N_IMAGES, make_state
 from starlette.testclient import TestClient
+
+from _app_common import N_IMAGES, make_state
 
 BASE = "http://127.0.0.1:8000"
 
@@ -139,8 +139,9 @@ def test_bad_requests_are_refused_with_one_line(client):
     good[:4, :4] = 1
     assert "unknown image id" in one_line_error(client.get("/api/images/100/image.png"), 404)
     one_line_error(client.post("/api/images/100/feedback", json={"irrelevant": good.tolist()}), 404)
-    assert "28x28" in one_line_error(client.post("/api/images/3/feedback", json={"irrelevant": good[:, :27].tolist()}), 400)
-    assert "0 and 1" in one_line_error(client.post("/api/images/3/feedback", json={"irrelevant": (good * 2).tolist()}), 400)
+    url = "/api/images/3/feedback"
+    assert "28x28" in one_line_error(client.post(url, json={"irrelevant": good[:, :27].tolist()}), 400)
+    assert "0 and 1" in one_line_error(client.post(url, json={"irrelevant": (good * 2).tolist()}), 400)
     one_line_error(client.post("/api/images/3/feedback", json={"irrelevant": [["a"] * 28] * 28}), 400)
     assert "unknown field" in one_line_error(client.post("/api/images/3/feedback", json={"path": "/etc/passwd"}), 400)
     assert "annotator" in one_line_error(client.post("/api/images/3/feedback", json={"annotator": "<script>"}), 400)

@@ -28,7 +28,9 @@ DEFAULTS: dict[str, Any] = {"method": "bayes", "epochs": 15, "lr": 1e-3, "batch_
 
 def _num(params: dict[str, Any], key: str, kind: type, lo: float, hi: float) -> Any:
     value = params.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        kind is int and not float(value).is_integer()
+    ):
         raise XgirError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     if not lo <= value <= hi:
         raise XgirError(f"{key} must be in [{lo}, {hi}], got {value}")

@@ -26,9 +26,11 @@ def _check_port(host: str, port: int) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("app")
     def app_cmd(
-        model: str = typer.Option(..., help="model: efficientnet-lite0, an xgir checkpoint (.pt) or package.module:function"),
+        model: str = typer.Option(..., help="model: efficientnet-lite0, an xgir checkpoint (.pt) or "
+                                   "package.module:function"),
         images: str = typer.Option(..., help="images: NAME:SPLIT (decoy-digits:train), photos, a file or a glob"),
-        feedback: Path = typer.Option(Path("results/app/feedback.db"), help="SQLite feedback store (created if missing)"),
+        feedback: Path = typer.Option(Path("results/app/feedback.db"),
+                                       help="SQLite feedback store (created if missing)"),
         out: Path = typer.Option(Path("results/app"), help="folder for corrected models"),
         n: int = typer.Option(500, help="at most this many images"),
         eval_images: str = typer.Option("auto", "--eval", help="held-out images for accuracy: auto (the test split "

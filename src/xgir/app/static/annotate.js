@@ -15,21 +15,26 @@ const value = () => ({irrelevant: IRR, relevant: REL, erase: NONE})[mode()];
 function say(text, bad) { statusLine.textContent = text; statusLine.className = bad ? "bad" : "muted"; }
 
 function draw() {
-  const img = new ImageData(W, H), d = img.data;
+  // overlay at display resolution: label colours per cell, 1-px lines where segments meet
+  const K = canvas.width / W, CW = canvas.width, CH = canvas.height;
+  const img = new ImageData(CW, CH), d = img.data;
   const isProposed = new Set(proposed);
-  for (let r = 0; r < H; r++) for (let c = 0; c < W; c++) {
-    const i = r * W + c, s = seg[i], o = 4 * i;
-    const edge = (c + 1 < W && seg[i + 1] !== s) || (r + 1 < H && seg[i + W] !== s) ||
-                 (c > 0 && seg[i - 1] !== s) || (r > 0 && seg[i - W] !== s);
-    let rgba = COLOURS[labels[i]] || [0, 0, 0, 0];
-    if (edge) rgba = isProposed.has(s) ? [255, 150, 0, 255] : [255, 255, 255, 90];
-    d[o] = rgba[0]; d[o + 1] = rgba[1]; d[o + 2] = rgba[2]; d[o + 3] = rgba[3];
+  for (let y = 0; y < CH; y++) {
+    const r = Math.floor(y / K), yEdge = (y + 1) % K < 1 && r + 1 < H;
+    for (let x = 0; x < CW; x++) {
+      const c = Math.floor(x / K), i = r * W + c, s = seg[i], o = 4 * (y * CW + x);
+      const xEdge = (x + 1) % K < 1 && c + 1 < W;
+      const edgeWith = xEdge && seg[i + 1] !== s ? seg[i + 1] : (yEdge && seg[i + W] !== s ? seg[i + W] : null);
+      let rgba = COLOURS[labels[i]] || [0, 0, 0, 0];
+      if (edgeWith !== null) rgba = isProposed.has(s) || isProposed.has(edgeWith) ? [255, 150, 0, 255] : [255, 255, 255, 110];
+      d[o] = rgba[0]; d[o + 1] = rgba[1]; d[o + 2] = rgba[2]; d[o + 3] = rgba[3];
+    }
   }
   overlay.getContext("2d").putImageData(img, 0, 0);
   ctx.imageSmoothingEnabled = false;
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.drawImage(base, 0, 0, canvas.width, canvas.height);
-  ctx.drawImage(overlay, 0, 0, canvas.width, canvas.height);
+  ctx.clearRect(0, 0, CW, CH);
+  ctx.drawImage(base, 0, 0, CW, CH);
+  ctx.drawImage(overlay, 0, 0);
   const n = labels.reduce((a, v) => a + (v === IRR), 0), m = labels.reduce((a, v) => a + (v === REL), 0);
   say(`${n} irrelevant, ${m} relevant pixels${dirty ? " (not saved)" : ""}`);
 }
@@ -98,7 +103,7 @@ document.getElementById("save").addEventListener("click", save);
 document.getElementById("mark-proposed").addEventListener("click", markProposed);
 document.addEventListener("keydown", ev => {
   if (ev.target.tagName === "INPUT" && ev.target.type !== "radio" && ev.target.type !== "range") return;
-  if ((ev.key === "s" && !ev.altKey) || (ev.key === "s" && (ev.ctrlKey || ev.metaKey))) { ev.preventDefault(); save(); }
+  if (ev.key === "s" && !ev.altKey) { ev.preventDefault(); save(); }
   else if (ev.ctrlKey || ev.metaKey) return;
   else if (ev.key === "n" || ev.key === "ArrowRight") location.href = `/annotate/${NEXT}`;
   else if (ev.key === "p" || ev.key === "ArrowLeft") location.href = `/annotate/${PREV}`;
@@ -118,9 +123,9 @@ async function start() {
   labels = new Uint8Array(H * W);
   f.irrelevant.flat().forEach((v, i) => { if (v) labels[i] = IRR; });
   f.relevant.flat().forEach((v, i) => { if (v) labels[i] = REL; });
-  overlay.width = W; overlay.height = H;
-  const size = Math.max(W * S, 256) / W;
-  canvas.width = Math.round(W * size); canvas.height = Math.round(H * size);
+  const k = Math.max(1, Math.round(Math.max(S * W, 256) / W));
+  canvas.width = W * k; canvas.height = H * k;
+  overlay.width = canvas.width; overlay.height = canvas.height;
   base.onload = () => { draw(); canvas.dataset.ready = "1"; };
   base.src = `/api/images/${IMAGE_ID}/image.png`;
 }
