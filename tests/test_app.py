@@ -279,3 +279,44 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
         port = s.getsockname()[1]
         assert main(["app", "--model", "x.pt", "--images", "photos", "--port", str(port)]) == 2
     assert "pick another --port" in capsys.readouterr().err
+
+
+def test_any_host_only_when_asked(state):
+    from xgir.app.server import create_app
+
+    with TestClient(create_app(state, hosts=None), base_url="http://192.0.2.7:8000") as c:
+        assert c.get("/api/images/1/image.png").status_code == 200
+    with TestClient(create_app(state), base_url="http://192.0.2.7:8000") as c:
+        one_line_error(c.get("/api/images/1/image.png"), 403)
+
+
+def test_cli_serves_and_stops_on_ctrl_c(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from _app_browser_flow import free_port
+    from _app_common import tiny_bayes
+
+    port = free_port()
+    cmd = [sys.executable, "-c", "import sys; from xgir.cli import main; sys.exit(main())", "app",
+           "--model", str(tiny_bayes()), "--images", "decoy-digits:train", "--n", "20", "--eval", "none",
+           "--feedback", str(tmp_path / "f.db"), "--out", str(tmp_path), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    assert r.status == 200 and "Gallery" in r.read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert f"open http://127.0.0.1:{port}/" in out and "Traceback" not in err
+    assert (tmp_path / "f.db").exists()

@@ -28,17 +28,19 @@ def _hostname(host: str) -> str:
 
 
 class Guard:
-    """Wraps an ASGI app; ``hosts``: the Host names accepted (e.g. 127.0.0.1, localhost)."""
+    """Wraps an ASGI app; ``hosts``: the Host names accepted (e.g. 127.0.0.1, localhost), None: any
+    (an app bound to all interfaces on purpose)."""
 
-    def __init__(self, app: Callable, hosts: Iterable[str], max_body: int = MAX_BODY) -> None:
-        self.app, self.hosts, self.max_body = app, {h.lower() for h in hosts}, max_body
+    def __init__(self, app: Callable, hosts: Iterable[str] | None, max_body: int = MAX_BODY) -> None:
+        self.app, self.max_body = app, max_body
+        self.hosts = None if hosts is None else {h.lower() for h in hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "")
-        if _hostname(host).lower() not in self.hosts:
+        if self.hosts is not None and _hostname(host).lower() not in self.hosts:
             return await refuse(send, 403, f"unexpected Host '{host[:100]}'; open the app at its printed URL")
         origin = headers.get("origin")
         if origin is not None and origin.rstrip("/").lower() != f"{scope.get('scheme', 'http')}://{host}".lower():

@@ -77,8 +77,8 @@ def routes() -> list[Any]:
     ]
 
 
-def create_app(state: AppState, hosts: tuple[str, ...] = LOCAL_HOSTS, max_body: int = MAX_BODY) -> Guard:
-    """The ASGI app serving ``state``; only requests naming one of ``hosts`` are answered."""
+def create_app(state: AppState, hosts: tuple[str, ...] | None = LOCAL_HOSTS, max_body: int = MAX_BODY) -> Guard:
+    """The ASGI app serving ``state``; only requests naming one of ``hosts`` are answered (None: any)."""
     app = Starlette(routes=routes(), exception_handlers={
         XgirError: on_user_error, ValueError: on_user_error, LookupError: on_lookup,
         HTTPException: on_http, Exception: on_crash})

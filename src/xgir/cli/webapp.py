@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         _check_port(host, port)
         ev = None if eval_images == "none" else eval_images
         state = build_state(model, images, feedback, out, n, ev, eval_n, samples, seed)
-        hosts = LOCAL_HOSTS if host in LOCAL_HOSTS + ("0.0.0.0", "::") else LOCAL_HOSTS + (host,)
+        hosts = None if host in ("0.0.0.0", "::") else tuple(dict.fromkeys(LOCAL_HOSTS + (host,)))
         if host not in LOCAL_HOSTS:
             typer.echo(f"warning: listening on {host}: anyone who can reach it can use the app and its files", err=True)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
