@@ -4,7 +4,8 @@ annotator in the person's place; compare with ``xgir bench decoy``'s Bayesian fe
 1. train the Bayesian LeNet of ``xgir bench decoy`` (seed 0, 2000 decoy-digits training images,
    5 epochs, width 16, hidden 64; cached in OUT/bayes-decoy.pt);
 2. start ``xgir app`` on it (a subprocess, a free local port);
-3. for 20 training images (1%, drawn as the bench draws them) read the app's region proposals
+3. for 20 training images (1%: ``--strategy uncertainty``, the 20 most uncertain in the app's gallery
+   sorted by uncertainty; ``random``, drawn as the bench draws them) read the app's region proposals
    (GET /api/images/ID/segments), keep the proposed segments the simulated annotator accepts
    (those lying on the decoy patch) and save them (POST /api/images/ID/feedback);
 4. start Bayesian feedback fine-tuning (POST /api/finetune: 15 epochs, lambda_fb 0.01, as the bench),
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20, help="images to give feedback on")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strategy", choices=("uncertainty", "random"), default="uncertainty")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     from xgir.app.demo_model import train_decoy_bayes
@@ -61,7 +63,7 @@ def main() -> None:
     if not model.exists():
         print("training the Bayesian LeNet (as xgir bench decoy does) ...", flush=True)
         train_decoy_bayes(model, n=2000, epochs=5, width=16, hidden=64, seed=a.seed)
-    db = a.out / "feedback.db"
+    db = a.out / f"feedback-{a.strategy}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     port = free_port()
@@ -83,7 +85,10 @@ def main() -> None:
         train = load_dataset("decoy-digits", "train", a.seed, n=2000)
         annotator = SimulatedAnnotator(train.extras["decoy_mask"], train.masks)
         k = a.images
-        ids = select_random(range(len(train)), k, seed=a.seed)
+        if a.strategy == "random":
+            ids = select_random(range(len(train)), k, seed=a.seed)
+        else:  # the thesis's active selection, as a person does it in the gallery: sort by uncertainty
+            ids = [r["id"] for r in call(base + "/api/images?sort=uncertainty")["images"][:k]]
         proposed = accepted = 0
         decoy_hit = marked = 0
         for i in ids:
@@ -99,7 +104,7 @@ def main() -> None:
             call(f"{base}/api/images/{i}/feedback", {"irrelevant": mask.astype(int).tolist(), "annotator": "simulated"})
             decoy_hit += int((mask & train.extras["decoy_mask"][i].numpy()).sum())
             marked += int(mask.sum())
-        print(f"feedback on {k} images: {proposed} proposed segments, {accepted} accepted; "
+        print(f"feedback on {k} images ({a.strategy}): {proposed} proposed segments, {accepted} accepted; "
               f"precision on the decoy {decoy_hit / max(marked, 1):.3f}", flush=True)
         job = call(f"{base}/api/finetune", {"method": "bayes", "epochs": a.epochs, "lambda_fb": 0.01, "seed": a.seed})
         while True:
@@ -122,8 +127,9 @@ def main() -> None:
         f"{e} {before['overlap'][e]:.3f} -> {after['overlap'][e]:.3f}" for e in before["overlap"]
     ))
     print(f"corrected model: {res['checkpoint']}; {time.time() - t0:.0f} s in all")
-    summary = {"feedback": {"images": k, "proposed": proposed, "accepted": accepted}, "job": state}
-    (a.out / "result.json").write_text(json.dumps(summary, indent=2))
+    feedback = {"images": k, "ids": ids, "proposed": proposed, "accepted": accepted}
+    summary = {"strategy": a.strategy, "feedback": feedback, "job": state}
+    (a.out / f"result-{a.strategy}.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
