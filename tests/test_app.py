@@ -320,3 +320,29 @@ def test_cli_serves_and_stops_on_ctrl_c(tmp_path):
     assert proc.returncode == 0, err
     assert f"open http://127.0.0.1:{port}/" in out and "Traceback" not in err
     assert (tmp_path / "f.db").exists()
+
+
+def test_image_specs(tmp_path):
+    from PIL import Image
+    from torch import nn
+
+    from xgir.app.images import evaluation_spec, load_image_set
+    from xgir.data.transforms import Preprocess
+    from xgir.errors import XgirError
+    from xgir.models import LoadedModel
+
+    loaded = LoadedModel(nn.Identity(), Preprocess(size=64), ["a"], "x")
+    photos = load_image_set("photos", loaded, n=3)
+    assert photos.images.shape == (3, 3, 64, 64) and photos.names == ["chelsea", "coffee", "astronaut"]
+    assert (photos.labels == -1).all()
+    for k in range(2):
+        Image.new("RGB", (40, 30), (200, 10 * k, 0)).save(tmp_path / f"p{k}.png")
+    files = load_image_set(str(tmp_path / "*.png"), loaded)
+    assert files.images.shape == (2, 3, 64, 64) and files.names == ["p0.png", "p1.png"]
+    digits = load_image_set("decoy-digits:test", loaded, n=5)  # grey 28 px -> the model's 3 x 64 px
+    assert digits.images.shape == (5, 3, 64, 64) and digits.extras["decoy_mask"].shape == (5, 64, 64)
+    assert evaluation_spec("decoy-digits:train") == "decoy-digits:test" and evaluation_spec("photos") is None
+    with pytest.raises(XgirError, match="no images"):
+        load_image_set(str(tmp_path / "*.jpg"), loaded)
+    with pytest.raises(XgirError, match="unknown image set"):
+        load_image_set("nope:train", loaded)

@@ -57,6 +57,13 @@ def _fit(images: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
     return images.contiguous()
 
 
+def _fit_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """bool[N,h,w] masks resized (nearest) to ``size``."""
+    if masks.shape[-2:] == tuple(size):
+        return masks.clone()
+    return F.interpolate(masks[:, None].float(), size=tuple(size), mode="nearest")[:, 0] > 0.5
+
+
 def _from_pil(items: list[tuple[str, object]], loaded: LoadedModel, spec: str) -> ImageSet:
     x = torch.stack([loaded.preprocess(img) for _, img in items])
     return ImageSet(x, torch.full((len(items),), -1, dtype=torch.long), [n for n, _ in items], spec)
@@ -83,9 +90,11 @@ def load_image_set(spec: str, loaded: LoadedModel, n: int | None = None, seed: i
                             f"{', '.join(DATASETS)}, 'photos', or image files (a path or a glob)")
         ds = load_dataset(name, split, seed=seed, **({"n": n} if n and "n" in _params(name) else {}))
         count = min(len(ds), n or len(ds))
-        extras = {k: v[:count] for k, v in ds.extras.items() if v.ndim == 3 and v.dtype == torch.bool}
+        x = _fit(ds.images[:count], loaded)
+        extras = {k: _fit_mask(v[:count], x.shape[-2:]) for k, v in ds.extras.items()
+                  if v.ndim == 3 and v.dtype == torch.bool}
         names = [f"{name}/{split}/{i}" for i in range(count)]
-        return ImageSet(_fit(ds.images[:count], loaded), ds.labels[:count].clone(), names, spec, extras)
+        return ImageSet(x, ds.labels[:count].clone(), names, spec, extras)
     paths = sorted(glob.glob(spec)) if any(ch in spec for ch in "*?[") else [spec]
     paths = [p for p in paths if Path(p).is_file()][: n or None]
     if not paths:
