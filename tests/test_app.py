@@ -7,12 +7,15 @@ import io
 import sqlite3
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
-
 from _app_common import N_IMAGES, make_state
+
+with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what it runs on here
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from starlette.testclient import TestClient
 
 BASE = "http://127.0.0.1:8000"
 
