@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from _app_common import N_IMAGES, make_state
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what it runs on here
