@@ -6,6 +6,7 @@ before and after, save the corrected model as a checkpoint :func:`xgir.models.lo
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,8 @@ def run(state: AppState, p: dict[str, Any], job: Job) -> dict[str, Any]:
     spec = str(Path(src.spec).resolve()) if Path(src.spec).is_file() else src.spec
     corrected = LoadedModel(model, src.preprocess, list(src.classes), spec, src.head, src.layer,
                             src.shallow_layer, dict(src.kwargs))
-    path = save_loaded(corrected, state.out / f"corrected-{job.id}.pt",
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(job.started))
+    path = save_loaded(corrected, state.out / f"corrected-{stamp}-job{job.id}.pt",
                        meta={"correction": p, "feedback": str(state.feedback_path), "images": state.images.spec,
                              "annotated": int(has.sum())})
     return {"params": p, "before": before, "after": after, "ids": ids[:MAX_MAP_IMAGES].tolist(),
