@@ -100,8 +100,6 @@ def test_cwox_tree_with_class_names(client, state):
 
 
 def test_segments_are_the_thesis_proposals(client, state):
-    import torch
-
     from xgir.correct.feedback import propose_regions
 
     seg = client.get("/api/images/7/segments").json()
@@ -111,7 +109,6 @@ def test_segments_are_the_thesis_proposals(client, state):
     expected = propose_regions(state.loaded.model, x, state.images.labels[7:8], "relu2", mass=0.8)[0]
     assert [bool((labels == s).sum() == r.sum() and (r[labels == s]).all()) for s, r in
             zip(seg["proposed"], expected, strict=True)] == [True] * len(expected)
-    del torch
 
 
 def test_feedback_round_trip_one_transaction_per_save(client, state):

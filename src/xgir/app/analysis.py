@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from xgir.app.state import AppState, mean_network
 from xgir.errors import XgirError
 
-PROPOSALS = {"mass": 0.8, "max_regions": 5, "n_segments": 40, "compactness": 0.1}
+PROPOSALS = {"mass": 0.8, "max_regions": 5, "n_segments": 40}
+# SLIC compactness: 0.1 on grey [0, 1] images (the thesis's digits, xgir bench decoy); colour images are
+# segmented in Lab (0..100), where skimage's usual 10 keeps segments compact
+COMPACTNESS = {1: 0.1, 3: 10.0}
 HIDDEN = {"cwox"}  # registered explainers shown elsewhere on the page
 
 
@@ -111,9 +114,10 @@ def proposals(state: AppState, image_id: int) -> tuple[np.ndarray, list[int]]:
     x = state.images.images[image_id : image_id + 1]
     y = state.label(image_id)
     y = int(state.preds.pred[image_id]) if y is None else y
-    seg = superpixels(x[0], PROPOSALS["n_segments"], PROPOSALS["compactness"])
+    compactness = COMPACTNESS.get(int(x.shape[1]), 0.1)
+    seg = superpixels(x[0], PROPOSALS["n_segments"], compactness)
     with state.model_lock:  # the model is frozen: the input carries the graph Grad-CAM needs
         regions = propose_regions(state.loaded.model, x.clone().requires_grad_(True), torch.tensor([y]),
-                                  state.shallow_layer, **PROPOSALS)[0]
+                                  state.shallow_layer, compactness=compactness, **PROPOSALS)[0]
     ids = [int(seg[r][0]) for r in regions if r.any()]
     return seg.astype(np.int32), ids
