@@ -15,7 +15,7 @@ import pytest
 from _app_common import N_IMAGES, make_state
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what it runs on here
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 BASE = "http://127.0.0.1:8000"
