@@ -4,6 +4,7 @@ correction job, and bad requests (4xx with one line, never a traceback)."""
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import threading
 import time
@@ -291,7 +292,8 @@ def test_any_host_only_when_asked(state):
         one_line_error(c.get("/api/images/1/image.png"), 403)
 
 
-def test_cli_serves_and_stops_on_ctrl_c(tmp_path):
+def test_cli_serves_survives_kill_and_stops_on_ctrl_c(tmp_path):
+    """Feedback saved before a SIGKILL is there when the app starts again; Ctrl-C exits cleanly."""
     import signal
     import subprocess
     import sys
@@ -300,27 +302,44 @@ def test_cli_serves_and_stops_on_ctrl_c(tmp_path):
     from _app_browser_flow import free_port
     from _app_common import tiny_bayes
 
-    port = free_port()
-    cmd = [sys.executable, "-c", "import sys; from xgir.cli import main; sys.exit(main())", "app",
-           "--model", str(tiny_bayes()), "--images", "decoy-digits:train", "--n", "20", "--eval", "none",
-           "--feedback", str(tmp_path / "f.db"), "--out", str(tmp_path), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    def start() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        cmd = [sys.executable, "-c", "import sys; from xgir.cli import main; sys.exit(main())", "app",
+               "--model", str(tiny_bayes()), "--images", "decoy-digits:train", "--n", "20", "--eval", "none",
+               "--feedback", str(tmp_path / "f.db"), "--out", str(tmp_path), "--port", str(port)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        base = f"http://127.0.0.1:{port}"
         for _ in range(600):
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                with urllib.request.urlopen(base + "/", timeout=5) as r:
                     assert r.status == 200 and "Gallery" in r.read().decode()
-                break
+                return proc, base
             except OSError:
                 assert proc.poll() is None, proc.communicate()
                 time.sleep(0.1)
+        raise AssertionError("the app did not start")
+
+    mask = np.zeros((28, 28), int)
+    mask[:4, :4] = 1
+    proc, base = start()
+    try:
+        req = urllib.request.Request(base + "/api/images/5/feedback", data=json.dumps({"irrelevant": mask.tolist()})
+                                     .encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read())["saved"] == 1
+    finally:
+        proc.kill()  # SIGKILL: no shutdown code runs
+        proc.communicate(timeout=30)
+    proc, base = start()
+    try:
+        with urllib.request.urlopen(base + "/api/images/5/feedback", timeout=30) as r:
+            assert (np.array(json.loads(r.read())["irrelevant"]) == mask).all()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert f"open http://127.0.0.1:{port}/" in out and "Traceback" not in err
-    assert (tmp_path / "f.db").exists()
+    assert f"open {base}/" in out and "Traceback" not in err
 
 
 def test_image_specs(tmp_path):

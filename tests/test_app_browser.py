@@ -28,6 +28,8 @@ def test_browser_walk_from_gallery_to_before_after(tmp_path):
     assert "cluster 1" in seen["cwox_tree"]
     n = len(seen["segment_cells"])
     assert seen["status_marked"].startswith(f"{n} irrelevant")
+    brushed = int(seen["status_brushed"].split()[0])
+    assert brushed > n and seen["status_undone"] == seen["status_marked"]
     assert seen["status_saved"].startswith("saved: 1 region row")
     (row,) = seen["rows"]
     assert row[:4] == (0, 0, 1, 1)
