@@ -1,5 +1,5 @@
 """Screenshots of the app for the README (docs/img/app-*.png), taken by the browser test's walk
-(tests/_app_browser_flow.py) on the Bayesian LeNet of ``xgir bench decoy``, after simulated
+(xgir.app.browser) on the Bayesian LeNet of ``xgir bench decoy``, after simulated
 feedback on the 20 most uncertain of 2000 training images (as benchmarks/app_feedback_loop.py
 gives it) and one more marked in the browser.
 
@@ -18,14 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 
 def main() -> None:
-    from _app_browser_flow import serve, walk
     from xgir.app import build_state
     from xgir.app.analysis import proposals
     from xgir.app.api import save_feedback_sync, select
+    from xgir.app.browser import serve, walk
     from xgir.correct.feedback import SimulatedAnnotator
     from xgir.data import load_dataset
 
@@ -61,8 +59,8 @@ def photo_page(path: Path, work: Path) -> None:
     """The image page of efficientnet-lite0 on scikit-image's cat, CWOX computed."""
     from playwright.sync_api import sync_playwright
 
-    from _app_browser_flow import CHROMIUM, FLAGS, serve
     from xgir.app import build_state
+    from xgir.app.browser import CHROMIUM, FLAGS, serve
 
     state = build_state("efficientnet-lite0", "photos", work / "feedback.db", work / "out", n=3)
     with serve(state) as base, sync_playwright() as p:

@@ -299,8 +299,8 @@ def test_cli_serves_survives_kill_and_stops_on_ctrl_c(tmp_path):
     import sys
     import urllib.request
 
-    from _app_browser_flow import free_port
     from _app_common import tiny_bayes
+    from xgir.app.browser import free_port
 
     def start() -> tuple[subprocess.Popen, str]:
         port = free_port()

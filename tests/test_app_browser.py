@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _app_browser_flow import CHROMIUM, serve, walk
 from _app_common import make_state
+from xgir.app.browser import CHROMIUM, serve, walk
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")

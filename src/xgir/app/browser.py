@@ -1,4 +1,5 @@
-"""The browser walk through the app (used by test_app_browser.py and benchmarks/app_screenshots.py):
+"""Drive the app in a real browser (Debian's Chromium through Playwright, a test dependency): the walk
+of tests/test_app_browser.py and benchmarks/app_screenshots.py,
 gallery -> image page with CWOX -> annotator (click a proposed segment, save with the key s) ->
 reload -> fine-tune -> the before/after page. Returns what it saw; screenshots go to ``shots``."""
 
