@@ -130,7 +130,9 @@ def test_error_on_one_rank_is_one_line_naming_it_then_resume_with_one_process(ba
         bad.write_bytes(good)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0
-    assert errors == [f"error: rank 1: cannot read image {bad}: cannot identify image file '{bad}'"], proc.stderr
+    assert errors == [f"error: rank 1: data.source_train: cannot read image {bad}: cannot identify image file "
+                      f"'{bad}' (fix or remove the file, or set data.on_bad_image: skip to leave unreadable "
+                      "images out)"], proc.stderr
     done = sorted((out / "passes").glob("*/chunk-*.pt"))
     assert done and not (out / "results.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in done}

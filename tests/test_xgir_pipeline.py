@@ -186,7 +186,7 @@ def test_target_classes_by_index(folders, weights, tmp_path):
         ({"model.weights": "/no/such/weights.pt"}, "model.weights not found"),
         ({"model.kwargs": {"num_classes": 4, "width": 4}}, "do not fit SmallResNet: 2 shape mismatches"),
         ({"model.factory": "_pipeline_models:gray_resnet", "model.weights": None},
-         "the model cannot take the images ((3, 32, 32)"),
+         "the model cannot take images of shape (10, 3, 32, 32)"),
         ({"data.source_test": "/no/such/folder"}, "data.source_test: image folder not found: /no/such/folder"),
         ({"data.classes": ["cat", "dog"]}, "data.source_train: class folders in"),
         ({"data.normalize": {"mean": [0.5], "std": [0.2, 0.3]}}, "the same (non-zero) number"),

@@ -295,6 +295,29 @@ class FeedbackStore:
             raise
         return len(rows)
 
+    def replace(self, image_id: int, annotator: str, records: Iterable[FeedbackRecord]) -> int:
+        """Replace every row of ``annotator`` on ``image_id`` by ``records`` (all of that image and
+        annotator; none clears them) in one transaction; returns how many rows were written."""
+        name = annotator.strip() if isinstance(annotator, str) else ""
+        self._check(FeedbackRecord(image_id, 0, (0, 0, 1, 1), False, name or " "))  # id and name checks
+        rows = [self._check(r) for r in records]
+        if any(r[0] != int(image_id) or r[5] != name for r in rows):
+            raise XgirError(f"replace() takes records of image {image_id} by '{name}' only")
+        cursor = self._conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            cursor.execute("DELETE FROM feedback WHERE image_id = ? AND annotator = ?", (int(image_id), name))
+            for row in rows:
+                self._insert(cursor, row)
+            cursor.execute("COMMIT")
+        except sqlite3.IntegrityError as err:
+            cursor.execute("ROLLBACK")
+            raise XgirError(f"feedback not saved: {err} (each image, region and annotator once)") from None
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        return len(rows)
+
     # ------------------------------------------------------------ reading
     def _unpack(self, blob: bytes) -> np.ndarray:
         bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8))[: self.height * self.width]

@@ -80,15 +80,15 @@ class BayesLayer(nn.Module):
             )
         return total
 
-    def _apply(
+    def _linear_op(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         raise NotImplementedError
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of the pre-activations given input x (closed form)."""
-        mean = self._apply(x, self.weight_mu, self.bias_mu)
-        var = self._apply(x * x, self.weight_sigma**2, self.bias_sigma**2)
+        mean = self._linear_op(x, self.weight_mu, self.bias_mu)
+        var = self._linear_op(x * x, self.weight_sigma**2, self.bias_sigma**2)
         return mean, var
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ class BayesLinear(BayesLayer):
         )
         self.in_features, self.out_features = in_features, out_features
 
-    def _apply(
+    def _linear_op(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         return F.linear(x, weight, bias)
@@ -137,7 +137,7 @@ class BayesConv2d(BayesLayer):
         )
         self.padding, self.stride = padding, stride
 
-    def _apply(
+    def _linear_op(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
