@@ -4,8 +4,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from xgir.bench import decoy, get_suite, guidance_shift
-from xgir.bench._guidance_common import fmt, mean_std, overlap
+from xgir.bench import decoy, fmt, get_suite, guidance_shift, mean_std
+from xgir.bench._guidance_common import overlap
 from xgir.correct.feedback import FeedbackStore
 
 

@@ -27,12 +27,10 @@ from pathlib import Path
 
 import torch
 
-from xgir.bench import spread_note
+from xgir.bench import fmt, mean_std, spread_note
 from xgir.bench._guidance_common import (
     OVERLAP_EXPLAINERS,
     explain_maps,
-    fmt,
-    mean_std,
     normalised,
     overlaps,
     run_suite,

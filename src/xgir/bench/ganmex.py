@@ -22,13 +22,12 @@ training.png (the GAN loss terms).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from xgir.bench import one_thread, spread_note
+from xgir.bench import fmt, one_thread, spread_note
 from xgir.data import load_dataset
 from xgir.explain.baselines import BlurBaseline, UniformNoiseBaseline, ZeroBaseline
 from xgir.explain.ganmex import GanmexBaseline, one_vs_one
@@ -299,20 +298,12 @@ def _sanity_figure(results: list[dict[str, Any]], out: Path) -> str:
 # ------------------------------------------------------------------------- report
 
 
-def _mean_std(values: list[float]) -> str:
-    m = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{m:.3f}"
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    return f"{m:.3f} ± {sd:.3f}"
-
-
 def _report(results: list[dict[str, Any]], quick: bool) -> str:
     seeds = [r["seed"] for r in results]
     lines = [f"# GANMEX baselines ({'quick' if quick else 'full'} run, seeds {seeds})", ""]
     lines.append(
         f"LeNet on plain 28x28 digits, test accuracy "
-        f"{_mean_std([r['classifier_test_accuracy'] for r in results])}. GAN: "
+        f"{fmt([r['classifier_test_accuracy'] for r in results])}. GAN: "
         f"{results[0]['gan_steps']} generator steps; training seconds per seed "
         f"{[round(r['gan_train_seconds']) for r in results]} (CPU, 1 thread, shared machine)."
     )
@@ -330,7 +321,7 @@ def _report(results: list[dict[str, Any]], quick: bool) -> str:
     keys = ("as_target", "as_predicted", "l1", "deletion_zero", "deletion_blur", "insertion_blur",
             "deletion_counterfactual")
     for name in BASELINE_NAMES:
-        cells = [_mean_std([r["baselines"][name][k] for r in results]) for k in keys]
+        cells = [fmt([r["baselines"][name][k] for r in results]) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     hit = [r["baselines"]["ganmex"]["as_target"] for r in results]
     closer = [r["baselines"]["ganmex"]["l1"] < r["baselines"]["uniform"]["l1"] for r in results]
@@ -345,9 +336,9 @@ def _report(results: list[dict[str, Any]], quick: bool) -> str:
         cells = []
         for k in SIMILARITIES:
             for name in ("zero", "ganmex"):
-                cells.append(_mean_std([r["sanity"][name][i][k] for r in results]))
+                cells.append(fmt([r["sanity"][name][i][k] for r in results]))
         lines.append(f"| {row['layer']} | " + " | ".join(cells) + " |")
-    zero_share = _mean_std([r["sanity_zero_pixel_share"] for r in results])
+    zero_share = fmt([r["sanity_zero_pixel_share"] for r in results])
     lines += ["", f"{zero_share} of the pixels of these images are exactly 0: there IG from the "
               "zero baseline is exactly 0 whatever the weights, so the maps of the randomised "
               "models share these tied ranks with the original (this props up the Spearman of "

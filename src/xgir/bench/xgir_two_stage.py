@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xgir.bench import one_thread, spread_note
+from xgir.bench import fmt, one_thread, spread_note
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import (
     XGIRConfig,
@@ -230,13 +230,6 @@ def _diagnostics(h: dict[str, torch.Tensor], data: dict[str, Any], r_gt: torch.T
     return info, heads
 
 
-def _mean_std(values: list[float]) -> str:
-    a = np.array(values)
-    if len(a) == 1:  # one seed: no spread to show
-        return f"{a.mean():.3f}"
-    return f"{a.mean():.3f} ± {a.std():.3f}"
-
-
 def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     start = time.time()
     out = Path(out)
@@ -261,13 +254,13 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     for name in names:
         t = table[name]
         gap = (np.mean(t["target"]) - erm_t) / (dfr_t - erm_t) if dfr_t != erm_t else float("nan")
-        lines.append(f"| {name} | {_mean_std(t['source'])} | {_mean_std(t['target'])} | "
-                     f"{_mean_std(t['worst_group'])} | {gap:+.2f} |")
+        lines.append(f"| {name} | {fmt(t['source'])} | {fmt(t['target'])} | "
+                     f"{fmt(t['worst_group'])} | {gap:+.2f} |")
     lines += ["", "## Sweep over delta2 (pooled quantile of r): target accuracy", "",
               "| support | " + " | ".join(f"q = {d}" for d in DELTA2_SWEEP) + " |",
               "|---|" + "---|" * len(DELTA2_SWEEP)]
     for kind in first["sweep"]:
-        cells = [_mean_std([per_seed[s]["sweep"][kind][d]["target"] for s in seeds]) for d in DELTA2_SWEEP]
+        cells = [fmt([per_seed[s]["sweep"][kind][d]["target"] for s in seeds]) for d in DELTA2_SWEEP]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += ["", "Share of units randomised (mean lambda) at each delta2, seed "
               f"{seeds[0]}: " + "; ".join(
@@ -276,7 +269,7 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     lines += ["", "## Sweep over delta1 (XGIR-IOX, default delta2)", "",
               "| delta1 | support share | support precision (on digit) | target acc |", "|---|---|---|---|"]
     for d1 in DELTA1_SWEEP:
-        cell = lambda k, d1=d1: _mean_std([per_seed[s]["extra"]["delta1_sweep"][d1][k] for s in seeds])  # noqa: E731
+        cell = lambda k, d1=d1: fmt([per_seed[s]["extra"]["delta1_sweep"][d1][k] for s in seeds])  # noqa: E731
         lines.append(f"| {d1} | {cell('support_share')} | {cell('support_precision')} | {cell('target')} |")
     ex = first["extra"]
     lines += ["", f"Support share of pixels: {ex['support_share']}",

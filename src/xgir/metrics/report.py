@@ -104,7 +104,7 @@ def _summary(values: dict[str, torch.Tensor]) -> dict[str, float | int]:
     for key, v in values.items():
         ok = v[~torch.isnan(v)].double()
         out[key] = float(ok.mean()) if len(ok) else math.nan
-        out[f"{key}_std"] = float(ok.std(unbiased=False)) if len(ok) else math.nan
+        out[f"{key}_std"] = float(ok.std()) if len(ok) > 1 else 0.0 if len(ok) else math.nan  # ddof 1
         out[f"{key}_n"] = len(ok)
     return out
 
@@ -271,7 +271,7 @@ def write_outputs(
         "",
         f"{result['n']} images (seed {result['seed']}), target = {result['targets']} class, "
         f"model accuracy on them {result['accuracy']:.3f}; deletion/insertion step "
-        f"{result['step']} px. Mean ± std over images; ↑ higher is better, ↓ lower.",
+        f"{result['step']} px. Mean ± sample standard deviation (ddof 1) over images; ↑ higher is better, ↓ lower.",
         "",
         markdown_table(result["summary"]),
         "",
