@@ -81,9 +81,9 @@ def read_image(path: str | os.PathLike) -> Any:
         raise XgirError(f"cannot read image {path}: {err}") from None
 
 
-def _check_n(n: int | None, available: int, what: str) -> int:
+def _check_n(n: int | None, available: int, what: str, limit: int | None = None) -> int:
     if n is None:
-        return available
+        return available if limit is None else min(available, limit)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise XgirError(f"n must be a whole number >= 1, got {n!r}")
     if n > available:
@@ -98,7 +98,7 @@ def _stack(images: list[Any], preprocess: Preprocess) -> torch.Tensor:
 
 
 def _embedded(name: str, split: str, preprocess: Preprocess | None, n: int | None, seed: int,
-              params: dict[str, Any]) -> ImageDataset:
+              params: dict[str, Any], limit: int | None = None) -> ImageDataset:
     from xgir.data import dataset_splits, load_dataset
 
     splits = dataset_splits(name)
@@ -106,7 +106,7 @@ def _embedded(name: str, split: str, preprocess: Preprocess | None, n: int | Non
     if split not in splits:
         raise XgirError(f"unknown split '{split}' for {name}; choose one of: {', '.join(splits)}")
     ds = load_dataset(name, split, seed=seed, **params)
-    count = _check_n(n, len(ds), f"{name}:{split}")
+    count = _check_n(n, len(ds), f"{name}:{split}", limit)
     if count < len(ds):
         ds = ds.subset(slice(0, count))
     ds.name = f"{name}:{split}"
@@ -125,18 +125,19 @@ def _embedded(name: str, split: str, preprocess: Preprocess | None, n: int | Non
     return ds
 
 
-def _photos(names: list[str], preprocess: Preprocess, n: int | None) -> ImageDataset:
+def _photos(names: list[str], preprocess: Preprocess, n: int | None, limit: int | None = None) -> ImageDataset:
     names = names or list(PHOTOS)
     unknown = [p for p in names if p not in PHOTOS]
     if unknown:
         raise XgirError(f"unknown photo(s) {', '.join(unknown)}; choose from: {', '.join(PHOTOS)}")
-    names = names[:_check_n(n, len(names), "photos")]
+    names = names[:_check_n(n, len(names), "photos", limit)]
     images = _stack([photo(p) for p in names], preprocess)
     return ImageDataset(images, torch.full((len(names),), UNLABELLED), classes=[], name="photos",
                         files=list(names))
 
 
-def _files(patterns: Sequence[str], preprocess: Preprocess, n: int | None) -> ImageDataset:
+def _files(patterns: Sequence[str], preprocess: Preprocess, n: int | None, limit: int | None = None
+           ) -> ImageDataset:
     files: list[Path] = []
     for pattern in patterns:
         p = Path(pattern).expanduser()
@@ -156,7 +157,7 @@ def _files(patterns: Sequence[str], preprocess: Preprocess, n: int | None) -> Im
         else:
             raise XgirError(f"unknown dataset or image file '{pattern}' (no such file or folder); images are named by "
                             + spec_forms())
-    files = files[:_check_n(n, len(files), "the image files")]
+    files = files[:_check_n(n, len(files), "the image files", limit)]
     images = _stack([read_image(f) for f in files], preprocess)
     return ImageDataset(images, torch.full((len(files),), UNLABELLED), classes=[], name="files",
                         files=[str(f) for f in files])
@@ -169,7 +170,7 @@ def _is_class_folder(path: Path) -> bool:
 def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preprocess: Preprocess | None = None, *,
                 n: int | None = None, seed: int = 0, fit: Fit | None = None,
                 classes: Sequence[str] | None = None, dataset_params: dict[str, Any] | None = None,
-                ) -> ImageDataset:
+                limit: int | None = None) -> ImageDataset:
     """Images named by ``spec`` (see the module docstring) as an :class:`ImageDataset`.
 
     Args:
@@ -182,6 +183,7 @@ def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
             standard evaluation transform, or ``"squash"``).
         classes: class folder names in label order (class folders only).
         dataset_params: an embedded dataset's builder parameters (e.g. ``{"p": 0.9}``).
+        limit: with ``n`` None, take at most the first ``limit`` images (no error when fewer).
     Returns:
         ImageDataset: ``images`` float[N,C,S,S] in [0, 1], ``labels`` long[N] (-1 when
         unknown), ``masks`` where the source has them, ``files`` the file or photo names.
@@ -196,24 +198,36 @@ def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
         if len(items) != 1:
             if not items:
                 raise XgirError("no images named; images are named by " + spec_forms())
-            return _files(items, pre_files, n)
+            return _files(items, pre_files, n, limit)
         spec = items[0]
     s = str(spec).strip()
     if not s:
         raise XgirError("empty image spec; images are named by " + spec_forms())
     name, _, rest = s.partition(":")
     if name in DATASETS and not Path(s).exists():
-        return _embedded(name, rest, preprocess, n, seed, dict(dataset_params or {}))
+        return _embedded(name, rest, preprocess, n, seed, dict(dataset_params or {}), limit)
     if name == "photos" and not Path(s).exists():
-        return _photos([p.strip() for p in rest.split(",") if p.strip()], pre_files, n)
+        return _photos([p.strip() for p in rest.split(",") if p.strip()], pre_files, n, limit)
     path = Path(s).expanduser()
     if _is_class_folder(path):
         from xgir.data.real import ImageFolderDataset
 
         folder = ImageFolderDataset(path, classes=classes, preprocess=pre_files)
-        count = _check_n(n, len(folder), f"class folder {path}")
+        count = _check_n(n, len(folder), f"class folder {path}", limit)
         return folder.load(count)
-    return _files([s], pre_files, n)
+    return _files([s], pre_files, n, limit)
+
+
+def is_embedded(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
+    """Whether ``spec`` names an embedded dataset (``NAME`` or ``NAME:SPLIT``)."""
+    from xgir.data import DATASETS
+
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != 1:
+            return False
+        spec = spec[0]
+    s = str(spec)
+    return s.partition(":")[0] in DATASETS and not Path(s).exists()
 
 
 __all__ = ["PHOTOS", "load_images", "photo", "read_image", "spec_forms"]

