@@ -5,8 +5,9 @@ three times per block, and the network reuses its own ``_swish`` at the stem and
 DeepLIFT (Captum) keeps per-module state between forward and backward, so a reused
 nonlinearity module gives wrong multipliers. :func:`distinct_activations` gives every use its
 own module (``_act_expand``, ``_act_depthwise``, ``_act_se`` in each block; ``_act_stem`` and
-``_act_head`` on the network) with a forward equivalent to the package's: logits are unchanged,
-layer names and the state_dict too (activations have no parameters).
+``_act_head`` on the network) with a forward equivalent to the package's: logits are unchanged
+(to float rounding), layer names and the state_dict too (activations have no parameters). Each
+ReLU6 is :class:`ReLU6`, ``relu(x) - relu(x - 6)``, since Captum's DeepLIFT has no ReLU6 rule.
 """
 
 from __future__ import annotations
@@ -16,10 +17,26 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 
 
+class ReLU6(nn.Module):
+    """``min(max(x, 0), 6)`` written as ``relu(x) - relu(x - 6)`` with two ``nn.ReLU`` modules,
+    so that Captum's DeepLIFT (which has a rule for ReLU, none for ReLU6) applies its rescale
+    rule to each and its attributions sum to f(x) - f(baseline)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.low = nn.ReLU()
+        self.high = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # each ReLU gets its own input tensor: DeepLIFT hooks a ReLU's input gradient, which
+        # would otherwise also rescale the other branch's gradient
+        return self.low(x + 0.0) - self.high(x - 6.0)
+
+
 def _activation(old: nn.Module) -> nn.Module:
-    """A fresh, non-custom-autograd copy of the package's activation."""
-    if isinstance(old, nn.ReLU6):
-        return nn.ReLU6()
+    """A fresh, non-custom-autograd module computing the package's activation."""
+    if isinstance(old, (nn.ReLU6, ReLU6)):
+        return ReLU6()
     return nn.SiLU()  # the package's (memory-efficient) Swish is x * sigmoid(x)
 
 

@@ -70,10 +70,20 @@ class _Normalize:
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
 
+    def _apply(self, x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] == self.mean.shape[1]:
+            return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
+        if isinstance(x, (tuple, list)):  # e.g. Captum's DeepLift calls model(inputs, baselines)
+            return type(x)(self._apply(v) for v in x)
+        return x
+
     def __call__(self, _module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
-        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
-        return ((x - mean) / std, *args[1:])
+        if not args:
+            return args
+        first = args[0]
+        if isinstance(first, torch.Tensor):
+            return (self._apply(first), *args[1:])
+        return tuple(self._apply(a) for a in args)
 
 
 def attach_normalization(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
