@@ -243,8 +243,14 @@ def _from_checkpoint(path: Path) -> LoadedModel:
     arch, params, meta = state["arch"], state.get("params", {}), state.get("meta", {})
     k = net.fc.out_features if isinstance(getattr(net, "fc", None), nn.Linear) else 0
     classes = list(meta.get("classes") or [str(i) for i in range(k)])
-    size = int(params.get("image_size", meta.get("image_size", 32)))
-    pre = Preprocess(size=size, fit="squash", channels=int(params.get("in_channels", 1 if arch == "lenet" else 3)))
+    import inspect
+
+    from xgir.models.zoo import ARCHITECTURES
+
+    defaults = {k: v.default for k, v in inspect.signature(ARCHITECTURES[arch]).parameters.items()}
+    size = int(params.get("image_size", meta.get("image_size", defaults.get("image_size", 32))))
+    channels = int(params.get("in_channels", defaults.get("in_channels", 3)))
+    pre = Preprocess(size=size, fit="squash", channels=channels)
     # layers None: the explainers' defaults (the last spatial module found by a forward pass)
     return LoadedModel(net, pre, classes, str(path), head="fc")
 
