@@ -123,3 +123,26 @@ def test_factory_model_on_a_folder_of_real_jpegs(tmp_path, capsys):
     assert maps.shape == (5, 1, 224, 224) and np.isfinite(maps).all()
     meta = json.loads((out / "explain.json").read_text())
     assert meta["labels"] == [0, 0, 0, 0, 1] and meta["files"][4].endswith("coffee0.jpg")
+
+
+def test_correct_takes_a_model_spec(tmp_path, capsys):
+    import yaml
+
+    from test_images import write_folder
+
+    root = write_folder(tmp_path / "imgs", modes=("RGB", "L", "RGB"))
+    cfg = {"model": {"spec": "real_models:tiny_net", "kwargs": {"num_classes": 2}},
+           "data": {"source_train": str(root), "source_test": str(root), "target_test": str(root),
+                    "image_size": 64, "batch_size": 6},
+           "xgir": {"draws": 2, "head_epochs": 2, "delta2": 0.5}, "out": str(tmp_path / "run"), "device": "cpu"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["correct", "--config", str(path), "--quiet"]) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["model"]["head"] == "6" and results["config"]["model"]["deep_layer"] == "2"
+    cfg["model"]["deep_layer"] = "nope"
+    path.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["correct", "--config", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "nope" in err, err
