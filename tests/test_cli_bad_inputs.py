@@ -78,3 +78,13 @@ def test_lime_single_superpixel_is_an_error():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3)).eval()
     with pytest.raises(XgirError, match="single superpixel .* raise n_segments .* lower compactness"):
         LIME(n_samples=8, n_segments=1, progress=False)(model, torch.rand(2, 3, 32, 32), [0, 1])
+
+
+def test_bench_help_lists_every_suite_and_empty_seeds(capsys):
+    from xgir.bench import suites
+
+    assert main(["bench", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"{name}:" in text for name in suites())
+    assert main(["bench", "decoy", "--seeds", ""]) == 2
+    assert "--seeds is empty" in capsys.readouterr().err
