@@ -106,12 +106,13 @@ def main() -> None:
                                for i in range(len(x))], device, args.repeats)
     results.update(rise_s_per_image=rise_t / len(x), lime_s_per_image=lime_t / len(x))
     line = f"per image, {n} samples: xgir RISE {rise_t / len(x):.2f} s, xgir LIME {lime_t / len(x):.2f} s"
+    print(line, flush=True)
     try:
         from lime import lime_image
     except ImportError:
         lime_image = None
     if lime_image is None or args.skip_lime:
-        print(line + "  (lime package not installed or skipped: pip install lime)")
+        print("lime package not installed or skipped (pip install lime)")
     else:
         from skimage.segmentation import slic
 
@@ -127,7 +128,7 @@ def main() -> None:
             for i, img in enumerate(imgs):
                 explainer.explain_instance(
                     img, classifier, labels=(int(top1[i, 0]),), top_labels=None, hide_color=None,
-                    num_samples=n, batch_size=batch_size, progress_bar=False,
+                    num_samples=n, batch_size=batch_size,
                     segmentation_fn=lambda im: slic(im, n_segments=50, compactness=10, start_label=0))
 
         for bs in (10, 32):
@@ -135,7 +136,7 @@ def main() -> None:
             results[f"lime_pkg_bs{bs}_s_per_image"] = pkg_t / len(x)
             results[f"lime_pkg_bs{bs}_over_xgir_lime"] = pkg_t / lime_t
             results[f"lime_pkg_bs{bs}_over_xgir_rise"] = pkg_t / rise_t
-        print(line + f"; lime package (batch 10) {results['lime_pkg_bs10_s_per_image']:.2f} s, "
+        print(f"lime package (batch 10) {results['lime_pkg_bs10_s_per_image']:.2f} s, "
               f"(batch 32) {results['lime_pkg_bs32_s_per_image']:.2f} s")
         print(f"lime package time / xgir LIME time: batch 10 {results['lime_pkg_bs10_over_xgir_lime']:.2f}, "
               f"batch 32 {results['lime_pkg_bs32_over_xgir_lime']:.2f} (>= 1: xgir no slower); "
