@@ -146,3 +146,25 @@ def test_correct_takes_a_model_spec(tmp_path, capsys):
     assert main(["correct", "--config", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "nope" in err, err
+
+
+SMALL = {"rise": {"n_masks": 16}, "lime": {"n_samples": 16}, "ig": {"n_steps": 2},
+         "iassa": {"iterations": 1, "window": 112, "stride": 112},
+         "occlusion": {"window": 112, "stride": 112}, "expected-gradients": {"n_samples": 2},
+         "cwox": {"layer": "_conv_head"}, "gradcam": {"layer": "_conv_head"}}
+
+
+def test_every_explainer_runs_on_lite0(lite, photos):
+    from xgir.explain import get_explainer
+    from xgir.explain.registry import available_explainers
+
+    x = photos.images[1:2]
+    target = lite.model(x).topk(2, dim=1).indices
+    for name in sorted(set(available_explainers()) - {"ganmex"}):  # ganmex needs a trained generator
+        params = dict(SMALL.get(name, {}))
+        if name in ("expected-gradients", "deepshap"):
+            params["baselines"] = photos.images
+        if name in ("rise", "lime", "iassa"):
+            params["progress"] = False
+        maps = get_explainer(name, **params)(lite.model, x, target)
+        assert maps.shape[:2] == (1, 2) and torch.isfinite(maps).all(), name
