@@ -346,6 +346,8 @@ METHODS = {
 def register(app: typer.Typer) -> None:
     @app.command("explain", epilog="Methods:\n\n" + "\n\n".join(f"  {k}: {v}" for k, v in METHODS.items()))
     def explain_cmd(
+        more_images: list[str] = typer.Argument(None, help="more image files or globs (as --images a.jpg b.png)",
+                                                show_default=False),
         model: str = typer.Option(..., help="model: a built-in name (efficientnet-lite0), an xgir "
                                   "checkpoint (.pt) or a factory package.module:function"),
         images: list[str] = typer.Option([], help="images: photos[:NAME,...], DATASET[:SPLIT] "
@@ -378,5 +380,6 @@ def register(app: typer.Typer) -> None:
                 raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
         written = run_explain(model, data, method, out, split, n, seed, layer, shallow_layer,
                               target, tree, level, tree_images, parse_params(param), batch_size,
-                              device, images=list(images) or None, tree_source=tree_source)
+                              device, images=list(images) + list(more_images or []) or None,
+                              tree_source=tree_source)
         typer.echo(f"wrote {len(written)} files to {out}")

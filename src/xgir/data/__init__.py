@@ -67,8 +67,19 @@ def load_dataset(name: str, split: str, seed: int = 0, **params: object) -> Imag
     return builder(split=split, seed=seed, **params)
 
 
+def __getattr__(name: str) -> object:
+    """``load_images`` and ``PHOTOS`` from :mod:`xgir.data.images` (imported on first use)."""
+    if name in ("load_images", "PHOTOS"):
+        from xgir.data import images
+
+        return getattr(images, name)
+    raise AttributeError(f"module 'xgir.data' has no attribute '{name}'")
+
+
 __all__ = [
     "DATASETS",
+    "PHOTOS",
+    "load_images",
     "ImageDataset",
     "ImageFolderDataset",
     "TEXTURE_FAMILIES",

@@ -138,8 +138,14 @@ PRETRAINED: dict[str, Callable[[], LoadedModel]] = {"efficientnet-lite0": _effic
 
 # ---- factories and weights -------------------------------------------------------------------
 def import_factory(spec: str) -> Any:
-    """The callable named by ``"package.module:function"`` (attribute may be dotted)."""
+    """The callable named by ``"package.module:function"`` (attribute may be dotted); modules in
+    the current folder are found too."""
+    import os
+    import sys
+
     mod_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the console script: a module next to you
+        sys.path.append(os.getcwd())
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as err:
