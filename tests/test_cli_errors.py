@@ -198,7 +198,7 @@ def test_checkpoint_messages_are_one_line_without_unsafe_advice(tmp_path):
         with pytest.raises(XgirError) as err:
             load_checkpoint(tmp_path / name)
         text = str(err.value)
-        assert message in text and "xgir reads the model.pt" in text, text
+        assert message in text and "xgir reads .pt checkpoints written by" in text, text
         assert "\n" not in text and "weights_only" not in text, text
 
 

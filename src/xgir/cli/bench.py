@@ -7,10 +7,31 @@ from pathlib import Path
 import typer
 
 
+def suite_lines() -> list[str]:
+    """``name: one-line description`` of every suite, read from the suite modules' source
+    (``SUITE = "name"`` and the docstring's first line) without importing them."""
+    import ast
+
+    import xgir.bench as bench
+
+    lines = []
+    for path in sorted(Path(bench.__file__).parent.glob("[!_]*.py")):
+        tree = ast.parse(path.read_text())
+        name = next((node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                     and any(getattr(t, "id", "") == "SUITE" for t in node.targets)
+                     and isinstance(node.value, ast.Constant)), None)
+        if name is None:
+            continue
+        first = (ast.get_docstring(tree) or "").strip().splitlines()[:1]
+        desc = first[0].split("``:", 1)[-1].strip() if first else ""
+        lines.append(f"{name}: {desc}")
+    return sorted(lines)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("bench")
+    @app.command("bench", epilog="Suites:\n\n" + "\n\n".join(f"  {line}" for line in suite_lines()))
     def bench_cmd(
-        name: str = typer.Argument(..., help="suite name (see xgir.bench)"),
+        name: str = typer.Argument(..., help="suite name (listed below)"),
         out: Path = typer.Option(None, help="results folder (default: results/NAME)"),
         seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
         quick: bool = typer.Option(False, help="a small, fast version of the suite"),
@@ -24,6 +45,8 @@ def register(app: typer.Typer) -> None:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise XgirError(f"--seeds must be comma-separated integers, got '{seeds}'") from None
+        if not seed_list:
+            raise XgirError("--seeds is empty; give at least one seed, e.g. --seeds 0 or --seeds 0,1,2")
         suite = get_suite(name)
         out_dir = out or Path("results") / name
         with run_folder(out_dir) as tmp:  # the suite's outputs as a set

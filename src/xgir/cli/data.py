@@ -1,4 +1,8 @@
-"""``xgir data``: inspect the embedded datasets."""
+"""``xgir data``: inspect the embedded datasets, the bundled photos and your own images.
+
+``--out`` means what it means in every xgir command: an output folder (created if needed).
+Where the help says so, a path ending in ``.png`` names the file itself.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,69 @@ from pathlib import Path
 
 import typer
 
+from xgir.errors import XgirError
+
+
+def figure_path(out: Path | None, default_name: str, default_dir: Path = Path("results")) -> Path:
+    """Where a command that writes one figure puts it: ``--out`` is a folder (the figure is
+    ``default_name`` inside it) or a ``.png`` file; anything else is one line of error."""
+    if out is None:
+        return default_dir / default_name
+    if out.suffix.lower() == ".png" and not out.is_dir():
+        if out.parent.exists() and not out.parent.is_dir():
+            raise XgirError(f"--out {out}: {out.parent} is a file, not a folder")
+        return out
+    if out.exists() and not out.is_dir():
+        raise XgirError(f"--out {out} is an existing file; give a folder (or a .png file name)")
+    if out.suffix and not out.exists():
+        raise XgirError(f"--out {out}: give a folder or a .png file name, not a '{out.suffix}' file")
+    return out / default_name
+
 
 def register(app: typer.Typer) -> None:
-    data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+    data_app = typer.Typer(help="Inspect datasets and images.", no_args_is_help=True)
     app.add_typer(data_app, name="data")
 
     @data_app.command("preview")
     def preview_cmd(
-        name: str = typer.Argument(..., help="decoy-digits, background-shift or glyph-pretrain"),
-        split: str = typer.Option("", help="split (default: the first)"),
-        out: Path = typer.Option(None, help="PNG to write (default: results/preview-NAME.png)"),
-        n: int = typer.Option(32, help="number of samples"),
-        seed: int = typer.Option(0, help="dataset seed"),
+        name: str = typer.Argument(..., help="images: decoy-digits[:SPLIT], background-shift[:SPLIT], "
+                                   "glyph-pretrain, photos[:NAME,...], a class folder, files or globs"),
+        split: str = typer.Option("", help="split of an embedded dataset (default: the first)"),
+        out: Path = typer.Option(None, help="output folder (writes preview-NAME.png) or a .png file "
+                                 "(default: results/)"),
+        n: int = typer.Option(32, help="number of samples (1 to 256)"),
+        seed: int = typer.Option(0, help="dataset seed (embedded datasets: also which samples are drawn)"),
     ) -> None:
         """Write a PNG grid of samples with the masks outlined."""
-        from xgir.data import dataset_splits, load_dataset
+        from xgir.data import DATASETS
+        from xgir.data.images import load_images
+        from xgir.data.preview import MAX_PREVIEW, preview
+
+        if not 1 <= n <= MAX_PREVIEW:
+            raise XgirError(f"--n must be between 1 and {MAX_PREVIEW}, got {n}")
+        base = name.partition(":")[0]
+        spec = f"{base}:{split}" if split and base in DATASETS else name
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in base.strip("/.") or "images")
+        path = figure_path(out, f"preview-{safe}.png")
+        if base in DATASETS and not Path(name).exists():  # random samples of the whole split
+            ds = load_images(spec, seed=seed)
+            written = preview(ds, path, n=n, seed=seed)
+        else:  # photos, folders and files: the first n
+            ds = load_images(spec)
+            written = preview(ds, path, n=min(n, len(ds)), seed=None)
+        typer.echo(f"wrote {written}")
+
+    @data_app.command("photos")
+    def photos_cmd(
+        out: Path = typer.Option(None, help="output folder (writes photos.png) or a .png file "
+                                 "(default: results/)"),
+    ) -> None:
+        """List the bundled photos (scikit-image samples, no download) and write a PNG grid."""
+        from xgir.data.images import PHOTOS, load_images
         from xgir.data.preview import preview
 
-        split = split or dataset_splits(name)[0]
-        path = preview(load_dataset(name, split, seed=seed), out or Path(f"results/preview-{name}.png"), n=n)
-        typer.echo(f"wrote {path}")
+        path = figure_path(out, "photos.png")
+        for name, what in PHOTOS.items():
+            typer.echo(f"{name:10s} {what}")
+        written = preview(load_images("photos"), path, n=len(PHOTOS), seed=None)
+        typer.echo(f"wrote {written}  (use them as --images photos or photos:chelsea,coffee)")

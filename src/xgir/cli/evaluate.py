@@ -11,9 +11,12 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
-        model: Path = typer.Option(..., "--model", help="checkpoint written by xgir train"),
-        data: str = typer.Option(..., "--data", help="dataset name (e.g. decoy-digits)"),
-        split: str = typer.Option(..., "--split", help="dataset split (e.g. test)"),
+        model: str = typer.Option(..., "--model", help="model: built-in name, xgir checkpoint (.pt) or "
+                                  "factory package.module:function"),
+        data: str = typer.Option(None, "--data", help="dataset name (e.g. decoy-digits)"),
+        split: str = typer.Option("", "--split", help="dataset split (e.g. test)"),
+        images: str = typer.Option(None, "--images", help="images with object masks, e.g. decoy-digits:test "
+                                   "(instead of --data/--split)"),
         explainer: list[str] = typer.Option(..., "--explainer", help="explainer name (repeatable)"),
         out: Path = typer.Option(..., "--out", help="results folder"),
         seed: int = typer.Option(0, help="dataset seed and seed of the image subset"),
@@ -26,27 +29,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain N images with each explainer; write EPG, IoU, pointing game, irrelevant
         overlap and deletion/insertion AUC to OUT/metrics.json and OUT/report.md."""
-        from xgir.data import load_dataset
+        from xgir.cli.explain import _image_spec, check_device, check_out_folder
+        from xgir.data.images import load_images
         from xgir.errors import XgirError
         from xgir.explain.registry import available_explainers, get_explainer
         from xgir.metrics.report import evaluate_explainers
         from xgir.metrics.shift import predict
-        from xgir.models import get_module, load_checkpoint
+        from xgir.models import get_module, load_model
 
         if n < 1:
             raise XgirError(f"--n must be at least 1, got {n}")
         if targets not in ("label", "predicted"):
             raise XgirError(f"--targets must be 'label' or 'predicted', got '{targets}'")
-        try:
-            import torch
-
-            torch.empty(0, device=device)
-        except (RuntimeError, AssertionError) as err:
-            raise XgirError(
-                f"device '{device}' is not usable: {str(err).splitlines()[0]}"
-            ) from None
-        net, _ = load_checkpoint(model, map_location=device)
-        dataset = load_dataset(data, split, seed=seed)
+        check_device(device)
+        check_out_folder(out)
+        spec = _image_spec(images, data, split)
+        loaded = load_model(model, device=device)
+        net = loaded.model
+        dataset = load_images(spec, loaded.preprocess, seed=seed)
+        if dataset.masks is None:
+            raise XgirError(f"xgir evaluate scores maps against object masks, and '{spec}' has none; "
+                            "use an embedded dataset (decoy-digits:test, background-shift:target-test)")
         if layer is not None:
             get_module(net, layer)  # clear error for an unknown layer
         found = available_explainers()
@@ -71,7 +74,8 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             step=step,
             progress=not quiet,
-            meta={"model": str(model), "data": data, "split": split, "layer": layer},
+            meta={"model": str(model), "data": dataset.name.partition(":")[0],
+                  "split": dataset.name.partition(":")[2], "layer": layer},
         )
         typer.echo((out / "report.md").read_text())
         typer.echo(f"results in {out} ({len(result['summary'])} rows)")

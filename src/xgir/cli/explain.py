@@ -56,61 +56,152 @@ def _targets(spec: str, labels: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     raise XgirError(f"unknown --target '{spec}'; use label, pred or topK (e.g. top5)")
 
 
+DEVICES = "cpu, cuda, cuda:N or mps"
+DEFAULT_N = 16
+
+
+def check_device(device: str) -> torch.device:
+    """``--device`` as a torch device, or one line saying which devices exist."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        hint = " (for a GPU use cuda)" if device.lower() in ("gpu", "nvidia") else ""
+        raise XgirError(f"unknown --device '{device}'{hint}; use {DEVICES}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise XgirError(f"--device {device} asked for, but no CUDA device is available; use cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise XgirError("--device mps asked for, but MPS is not available; use cpu")
+    return torch.device(device)
+
+
+def check_out_folder(out: Path) -> None:
+    """``--out`` must be a folder (existing or creatable), not a file."""
+    if out.exists() and not out.is_dir():
+        raise XgirError(f"--out {out} is an existing file; --out names an output folder")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise XgirError(f"--out {out}: {parent} is a file, not a folder")
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """Type and range checks of ``--param`` values against the explainer's defaults: an int
+    parameter takes a whole number (counts and sizes >= 1), a float one a finite number."""
+    import inspect
+    import math
+
+    from xgir.explain.registry import available_explainers
+
+    factory = available_explainers().get(method)
+    if factory is None:
+        return
+    for key, value in params.items():
+        sig = inspect.signature(factory).parameters.get(key)
+        if sig is None or sig.default is inspect.Parameter.empty or sig.default is None:
+            continue
+        default = sig.default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise XgirError(f"--param {key}={value!r}: {method} needs true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise XgirError(f"--param {key}={value!r}: {method} needs a whole number (default {default})")
+            if key != "seed" and default >= 1 and value < 1:
+                raise XgirError(f"--param {key}={value}: must be at least 1 (default {default})")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise XgirError(f"--param {key}={value!r}: {method} needs a finite number (default {default})")
+
+
+def _image_spec(images: str | list[str] | None, data: str | None, split: str) -> str | list[str]:
+    if images and data:
+        raise XgirError("give --images or --data/--split, not both (--data NAME --split S is --images NAME:S)")
+    if images:
+        if split:
+            raise XgirError("--split goes with --data; with --images write NAME:SPLIT")
+        return images
+    if data:
+        return f"{data}:{split}" if split else data
+    raise XgirError("no images: give --images SPEC (e.g. photos, decoy-digits:test, a folder or files)")
+
+
 def run_explain(
-    model_path: Path, data: str, method: str, out: Path, split: str = "", n: int = 16,
-    seed: int = 0, layer: str = "", shallow_layer: str = "", target: str = "pred",
-    tree: Path | None = None, level: float = 0.5, tree_images: int = 1000,
+    model_path: str | Path, data: str | list[str] | None, method: str, out: Path, split: str = "",
+    n: int | None = None, seed: int = 0, layer: str = "", shallow_layer: str = "",
+    target: str = "pred", tree: Path | None = None, level: float | None = None, tree_images: int = 1000,
     params: dict[str, Any] | None = None, batch_size: int = 16, device: str = "cpu",
-    progress: bool = True,
+    progress: bool = True, *, images: str | list[str] | None = None, tree_source: str = "auto",
 ) -> list[Path]:
-    """Explain ``n`` images of a dataset split with ``method``; returns the written files."""
+    """Explain images with ``method``; returns the written files.
+
+    Args:
+        model_path: a model spec (:func:`xgir.models.load_model`: built-in name, checkpoint,
+            factory).
+        data, split: an embedded dataset and split (the older form of ``images``).
+        images: an image spec (:func:`xgir.data.images.load_images`).
+        n: the first ``n`` images (None: up to 16 of a dataset or folder, all files/photos).
+        tree_source: CWOX tree when ``tree`` does not exist: ``images`` (top-label
+            co-occurrence over ``tree_images`` images of the dataset), ``head`` (the head's
+            weight vectors, data-free) or ``auto`` (images for embedded datasets, else head).
+    """
     from tqdm.auto import tqdm
 
-    from xgir.data import dataset_splits, load_dataset
+    from xgir.data.images import is_embedded, load_images
     from xgir.explain import get_explainer
     from xgir.explain.registry import available_explainers
-    from xgir.models import get_module, load_checkpoint
+    from xgir.models import get_module, load_model
     from xgir.train import predict_logits
 
-    if n < 1:
+    if n is not None and n < 1:
         raise XgirError(f"--n must be at least 1, got {n}")
+    if batch_size < 1:
+        raise XgirError(f"--batch-size must be at least 1, got {batch_size}")
     if method != "cwox" and method not in available_explainers():
         names = ", ".join(sorted(available_explainers()))
         raise XgirError(f"unknown method '{method}'; choose one of: {names}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise XgirError("--device cuda asked for, but no CUDA device is available")
+    if tree_source not in ("auto", "images", "head"):
+        raise XgirError(f"--tree-source must be auto, images or head, got '{tree_source}'")
+    if level is not None and not 0.0 <= level <= 1.0:
+        raise XgirError(f"--level is a cut distance in [0, 1], got {level}")
+    dev = check_device(device)
+    check_out_folder(out)
     params = dict(params or {})
-    model, _ = load_checkpoint(model_path, map_location=device)
+    check_params(method, params)
+    spec = _image_spec(images, data, split)
+    loaded = load_model(model_path, device=dev)
+    model = loaded.model
     for name in (layer, shallow_layer):
         if name:
             get_module(model, name)  # unknown names fail here, listing the valid ones
-    split = split or dataset_splits(data)[0]
-    needs_data = method in ("expected-gradients", "deepshap") and "baselines" not in params
-    extra = 64 if needs_data else 0
-    count = max(n + extra, tree_images if method == "cwox" and not (tree and tree.exists()) else 0)
-    ds = load_dataset(data, split, seed=seed, n=count)
-    if len(ds) < n:
-        raise XgirError(f"{data}/{split} has {len(ds)} images, fewer than --n {n}")
-    x_all, labels = ds.images[:n], ds.labels[:n]
+    layer = layer or (loaded.layer or "")
+    shallow_layer = shallow_layer or (loaded.shallow_layer or "")
+    ds = load_images(spec, loaded.preprocess, n=n, seed=seed, limit=DEFAULT_N)
+    n = len(ds)
+    x_all, labels = ds.images, ds.labels
     try:
-        logits = predict_logits(model, x_all, batch_size=max(batch_size, 64))
+        logits = predict_logits(model, x_all, batch_size=max(batch_size, 32))
     except RuntimeError as err:
-        raise XgirError(f"the model cannot run on {data} images {tuple(x_all.shape[1:])}: "
+        raise XgirError(f"the model cannot run on these images {tuple(x_all.shape[1:])}: "
                         f"{str(err).splitlines()[0]}") from None
+    if not bool(torch.isfinite(logits).all()):
+        raise XgirError("the model's outputs are not finite (NaN or inf weights?); it cannot be explained")
     k = logits.shape[1]
-    names = ds.classes if len(ds.classes) == k else [str(c) for c in range(k)]
+    names = loaded.classes if len(loaded.classes) == k else (
+        ds.classes if len(ds.classes) == k else [str(c) for c in range(k)])
+    if target == "label" and bool((labels < 0).any()):
+        raise XgirError("these images have no labels; use --target pred or topK (e.g. top5)")
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
     batches = range(0, n, batch_size)
     progress = progress and len(batches) > 1
     if method == "cwox":
-        return _run_cwox(model, ds, x_all, labels, logits, names, out, layer, shallow_layer, tree,
-                         level, params, batches, batch_size, dev, progress)
+        source = tree_source if tree_source != "auto" else ("images" if is_embedded(spec) else "head")
+        return _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out, layer, shallow_layer,
+                         tree, level, params, batches, batch_size, dev, progress, source, tree_images)
 
-    if needs_data:
-        if len(ds) < n + 2:
-            raise XgirError(f"{method} needs baseline images from data; the split is too small")
-        params["baselines"] = ds.images[n:n + extra].to(dev)
+    if method in ("expected-gradients", "deepshap") and "baselines" not in params:
+        extra = load_images(spec, loaded.preprocess, seed=seed, limit=n + 64) if is_embedded(spec) else ds
+        base = extra.images[n:] if len(extra) > n + 1 else extra.images
+        if len(base) < 2:
+            raise XgirError(f"{method} needs at least 2 baseline images; pass more images or "
+                            "--param baselines=zero")
+        params["baselines"] = base.to(dev)
     if method in ("gradcam",) and layer:
         params.setdefault("layer", layer)
     explainer = get_explainer(method, **params)
@@ -127,39 +218,68 @@ def run_explain(
     from xgir.viz import heatmap_grid
 
     pred = logits.argmax(1)
-    rows = [f"y={names[int(labels[i])]} pred={names[int(pred[i])]}" for i in range(n)]
-    cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
+    rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
     if method == "ganmex":
         cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
+    elif tg.shape[1] == 1:
+        cols = [f"target {target}"]
+    else:
+        cols = [f"top-{j + 1}" for j in range(tg.shape[1])]
     written = [
         save_npy(out / "maps.npy", heat.numpy().astype(np.float32)),
         heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,
                      signed=method in SIGNED),
         write_json(out / "explain.json", {
             "method": method, "params": {k: v for k, v in params.items() if k != "baselines"},
-            "data": data, "split": split, "seed": seed, "target": target,
-            "targets": tg.tolist(), "labels": labels.tolist(), "preds": pred.tolist(),
-            "classes": names, "maps": "maps.npy float32[N,T,H,W]",
+            "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
+            "data": ds.name, "split": split, "seed": seed, "target": target, "files": ds.files,
+            "targets": tg.tolist(), "target_names": [[names[c] for c in row] for row in tg.tolist()],
+            "labels": labels.tolist(), "preds": pred.tolist(), "pred_names": [names[int(p)] for p in pred],
+            "classes": names if len(names) <= 100 else f"{len(names)} classes of {loaded.spec}",
+            "maps": "maps.npy float32[N,T,H,W]",
         }),
     ]
     return written
 
 
-def _run_cwox(model, ds, x_all, labels, logits, names, out, layer,  # type: ignore[no-untyped-def]
-              shallow_layer, tree, level, params, batches, batch_size, dev, progress) -> list[Path]:
+def _row_title(ds: Any, i: int, names: list[str], pred: int) -> str:
+    label = int(ds.labels[i])
+    head = f"y={names[label]}" if 0 <= label < len(names) else (Path(ds.files[i]).name if ds.files else f"#{i}")
+    return f"{head} pred={names[pred]}"
+
+
+def _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,  # type: ignore[no-untyped-def]
+              layer, shallow_layer, tree, level, params, batches, batch_size, dev, progress, source,
+              tree_images) -> list[Path]:
     from tqdm.auto import tqdm
 
+    from xgir.data.images import load_images
     from xgir.explain.clusters import ConfusionTree
-    from xgir.explain.cwox import cwox, plot_cwox
+    from xgir.explain.cwox import cwox, plot_cwox, plot_tree
+    from xgir.models import get_module
 
+    model = loaded.model
     written: list[Path] = []
     tree_path = tree or out / "tree.json"
+    k_classes = logits.shape[1]
     if tree is not None and tree.exists():
         ctree = ConfusionTree.load(tree)
-    else:
-        ctree = ConfusionTree.fit(model, ds, k=int(params.get("k", 5)),
-                                  mass=params.get("mass", 0.95))
+        if ctree.num_classes != k_classes:
+            raise XgirError(f"the tree {tree} has {ctree.num_classes} classes, the model {k_classes}; "
+                            "fit a new tree (give a --tree path that does not exist)")
+    elif source == "head":
+        head = get_module(model, loaded.head)
+        if not isinstance(head, torch.nn.Linear):
+            raise XgirError(f"the model's head '{loaded.head}' is not a Linear layer; use --tree-source images")
+        ctree = ConfusionTree.from_head(head, names, meta={"model": str(loaded.spec)})
         written.append(ctree.save(tree_path))
+    else:
+        fit_ds = load_images(spec, loaded.preprocess, seed=seed, limit=tree_images)
+        ctree = ConfusionTree.fit(model, fit_ds, k=int(params.get("k", 5)), mass=params.get("mass", 0.95),
+                                  batch_size=64)
+        ctree.classes = list(names)
+        written.append(ctree.save(tree_path))
+    level = ctree.default_level if level is None else level
     unknown = set(params) - {"k", "mass", "delta", "relu"}
     if unknown:
         raise XgirError(f"unknown --param for cwox: {', '.join(sorted(unknown))}; "
@@ -186,44 +306,84 @@ def _run_cwox(model, ds, x_all, labels, logits, names, out, layer,  # type: igno
                 classes += list(c)
         slots.append(classes)
         written.append(plot_cwox(im, x_all[i], out / f"cwox-{i:03d}.png", class_names=names))
+    shown = sorted({c for im in images for c in im.classes})
+    written.append(plot_tree(ctree, out / "tree.png", labels=shown[:60], level=level,
+                             title=f"confusion tree over the top labels (cut at {level:g})"))
     summary = [r for res in results for r in res.summary()]
     for i, entry in enumerate(summary):
         entry["label"] = int(labels[i])
         entry["class_map_slots"] = slots[i]
+        entry["file"] = ds.files[i] if ds.files else None
+        entry["cluster_names"] = [[names[c] for c in cl] for cl in entry.get("clusters", [])]
     written += [
         save_npy(out / "cluster_maps.npy", cluster_maps),
         save_npy(out / "class_maps.npy", class_maps),
         write_json(out / "cwox.json", {
             "method": "cwox", "deep_layer": results[0].deep_layer,
             "shallow_layer": results[0].shallow_layer, "level": level, "delta": results[0].delta,
-            "tree": str(tree_path), "classes": names, "images": summary,
+            "tree": str(tree_path), "tree_source": ctree.meta.get("source", "images"),
+            "classes": names if len(names) <= 100 else f"{len(names)} classes of {loaded.spec}",
+            "images": summary,
         }),
     ]
     return written
 
 
+METHODS = {
+    "gradcam": "Grad-CAM at --layer (class activation map weighted by pooled gradients)",
+    "cwox": "CWOX-2s: contrastive Grad-CAM of confusion clusters, then of the classes inside each",
+    "saliency": "absolute input gradient (Simonyan et al.)",
+    "input-x-gradient": "input times gradient (signed)",
+    "ig": "Integrated Gradients from a baseline (--param n_steps=, baseline=zero|blur|...)",
+    "deeplift": "DeepLIFT rescale rule against a baseline (Captum)",
+    "deepshap": "DeepLIFT-SHAP averaged over baseline images (Captum)",
+    "expected-gradients": "IG averaged over random baselines drawn from data",
+    "occlusion": "score drop when sliding a patch over the image (--param window=, stride=)",
+    "rise": "randomised input sampling: masks weighted by the target score (--param n_masks=)",
+    "lime": "LIME: ridge fit of the score on SLIC superpixels shown/hidden (--param n_samples=)",
+    "iassa": "IASSA: iterative attention-guided occlusion (--param iterations=)",
+    "ganmex": "GANMEX: distance to a GAN-made counterfactual (needs a trained generator, see docs)",
+}
+"""The methods of ``xgir explain`` with one line each."""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("explain")
+    @app.command("explain", epilog="Methods:\n\n" + "\n\n".join(f"  {k}: {v}" for k, v in METHODS.items()))
     def explain_cmd(
-        model: Path = typer.Option(..., help="checkpoint written by xgir.models.save_checkpoint"),
-        data: str = typer.Option(..., help="dataset name (decoy-digits, background-shift, ...)"),
-        method: str = typer.Option("gradcam", help="gradcam, cwox, ig, saliency, deeplift, ..."),
+        more_images: list[str] = typer.Argument(None, help="more image files or globs (as --images a.jpg b.png)",
+                                                show_default=False),
+        model: str = typer.Option(..., help="model: a built-in name (efficientnet-lite0), an xgir "
+                                  "checkpoint (.pt) or a factory package.module:function"),
+        images: list[str] = typer.Option([], help="images: photos[:NAME,...], DATASET[:SPLIT] "
+                                         "(decoy-digits:test), a class folder, files or globs (repeatable)"),
+        method: str = typer.Option("gradcam", help="explanation method (listed below)"),
         out: Path = typer.Option(..., help="output folder"),
-        split: str = typer.Option("", help="split (default: the dataset's first)"),
-        n: int = typer.Option(16, help="number of images to explain (the split's first n)"),
+        data: str = typer.Option(None, help="embedded dataset (older form of --images DATASET:SPLIT)"),
+        split: str = typer.Option("", help="split of --data (default: the dataset's first)"),
+        n: int = typer.Option(None, help="explain the first N images (default: up to 16 of a dataset or "
+                              "folder, all given files); more than there are is an error"),
         seed: int = typer.Option(0, help="dataset seed"),
-        layer: str = typer.Option("", help="Grad-CAM / CWOX cluster layer (default: last spatial)"),
-        shallow_layer: str = typer.Option("", help="CWOX class-map layer (default: finer one)"),
+        layer: str = typer.Option("", help="Grad-CAM / CWOX cluster layer (default: the model's last spatial)"),
+        shallow_layer: str = typer.Option("", help="CWOX class-map layer (default: a finer one)"),
         target: str = typer.Option("pred", help="label, pred or topK, e.g. top5 (not for cwox)"),
-        tree: Path = typer.Option(None, help="CWOX confusion tree JSON (fitted, saved if missing)"),
-        level: float = typer.Option(0.5, help="CWOX tree cut level in [0, 1]"),
-        tree_images: int = typer.Option(1000, help="CWOX: images used to fit a new tree"),
+        tree: Path = typer.Option(None, help="CWOX confusion tree JSON (fitted and saved if missing)"),
+        tree_source: str = typer.Option("auto", help="CWOX tree when --tree is missing: images (top-label "
+                                        "co-occurrence), head (head weights, data-free) or auto"),
+        level: float = typer.Option(None, help="CWOX tree cut level in [0, 1] (default: the tree's, "
+                                    "0.5 co-occurrence / 0.8 head)"),
+        tree_images: int = typer.Option(1000, help="CWOX: dataset images used to fit a new tree"),
         param: list[str] = typer.Option([], help="explainer parameter KEY=VALUE (repeatable)"),
         batch_size: int = typer.Option(16, help="images per explainer call"),
-        device: str = typer.Option("cpu", help="cpu or cuda"),
+        device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps"),
     ) -> None:
-        """Explain a classifier on dataset images: heatmap overlays (PNG) and raw maps (.npy)."""
+        """Explain a classifier on images: heatmap overlays (PNG) and raw maps (.npy)."""
+        if method not in METHODS:
+            from xgir.explain.registry import available_explainers
+
+            if method not in available_explainers():
+                raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
         written = run_explain(model, data, method, out, split, n, seed, layer, shallow_layer,
                               target, tree, level, tree_images, parse_params(param), batch_size,
-                              device)
+                              device, images=list(images) + list(more_images or []) or None,
+                              tree_source=tree_source)
         typer.echo(f"wrote {len(written)} files to {out}")

@@ -42,20 +42,44 @@ SPLITS = ("source_train", "source_test", "target_val", "target_test")
 
 
 class ModelSection(StrictModel):
-    factory: str  # "package.module:function" returning an nn.Module
+    """The model: ``spec`` (any :func:`xgir.models.load_model` spec: a built-in name such as
+    ``efficientnet-lite0``, an xgir checkpoint, or a factory) or ``factory`` (a
+    ``"package.module:function"`` called with ``kwargs``, optionally loaded from ``weights``; no
+    normalisation added: use ``data.normalize``). ``head`` / ``deep_layer`` / ``shallow_layer``
+    default to the loaded model's own for a ``spec`` (``fc`` / ``layer4`` for a factory)."""
+
+    spec: str | None = None
+    factory: str | None = None  # "package.module:function" returning an nn.Module
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None  # .pt / .pth (state_dict or {"state_dict": ...}) or .safetensors
-    head: str = "fc"
-    deep_layer: str = "layer4"
+    head: str | None = None
+    deep_layer: str | None = None
     shallow_layer: str | None = None  # needed for explainer: cwox
 
     @field_validator("factory")
     @classmethod
-    def _factory_form(cls, v: str) -> str:
+    def _factory_form(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         mod, sep, attr = v.partition(":")
         if not sep or not mod.strip() or not attr.strip() or ":" in attr:
             raise ValueError(f"model.factory must look like 'package.module:function', got '{v}'")
         return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if (self.spec is None) == (self.factory is None):
+            raise ValueError("give exactly one of model.spec (a built-in name such as efficientnet-lite0, "
+                             "an xgir checkpoint .pt, or package.module:function) and model.factory")
+        if self.factory is not None:
+            self.head = self.head or "fc"
+            self.deep_layer = self.deep_layer or "layer4"
+        return self
+
+    @property
+    def name(self) -> str:
+        """How the model is named in reports."""
+        return str(self.spec or self.factory)
 
 
 class NormalizeSection(StrictModel):
@@ -84,6 +108,9 @@ class DataSection(StrictModel):
     target_test: str
     target_val: str | None = None
     image_size: int = Field(224, gt=0)
+    # how images of any size reach image_size: "crop" (resize the shorter side to 8/7 of it,
+    # centre crop: the standard evaluation transform) or "squash" (resize both sides)
+    fit: Literal["crop", "squash"] = "crop"
     classes: list[str] | None = None  # source class folders in label order (default: sorted)
     # target class folders in label order: default the source's; "index" = folders 0..K-1
     # (ImageNet-V2's layout); or a list
@@ -121,7 +148,7 @@ class XGIRRunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cwox_layers(self) -> XGIRRunConfig:
-        if self.explainer == "cwox" and not self.model.shallow_layer:
+        if self.explainer == "cwox" and not self.model.shallow_layer and self.model.spec is None:
             raise ValueError("explainer cwox needs model.shallow_layer (e.g. layer3)")
         return self
 
@@ -140,8 +167,29 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
+def resolve_model(section: ModelSection) -> tuple[nn.Module, ModelSection]:
+    """The model (eval mode, frozen) and the section with its head and layers filled in from
+    the loaded model (``spec``) or the factory defaults. One line listing the model's layers
+    when a named layer does not exist."""
+    if section.spec is None:
+        return build_user_model(section), section
+    from xgir.models.load import load_model
+
+    loaded = load_model(section.spec, weights=section.weights, kwargs=section.kwargs)
+    filled = section.model_copy(update={
+        "head": section.head or loaded.head,
+        "deep_layer": section.deep_layer or loaded.layer,
+        "shallow_layer": section.shallow_layer or loaded.shallow_layer,
+    })
+    if not filled.deep_layer:
+        raise XgirError(f"model.spec '{section.spec}' has no default Grad-CAM layer; set model.deep_layer")
+    return loaded.model, filled
+
+
 def build_user_model(section: ModelSection) -> nn.Module:
     """Call the factory with its kwargs, load the weights: the model in eval mode, frozen."""
+    if section.factory is None:
+        return resolve_model(section)[0]
     factory = import_factory(section.factory)
     try:
         model = factory(**section.kwargs)
@@ -223,7 +271,7 @@ def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, Image
         try:
             if classes is not None:
                 check_class_folders(getattr(data, key), classes, key, hint)
-            ds = ImageFolderDataset(getattr(data, key), data.image_size, classes)
+            ds = ImageFolderDataset(getattr(data, key), data.image_size, classes, fit=data.fit)
         except XgirError as err:
             msg = str(err)
             raise XgirError(msg if msg.startswith("data.") else f"data.{key}: {msg}") from None
@@ -284,7 +332,10 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
 def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progress: bool) -> dict[str, Any]:
     out = Path(cfg.out)
     device = dist.device
-    inner = build_user_model(cfg.model)
+    inner, model_section = resolve_model(cfg.model)
+    cfg = cfg.model_copy(update={"model": model_section})
+    if cfg.model.spec is not None and cfg.data.normalize is not None and hasattr(inner, "_xgir_normalization"):
+        raise XgirError(f"model.spec '{cfg.model.spec}' normalises its inputs itself; remove data.normalize")
     # names are checked on the user's model so errors list the user's layer names
     for name in (cfg.model.deep_layer, cfg.model.shallow_layer if cfg.explainer == "cwox" else None):
         if name is not None:
@@ -372,7 +423,7 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
     titles = {"source_test": "source acc", "target_val": "target-val acc", "target_test": "target acc"}
     s = res["summary"]
     lines = [
-        f"# XGIR on {cfg.model.factory}", "",
+        f"# XGIR on {cfg.model.name}", "",
         f"Explainer {cfg.explainer.upper()} at {cfg.model.deep_layer}; {res['num_classes']} classes; images: "
         + ", ".join(f"{k} {n}" for k, n in res["images"].items()) + ".", "",
         "| model | " + " | ".join(titles[k] for k in splits) + " |",

@@ -92,8 +92,19 @@ def _check_params(name: str, builder: Callable[..., ImageDataset], params: dict[
             raise XgirError(f"dataset '{name}': parameter p is a probability in [0, 1], got {value!r}")
 
 
+def __getattr__(name: str) -> object:
+    """``load_images`` and ``PHOTOS`` from :mod:`xgir.data.images` (imported on first use)."""
+    if name in ("load_images", "PHOTOS"):
+        from xgir.data import images
+
+        return getattr(images, name)
+    raise AttributeError(f"module 'xgir.data' has no attribute '{name}'")
+
+
 __all__ = [
     "DATASETS",
+    "PHOTOS",
+    "load_images",
     "ImageDataset",
     "ImageFolderDataset",
     "TEXTURE_FAMILIES",

@@ -30,6 +30,7 @@ class ImageDataset(Dataset):
         extras: other per-sample tensors with first dimension N.
         classes: class names, index = label.
         name: a short description for reports.
+        files: per-image source names (file paths, photo names) where known, else empty.
     """
 
     images: torch.Tensor
@@ -40,6 +41,7 @@ class ImageDataset(Dataset):
     classes: list[str] = field(default_factory=list)
     group_names: list[str] = field(default_factory=list)
     name: str = ""
+    files: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -61,6 +63,8 @@ class ImageDataset(Dataset):
         for key, value in self.extras.items():
             if value.shape[0] != n:
                 raise XgirError(f"extra '{key}' has {value.shape[0]} rows, expected {n}")
+        if self.files and len(self.files) != n:
+            raise XgirError(f"files must name {n} images, got {len(self.files)}")
         if not self.classes:
             self.classes = [str(i) for i in range(int(self.labels.max()) + 1 if n else 0)]
 
@@ -104,6 +108,7 @@ class ImageDataset(Dataset):
             classes=list(self.classes),
             group_names=list(self.group_names),
             name=self.name,
+            files=[self.files[i] for i in torch.arange(len(self))[index].tolist()] if self.files else [],
         )
 
     def batches(

@@ -9,11 +9,13 @@ import gzip
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from xgir.data.base import ImageDataset
+from xgir.data.transforms import Fit, Preprocess, to_rgb
 from xgir.errors import XgirError
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -79,7 +81,12 @@ class ImageFolderDataset:
 
     Args:
         root: the folder of class folders.
-        size: images are resized to ``size`` x ``size`` (bilinear) as RGB.
+        size: input size when no ``preprocess`` is given.
+        preprocess: how each image becomes a tensor (its ``geometry`` is applied to masks
+            too); default ``Preprocess(size, fit=fit)``: the standard evaluation transform
+            (resize the shorter side to size * 8/7, centre crop) unless ``fit="squash"``.
+        fit: ``"crop"`` (default) or ``"squash"`` (the old resize of both sides), used
+            when ``preprocess`` is None.
         classes: class folder names in label order (default: sorted folder names); give
             the same list for two folders (e.g. ImageNet and ImageNet-V2) so labels agree.
         mask_root: optional folder with the same layout holding masks (same file stem,
@@ -89,7 +96,8 @@ class ImageFolderDataset:
     """
 
     def __init__(self, root: str | os.PathLike, size: int = 224, classes: Sequence[str] | None = None,
-                 mask_root: str | os.PathLike | None = None) -> None:
+                 mask_root: str | os.PathLike | None = None, preprocess: Preprocess | None = None,
+                 fit: Fit = "crop") -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise XgirError(f"image folder not found: {self.root}")
@@ -100,7 +108,8 @@ class ImageFolderDataset:
         missing = [c for c in self.classes if not (self.root / c).is_dir()]
         if len(missing) == len(self.classes):
             raise XgirError(f"none of the given classes has a folder in {self.root}")
-        self.size = size
+        self.preprocess = preprocess if preprocess is not None else Preprocess(size, fit=fit)
+        self.size = self.preprocess.size
         self.mask_root = Path(mask_root) if mask_root is not None else None
         if self.mask_root is not None and not self.mask_root.is_dir():
             raise XgirError(f"mask folder not found: {self.mask_root}")
@@ -126,30 +135,30 @@ class ImageFolderDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    def _read(self, path: Path, mode: str) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
+    def _open(self, path: Path) -> Any:
+        from xgir.data.images import read_image
 
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode).resize((self.size, self.size), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise XgirError(f"cannot read image {path}: {err}") from None
-        t = torch.from_numpy(arr.copy())
-        return t.permute(2, 0, 1) if t.ndim == 3 else t
+        return read_image(path)
+
+    def _read(self, path: Path) -> torch.Tensor:
+        return self.preprocess(self._open(path))
 
     def _mask(self, path: Path) -> torch.Tensor | None:
         if self.mask_root is None:
             return None
+        from PIL import Image
+
         folder = self.mask_root / path.parent.name
         for suffix in IMAGE_SUFFIXES:
             candidate = folder / f"{path.stem}{suffix}"
             if candidate.is_file():
-                return self._read(candidate, "L") > 0.5
+                grey = to_rgb(self._open(candidate)).convert("L")
+                arr = np.asarray(self.preprocess.geometry(grey, Image.NEAREST), dtype=np.uint8)
+                return torch.from_numpy(arr > 127)
         raise XgirError(f"no mask for {path} in {folder} (expected {path.stem}.png or similar)")
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
-        item: dict[str, torch.Tensor | int] = {"image": self._read(self.files[i], "RGB"),
+        item: dict[str, torch.Tensor | int] = {"image": self._read(self.files[i]),
                                                 "label": int(self.labels[i])}
         mask = self._mask(self.files[i])
         if mask is not None:
@@ -170,9 +179,14 @@ class ImageFolderDataset:
                 batch["mask"] = torch.stack([it["mask"] for it in items])
             yield batch
 
-    def load(self) -> ImageDataset:
-        """Read every image (and mask) into memory."""
-        parts = list(self.batches(256))
-        masks = torch.cat([b["mask"] for b in parts]) if self.mask_root is not None else None
-        return ImageDataset(images=torch.cat([b["image"] for b in parts]), labels=self.labels.clone(),
-                            masks=masks, classes=list(self.classes), name=self.name)
+    def load(self, n: int | None = None) -> ImageDataset:
+        """Read every image (or the first ``n``) and mask into memory."""
+        n = len(self) if n is None else min(int(n), len(self))
+        index = torch.arange(n)
+        items = [self[int(i)] for i in index]
+        c, s = self.preprocess.channels, self.size
+        images = torch.stack([it["image"] for it in items]) if items else torch.zeros(0, c, s, s)
+        masks = torch.stack([it["mask"] for it in items]) if self.mask_root is not None and items else None
+        return ImageDataset(images=images, labels=self.labels[:n].clone(), masks=masks,
+                            classes=list(self.classes), name=self.name,
+                            files=[str(f) for f in self.files[:n]])

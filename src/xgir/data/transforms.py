@@ -76,27 +76,56 @@ class Preprocess:
         """The same preprocessing with another ``fit``."""
         return Preprocess(self.size, self.resize, fit, self.mean, self.std, self.channels)
 
-    def __call__(self, image: Any) -> torch.Tensor:
-        """A PIL image (any mode, any size) -> float[C,size,size] in [0, 1] (not normalised)."""
+    def geometry(self, image: Any, resample: int | None = None) -> Any:
+        """Bring a PIL image of any size to ``size`` x ``size`` by ``fit`` (no mode change).
+
+        ``resample`` is a PIL filter (default bilinear; pass ``Image.NEAREST`` for masks)."""
         from PIL import Image
 
-        img = to_rgb(image) if self.channels == 3 else to_rgb(image).convert("L")
+        resample = Image.BILINEAR if resample is None else resample
+        img = image
         if self.fit == "crop":
             w, h = img.size
             scale = self.shorter_side / min(w, h)
-            img = img.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))),
-                             Image.BILINEAR)
+            img = img.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), resample)
             w, h = img.size
             left, top = (w - self.size) // 2, (h - self.size) // 2
             img = img.crop((left, top, left + self.size, top + self.size))
         elif self.fit == "squash":
-            img = img.resize((self.size, self.size), Image.BILINEAR)
+            img = img.resize((self.size, self.size), resample)
         elif img.size != (self.size, self.size):
             raise XgirError(f"image is {img.size[0]}x{img.size[1]}, the model takes "
                             f"{self.size}x{self.size} (use fit crop or squash)")
-        arr = np.asarray(img, dtype=np.float32) / 255.0
+        return img
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        """A PIL image (any mode, any size) -> float[C,size,size] in [0, 1] (not normalised)."""
+        img = to_rgb(image) if self.channels == 3 else to_rgb(image).convert("L")
+        arr = np.asarray(self.geometry(img), dtype=np.float32) / 255.0
         t = torch.from_numpy(arr.copy())
         return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+
+    def tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Bring a batch float[N,C,H,W] in [0, 1] (e.g. an embedded dataset's) to this
+        preprocessing's channels and size (bilinear; ``crop`` resizes the shorter side to
+        ``size * shorter_side / size`` and centre crops). Unchanged when it already fits."""
+        x = images
+        if x.shape[1] != self.channels:
+            x = x.mean(1, keepdim=True) if self.channels == 1 else x[:, :1].expand(-1, 3, -1, -1)
+        h, w = x.shape[-2:]
+        if (h, w) == (self.size, self.size):
+            return x.contiguous()
+        f = torch.nn.functional
+        if self.fit == "squash" or (self.fit == "crop" and h == w and self.shorter_side == self.size):
+            return f.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if self.fit == "none":
+            raise XgirError(f"images are {w}x{h}, the model takes {self.size}x{self.size} "
+                            "(use fit crop or squash)")
+        scale = self.shorter_side / min(h, w)
+        nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
+        x = f.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        top, left = (nh - self.size) // 2, (nw - self.size) // 2
+        return x[..., top:top + self.size, left:left + self.size].contiguous()
 
 
 def to_rgb(image: Any) -> Any:

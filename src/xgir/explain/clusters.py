@@ -32,6 +32,11 @@ from xgir.errors import XgirError
 from xgir.io import write_json
 
 FORMAT = "xgir-confusion-tree"
+DEFAULT_LEVEL = 0.5
+"""Default cut of a co-occurrence tree (average Jaccard similarity >= 0.5)."""
+HEAD_LEVEL = 0.8
+"""Default cut of a head-weight tree (average cosine similarity >= 0.2): on EfficientNet-Lite0
+it groups {tabby, tiger cat, Egyptian cat} and {espresso, cup, coffee mug}, 278 clusters of 2-7."""
 VERSION = 1
 
 
@@ -90,6 +95,18 @@ def jaccard_similarity(counts: np.ndarray) -> np.ndarray:
     return sim
 
 
+def _cophenetic_similarity(z: np.ndarray, k: int) -> np.ndarray:
+    """float[K,K] 1 - the height at which each pair of labels merges in linkage ``z``."""
+    from scipy.cluster.hierarchy import cophenet
+    from scipy.spatial.distance import squareform
+
+    if k < 2:
+        return np.ones((k, k))
+    sim = 1.0 - squareform(cophenet(z))
+    np.fill_diagonal(sim, 1.0)
+    return np.clip(sim, 0.0, 1.0)
+
+
 class ConfusionTree:
     """Average-linkage tree of the labels on distance 1 - co-occurrence similarity.
 
@@ -114,6 +131,11 @@ class ConfusionTree:
     @property
     def num_classes(self) -> int:
         return self.similarity.shape[0]
+
+    @property
+    def default_level(self) -> float:
+        """The cut level to use when none is given: ``meta["level"]`` or 0.5."""
+        return float(self.meta.get("level", DEFAULT_LEVEL))
 
     # ---- fitting -------------------------------------------------------------------------
     @classmethod
@@ -154,6 +176,40 @@ class ConfusionTree:
         classes = dataset.classes if len(dataset.classes) == num_classes else None
         return cls.from_top_labels(top, num_classes, classes,
                                    meta={"k": k, "mass": mass, "dataset": dataset.name})
+
+    @classmethod
+    def from_head(cls, head: nn.Module | torch.Tensor, classes: Sequence[str] | None = None,
+                  meta: dict[str, Any] | None = None) -> ConfusionTree:
+        """Data-free tree from the classifier head's weight vectors: average-linkage
+        clustering of the K rows of ``head.weight`` (float[K,D]) on the cosine distance
+        (``1 - cos``, clipped to [0, 1]); the stored similarity is the cosine similarity
+        clipped to [0, 1] and the counts are zero (no images).
+
+        Args:
+            head: the final ``nn.Linear`` (or its weight matrix float[K,D]).
+            classes: K class names.
+        """
+        from scipy.cluster.hierarchy import linkage
+        from scipy.spatial.distance import squareform
+
+        weight = head.weight if isinstance(head, nn.Module) else head
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+            raise XgirError("from_head needs a Linear layer or a weight matrix [K,D]")
+        w = torch.nn.functional.normalize(weight.detach().double().cpu(), dim=1)
+        k = w.shape[0]
+        sim = (w @ w.T).clamp(0.0, 1.0).numpy()
+        np.fill_diagonal(sim, 1.0)
+        if k == 1:
+            z = np.zeros((0, 4))
+        else:
+            dist = np.clip(1.0 - sim, 0.0, 1.0)
+            np.fill_diagonal(dist, 0.0)
+            z = linkage(squareform(dist, checks=False), method="average")
+        if classes is not None and len(classes) != k:
+            raise XgirError(f"{len(classes)} class names for a head with {k} outputs")
+        return cls(z, sim, np.zeros((k, k), dtype=np.int64), classes,
+                   {"source": "head", "distance": "cosine", "linkage": "average", "level": HEAD_LEVEL,
+                    **(meta or {})})
 
     # ---- cutting -------------------------------------------------------------------------
     def cut(self, level: float) -> np.ndarray:
@@ -206,16 +262,21 @@ class ConfusionTree:
 
     # ---- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON form: class names, linkage, meta; and the similarity and counts matrices, except
+        for a tree built :meth:`from_head` (on load its similarity is the cophenetic one,
+        1 - merge height, and its counts are zero)."""
+        out: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "num_classes": self.num_classes,
             "classes": self.classes,
             "linkage": self.linkage.tolist(),
-            "similarity": self.similarity.tolist(),
-            "counts": self.counts.tolist(),
             "meta": self.meta,
         }
+        if self.meta.get("source") != "head":  # a head tree's 1000 x 1000 matrices stay out of the file
+            out["similarity"] = self.similarity.tolist()
+            out["counts"] = self.counts.tolist()
+        return out
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the tree as JSON, atomically."""
@@ -239,9 +300,12 @@ class ConfusionTree:
             )
         try:
             k = int(data["num_classes"])
-            sim = np.asarray(data["similarity"], dtype=float).reshape(k, k)
-            counts = np.asarray(data["counts"], dtype=np.int64).reshape(k, k)
             z = np.asarray(data["linkage"], dtype=float).reshape(max(k - 1, 0), 4)
+            if "similarity" in data:
+                sim = np.asarray(data["similarity"], dtype=float).reshape(k, k)
+                counts = np.asarray(data["counts"], dtype=np.int64).reshape(k, k)
+            else:
+                sim, counts = _cophenetic_similarity(z, k), np.zeros((k, k), dtype=np.int64)
         except (KeyError, ValueError, TypeError) as err:
             raise XgirError(f"{path}: malformed confusion tree ({err})") from None
         return cls(z, sim, counts, data.get("classes"), data.get("meta"))

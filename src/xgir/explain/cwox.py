@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -166,7 +167,7 @@ def cwox(
     model: nn.Module,
     x: torch.Tensor,
     partition: Partition = None,
-    level: float = 0.5,
+    level: float | None = None,
     deep_layer: str | None = None,
     shallow_layer: str | None = None,
     k: int = 5,
@@ -179,6 +180,8 @@ def cwox(
     Args:
         partition: a :class:`ConfusionTree` (cut at ``level``), a callable mapping an image's
             top labels to clusters, or None (every class its own cluster).
+        level: the tree's cut level (None: ``partition.default_level``: 0.5 for a
+            co-occurrence tree, 0.8 for a head-weight tree).
         deep_layer / shallow_layer: Grad-CAM layers of cluster / class maps (default
             :func:`xgir.explain._hooks.default_layers`).
         k, mass: top classes = smallest set with probability > mass, at most k (mass None: k).
@@ -189,6 +192,8 @@ def cwox(
     if deep_layer is None or shallow_layer is None:
         d, s = default_layers(model, x)
         deep_layer, shallow_layer = deep_layer or d, shallow_layer or s
+    if level is None:
+        level = partition.default_level if isinstance(partition, ConfusionTree) else 0.5
     part = _partition_fn(partition, level)
     n = x.shape[0]
     plan: dict[str, Any] = {}
@@ -335,4 +340,44 @@ def plot_cwox(result: CwoxResult | CwoxImage, image: torch.Tensor, path: str | o
                 p = im.probs[im.classes.index(c)]
                 overlay(ax, maps[j], f"{_label([c], class_names)}  p={p:.2f}")
     fig.suptitle("CWOX-2s  (rows: clusters; right: contrastive class maps)", fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_tree(tree: ConfusionTree, path: str | os.PathLike, labels: Sequence[int] | None = None,
+              level: float | None = None, title: str = "") -> Path:
+    """Draw the confusion tree (restricted to ``labels``, e.g. the classes in some images' top
+    labels; default all when K <= 60) as a dendrogram with class names, and the cut ``level``
+    (default ``tree.default_level``) as a dashed line: classes joined left of it share a cluster.
+    """
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import cophenet, dendrogram, linkage
+    from scipy.spatial.distance import squareform
+
+    from xgir.io import save_figure
+
+    k = tree.num_classes
+    if labels is None:
+        if k > 60:
+            raise XgirError(f"the tree has {k} classes; pass labels= (at most 60) to draw part of it")
+        labels = list(range(k))
+    labels = sorted({int(c) for c in labels})
+    if any(not 0 <= c < k for c in labels):
+        raise XgirError(f"labels out of range for a tree of {k} classes")
+    level = tree.default_level if level is None else float(level)
+    names = [tree.classes[c] for c in labels]
+    fig, ax = plt.subplots(figsize=(6.0, 0.8 + 0.22 * len(labels)))
+    if len(labels) >= 2:
+        full = squareform(cophenet(tree.linkage)) if k > 1 else np.zeros((1, 1))
+        sub = full[np.ix_(labels, labels)]  # ultrametric: average linkage rebuilds the same tree
+        z = linkage(squareform(sub, checks=False), method="average")
+        dendrogram(z, labels=names, orientation="left", ax=ax, color_threshold=level,
+                   above_threshold_color="0.6", leaf_font_size=7)
+        ax.axvline(level, color="k", linestyle="--", linewidth=0.8)
+        ax.set_xlabel(f"merge distance (dashed: cut level {level:g})", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    else:
+        ax.text(0.5, 0.5, names[0] if names else "(no classes)", ha="center", va="center")
+        ax.axis("off")
+    source = "head weights (cosine)" if tree.meta.get("source") == "head" else "top-label co-occurrence"
+    ax.set_title(title or f"confusion tree from {source}", fontsize=8)
     return save_figure(fig, path)

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.explain._blackbox import check_positive, predict_probs, prepare, take
+from xgir.explain._blackbox import auto_batch_size, check_images, check_positive, predict_probs, prepare, take
 from xgir.models.split import get_module
 from xgir.progress import Progress
 
@@ -105,7 +105,7 @@ class IASSA:
         block_size: positions per attention block.
         fill: value of occluded pixels.
         stop_tol: optional label-free early stop (relative change of S per round).
-        batch_size: occluded images per forward pass.
+        batch_size: occluded images per forward pass (None: from the image size and device).
         progress: show a progress bar.
     """
 
@@ -114,11 +114,11 @@ class IASSA:
                  window_shrink: float = 43.5 / 45, stride_shrink: float = 7.8 / 8,
                  layers: Sequence[str] | None = None, grid: int = 32,
                  temperature: float = 0.1, block_size: int = 256, fill: float = 0.0,
-                 stop_tol: float | None = None, batch_size: int = 256,
+                 stop_tol: float | None = None, batch_size: int | None = None,
                  progress: bool = True) -> None:
         check_positive(window=window, stride=stride, reference_size=reference_size,
                        window_shrink=window_shrink, stride_shrink=stride_shrink, grid=grid,
-                       temperature=temperature, block_size=block_size, batch_size=batch_size)
+                       temperature=temperature, block_size=block_size)
         if iterations < 0:
             raise XgirError(f"iterations must be >= 0, got {iterations}")
         if not 0 <= lam <= 1 or not 0 <= threshold < 1:
@@ -139,7 +139,9 @@ class IASSA:
         self.block_size = int(block_size)
         self.fill = float(fill)
         self.stop_tol = stop_tol
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if batch_size is not None:
+            check_positive(batch_size=batch_size)
         self.progress = progress
 
     # -- spatial attention -------------------------------------------------------------
@@ -178,8 +180,9 @@ class IASSA:
         else:
             handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
             try:
-                for start in range(0, x.shape[0], self.batch_size):
-                    model(x[start:start + self.batch_size])
+                bs = auto_batch_size(x, self.batch_size)
+                for start in range(0, x.shape[0], bs):
+                    model(x[start:start + bs])
             finally:
                 for handle in handles:
                     handle.remove()
@@ -235,7 +238,8 @@ class IASSA:
     @torch.no_grad()
     def fit(self, model: nn.Module, x: torch.Tensor, targets: Any) -> IassaFit:
         """Run IASSA; the heatmaps with the HAR of every refinement round."""
-        x, tg, probs = prepare(model, x, targets, self.batch_size)
+        bs = auto_batch_size(check_images(model, x), self.batch_size)
+        x, tg, probs = prepare(model, x, targets, bs)
         n, c, h, w = x.shape
         t = tg.shape[1]
         clean = tg.probability_scores(probs)  # [N,T]
@@ -262,9 +266,9 @@ class IASSA:
             round_count = torch.zeros_like(count)
             pairs = sel.any(1).nonzero()  # [M,3]: image, row window, column window
             result.windows.append(pairs.shape[0])
-            bar.add_total(math.ceil(pairs.shape[0] / self.batch_size))
-            for b0 in range(0, pairs.shape[0], self.batch_size):
-                img, r, cc = pairs[b0:b0 + self.batch_size].unbind(1)
+            bar.add_total(math.ceil(pairs.shape[0] / bs))
+            for b0 in range(0, pairs.shape[0], bs):
+                img, r, cc = pairs[b0:b0 + bs].unbind(1)
                 inside = rows[r][:, :, None] * cols[cc][:, None, :]  # [B,H,W]
                 occluded = x[img] * (1 - inside[:, None]) + self.fill * inside[:, None]
                 scores = take(tg, img).probability_scores(

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from xgir.errors import XgirError
 from xgir.explain._blackbox import (
+    auto_batch_size,
+    check_images,
     check_positive,
     generator,
     predict_probs,
@@ -75,16 +77,17 @@ class LIME:
         fill: colour of hidden superpixels: ``"mean"`` (the image's mean colour per channel),
             a number, or one value per channel.
         seed: seed of the sample generator (on the input's device).
-        batch_size: perturbed images per forward pass.
+        batch_size: perturbed images per forward pass (None: from the image size and device,
+            :func:`~xgir.explain._blackbox.auto_batch_size`).
         progress: show a progress bar.
     """
 
     def __init__(self, n_samples: int = 1000, n_segments: int = 50,
                  compactness: float | None = None, kernel_width: float = 0.25,
                  alpha: float = 1.0, fill: str | float | Sequence[float] = "mean",
-                 seed: int = 0, batch_size: int = 256, progress: bool = True) -> None:
+                 seed: int = 0, batch_size: int | None = None, progress: bool = True) -> None:
         check_positive(n_samples=n_samples, n_segments=n_segments, kernel_width=kernel_width,
-                       alpha=alpha, batch_size=batch_size)
+                       alpha=alpha)
         if compactness is not None:
             check_positive(compactness=compactness)
         if isinstance(fill, str) and fill != "mean":
@@ -96,7 +99,9 @@ class LIME:
         self.alpha = float(alpha)
         self.fill = fill
         self.seed = int(seed)
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if batch_size is not None:
+            check_positive(batch_size=batch_size)
         self.progress = progress
 
     def segments(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,10 +169,17 @@ class LIME:
     @torch.no_grad()
     def fit(self, model: nn.Module, x: torch.Tensor, targets: Any) -> LimeFit:
         """Run LIME and return the heatmaps with the samples, weights and fits behind them."""
-        x, tg, _ = prepare(model, x, targets, self.batch_size)
+        bs = auto_batch_size(check_images(model, x), self.batch_size)
+        x, tg, _ = prepare(model, x, targets, bs)
         n, c, h, w = x.shape
         seg = self.segments(x)
         n_seg = seg.flatten(1).amax(1) + 1  # [N]
+        few = (n_seg < 2).nonzero().flatten().tolist()
+        if few:
+            raise XgirError(
+                f"SLIC found a single superpixel in image(s) {few[:5]}, so LIME's map would be constant; "
+                f"raise n_segments (now {self.n_segments}) or lower compactness "
+                f"(now {self.compactness or 'default'}), e.g. --param n_segments=100 --param compactness=1")
         k = int(n_seg.max())
         gen = generator(x.device, self.seed)
         z = (torch.rand(n, self.n_samples, k, generator=gen, device=x.device) < 0.5).float()
@@ -175,8 +187,8 @@ class LIME:
         z *= (torch.arange(k, device=x.device) < n_seg[:, None]).float()[:, None, :]
         fill = self._fill(x)[:, :, None, None]
         scores = torch.empty(n, self.n_samples, tg.shape[1], device=x.device)
-        group = min(n, self.batch_size)
-        chunk = max(1, self.batch_size // group)
+        group = min(n, bs)
+        chunk = max(1, bs // group)
         steps = math.ceil(n / group) * math.ceil(self.n_samples / chunk)
         bar = tqdm(total=steps, desc="LIME", disable=not self.progress, leave=False)
         for g0 in range(0, n, group):

