@@ -362,7 +362,7 @@ def test_image_specs(tmp_path):
     digits = load_image_set("decoy-digits:test", loaded, n=5)  # grey 28 px -> the model's 3 x 64 px
     assert digits.images.shape == (5, 3, 64, 64) and digits.extras["decoy_mask"].shape == (5, 64, 64)
     assert evaluation_spec("decoy-digits:train") == "decoy-digits:test" and evaluation_spec("photos") is None
-    with pytest.raises(XgirError, match="no images"):
+    with pytest.raises(XgirError, match="no image files match"):
         load_image_set(str(tmp_path / "*.jpg"), loaded)
-    with pytest.raises(XgirError, match="unknown image set"):
+    with pytest.raises(XgirError, match="unknown dataset or image file"):
         load_image_set("nope:train", loaded)
