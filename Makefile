@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,5 +28,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
+# the documentation site (docs/*.md and the docstrings) into site/; `make test` also checks it
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) results .xgir-cache
+	rm -rf $(VENV) results .xgir-cache site

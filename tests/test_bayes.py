@@ -8,6 +8,7 @@ from torch.distributions import Normal, kl_divergence
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 from xgir.models import bayes as B
+from xgir.train.bayes import fit_bayes
 
 
 def test_kl_matches_closed_form_and_torch_distributions():
@@ -108,7 +109,7 @@ def test_predictive_uncertainty_and_training():
     ds = ImageDataset(images=images, labels=labels)
     model = B.BayesLeNet(width=4, hidden=8, num_classes=2, image_size=8, init_std=0.05)
     kl0 = B.kl_divergence(model).item()
-    B.fit_bayes(model, ds, epochs=15, lr=1e-2, batch_size=32, kl_weight=1e-3, progress=False)
+    fit_bayes(model, ds, epochs=15, lr=1e-2, batch_size=32, kl_weight=1e-3, progress=False)
     assert B.bayes_accuracy(model, ds, samples=5) > 0.95
     out = B.predictive(model, images, samples=8)
     assert out["probs"].shape == (n, 2)

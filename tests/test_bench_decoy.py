@@ -4,14 +4,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from xgir.bench import decoy, get_suite, guidance_shift
-from xgir.bench._guidance_common import fmt, mean_std, overlap
+from xgir.bench import decoy, fmt, get_suite, guidance_shift, mean_std
+from xgir.bench._guidance_common import overlap
 from xgir.correct.feedback import FeedbackStore
 
 
 def test_helpers():
     assert mean_std([1.0, 3.0]) == pytest.approx((2.0, 2**0.5))
-    assert fmt([0.5]) == "0.500 ± 0.000"
+    assert fmt([0.5]) == "0.500"  # one seed: the value alone (issue 14 item 21)
     maps = torch.zeros(2, 4, 4)
     maps[0, 0, 0] = -3.0  # absolute values count
     maps[0, 1, 1] = 1.0

@@ -33,8 +33,9 @@ def fake_registry(monkeypatch):
     seen_layers.clear()
     monkeypatch.setattr(
         registry,
-        "available_explainers",
-        lambda: {"input-grad": lambda: _input_gradient, "layered": _layer_explainer},
+        "EXPLAINERS",
+        {"input-grad": registry.ExplainerInfo(lambda: _input_gradient, "input gradient"),
+         "layered": registry.ExplainerInfo(_layer_explainer, "records its layer")},
     )
 
 

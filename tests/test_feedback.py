@@ -78,8 +78,61 @@ def test_store_rejects_bad_input_and_writes_nothing(tmp_path):
         FB.FeedbackStore(tmp_path / "missing.sqlite")
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(XgirError, match="not a usable feedback store"):
+    with pytest.raises(XgirError, match="damaged or not an SQLite database") as err:
         FB.FeedbackStore(junk)
+    assert "remove" not in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["accepted", "irrelevant"])
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None])
+def test_store_booleans_must_be_booleans(tmp_path, field, value):
+    """Issue 14 item 3: accepted="no" was stored as True (bool() of a non-empty string)."""
+    store = FB.FeedbackStore(tmp_path / "fb.sqlite", num_images=10, height=8, width=8)
+    rec = FB.FeedbackRecord(1, 0, (0, 0, 2, 2), accepted=True, annotator="a")
+    with pytest.raises(XgirError, match=f"{field} must be True or False, got {value!r}"):
+        store.add([FB.FeedbackRecord(**{**rec.__dict__, field: value})])
+    assert len(store) == 0
+    store.add([FB.FeedbackRecord(**{**rec.__dict__, field: np.bool_(False)})])
+    assert store.records()[0][field] is False
+
+
+def test_store_locked_corrupt_and_foreign_files(tmp_path):
+    """Items 8e and 14: a lock says locked (never 'remove it'), during open and add; a database
+    damaged mid-file or a foreign SQLite file is one XgirError and is left as it is."""
+    import sqlite3
+
+    path = tmp_path / "fb.sqlite"
+    FB.FeedbackStore(path, num_images=10, height=8, width=8).close()
+    store = FB.FeedbackStore(path, timeout=0.2)
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    for action in (lambda: store.add(_records(1)), lambda: FB.FeedbackStore(path, timeout=0.2)):
+        with pytest.raises(XgirError, match="is locked by another process .* retry") as err:
+            action()
+        assert "remove" not in str(err.value)
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.add(_records(300)) == 300
+    store.close()
+    # damage the middle of the file: the store refuses to open it, says so, leaves it unchanged
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid : mid + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(raw))
+    with pytest.raises(XgirError, match="damaged or not an SQLite database") as err:
+        FB.FeedbackStore(path)
+    assert "remove" not in str(err.value) and path.read_bytes() == bytes(raw)
+    # a foreign SQLite database is not taken over
+    foreign = tmp_path / "app.db"
+    con = sqlite3.connect(str(foreign))
+    con.execute("CREATE TABLE users (name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(XgirError, match="not an xgir feedback store .*users"):
+        FB.FeedbackStore(foreign, num_images=10, height=8, width=8)
+    con = sqlite3.connect(str(foreign))
+    assert {r[0] for r in con.execute("SELECT name FROM sqlite_master")} == {"users"}
+    con.close()
 
 
 def test_store_exception_mid_write_leaves_no_partial_rows(tmp_path):

@@ -6,22 +6,18 @@ import torch
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.explain.ganmex import (
-    Critic,
-    GanmexBaseline,
-    GanmexConfig,
-    Generator,
-    build_networks,
-    critic_losses,
-    foil_classes,
-    generator_losses,
-    gradient_penalty,
-    load_generator,
-    one_vs_one,
-    train_ganmex,
-)
+from xgir.explain.ganmex import GanmexBaseline, foil_classes, one_vs_one
 from xgir.explain.registry import get_explainer
 from xgir.explain.targets import as_targets
+from xgir.models.gan import Critic, Generator, load_generator
+from xgir.train.ganmex import (
+    GanmexConfig,
+    build_networks,
+    critic_losses,
+    generator_losses,
+    gradient_penalty,
+    train_ganmex,
+)
 
 K, C, S = 4, 1, 8
 

@@ -55,5 +55,5 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "none.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
-    with pytest.raises(XgirError, match="cannot read checkpoint"):
+    with pytest.raises(XgirError, match="is not a torch file"):
         load_checkpoint(bad)

@@ -83,7 +83,9 @@ def _write_yaml(path, cfg):
 @pytest.fixture(scope="module")
 def iox_run(folders, weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("iox")
-    cfg = XGIRRunConfig.model_validate(_config(folders, weights, out / "run"))
+    # h and r stored in float32, so that the streaming run can be compared with the in-memory one
+    # to 1e-5 (float16 storage, the default, moves the head by ~2e-5: see tests/test_sharded.py)
+    cfg = XGIRRunConfig.model_validate(_config(folders, weights, out / "run", passes={"store": "float32"}))
     return cfg, run_xgir_pipeline(cfg, progress=False)
 
 
@@ -160,7 +162,7 @@ def test_target_classes_by_index(folders, weights, tmp_path):
     cfg["data"]["target_val"] = str(folders["target_test"])  # class names: wrong for this split
     cfg["xgir"]["head_epochs"] = 1
     cfg["data"]["max_images"] = 6
-    with pytest.raises(XgirError, match="data.target_val: none of the given classes has a folder"):
+    with pytest.raises(XgirError, match="data.target_val: class folders in .* no folder for classes 0, 1, 2"):
         run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
     cfg["data"]["target_val"] = str(base)
     res = run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
@@ -183,8 +185,10 @@ def test_target_classes_by_index(folders, weights, tmp_path):
         ({"model.head": "pool"}, "not nn.Linear"),
         ({"model.weights": "/no/such/weights.pt"}, "model.weights not found"),
         ({"model.kwargs": {"num_classes": 4, "width": 4}}, "do not fit SmallResNet: 2 shape mismatches"),
+        ({"model.factory": "_pipeline_models:gray_resnet", "model.weights": None},
+         "the model cannot take images of shape (10, 3, 32, 32)"),
         ({"data.source_test": "/no/such/folder"}, "data.source_test: image folder not found: /no/such/folder"),
-        ({"data.classes": ["cat", "dog"]}, "has 3 outputs but source_train has 2 classes"),
+        ({"data.classes": ["cat", "dog"]}, "data.source_train: class folders in"),
         ({"data.normalize": {"mean": [0.5], "std": [0.2, 0.3]}}, "the same (non-zero) number"),
         ({"xgir": {"delta2_mode": "quantile", "delta2": 2.0}}, "xgir: delta2 as a quantile"),
         ({"xgir": {"dleta2": 0.5}}, "unknown key 'xgir.dleta2'"),
@@ -232,9 +236,78 @@ def test_streaming_pipeline_matches_in_memory_xgir(iox_run, folders):
     model = Normalized(inner, MEAN, STD).eval()
     train = ImageFolderDataset(folders["source_train"], 32).load()
     maps = true_class_heatmaps(model, train.images, train.labels, "model.layer3")
-    xcfg = cfg.xgir.to_config()
+    xcfg = cfg.xgir
     support = support_from_heatmaps(maps, (32, 32), xcfg.delta1)
     new_model, _ = xgir_retrain(model, train.images, train.labels, support, xcfg, head="model.fc")
     saved = torch.load(Path(cfg.out) / "xgir_model.pt", weights_only=True)
     assert torch.allclose(saved["fc.weight"], new_model.model.fc.weight, atol=1e-5)
     assert torch.allclose(saved["fc.bias"], new_model.model.fc.bias, atol=1e-5)
+
+
+def _copy_folder(src, dst, rename=None):
+    for cls in sorted(p.name for p in src.iterdir()):
+        name = (rename or {}).get(cls, cls)
+        (dst / name).mkdir(parents=True)
+        for f in (src / cls).iterdir():
+            (dst / name / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("split", "rename", "message"),
+    [  # item 1: a target class folder not among the source classes was dropped silently
+        ("target_test", {"owl": "x"}, "data.target_test: class folders in .* no folder for class owl; "
+         "folder x not among the classes; give data.target_classes"),
+        # item 8c: names that differ only in case were dropped like unknown names
+        ("target_test", {"cat": "Cat"}, "only in case \\('Cat' vs 'cat'\\)"),
+        ("source_test", {"dog": "dogs"}, "data.source_test: .* no folder for class dog; folder dogs not among"),
+    ],
+)
+def test_class_folder_mismatch_is_an_error(folders, weights, tmp_path, split, rename, message):
+    moved = _copy_folder(folders[split], tmp_path / "moved", rename)
+    cfg = _config(folders, weights, tmp_path / "run", **{f"data.{split}": str(moved)})
+    with pytest.raises(XgirError, match=message):
+        run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_class_folders(folders, weights, tmp_path, capsys):
+    # item 8c: an empty source class folder would drop the class from the retrained head
+    train = _copy_folder(folders["source_train"], tmp_path / "train")
+    for f in (train / "dog").iterdir():
+        f.unlink()
+    cfg = _config(folders, weights, tmp_path / "run", **{"data.source_train": str(train)})
+    with pytest.raises(XgirError, match=f"data.source_train: class folder {train / 'dog'} hold no images"):
+        run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
+    # item 19: an empty target class folder is a warning line naming it
+    target = _copy_folder(folders["target_test"], tmp_path / "target")
+    for f in (target / "owl").iterdir():
+        f.unlink()
+    cfg = _config(folders, weights, tmp_path / "run", **{"data.target_test": str(target)})
+    cfg["xgir"]["head_epochs"] = 1
+    res = run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
+    assert f"warning: data.target_test: empty class folder {target / 'owl'}\n" in capsys.readouterr().err
+    assert res["images"]["target_test"] == 8
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_bad_image_error_or_skip(folders, weights, tmp_path, capsys, workers):
+    """Item 19 and 10: an unreadable image stops the run with its name and the option (one line,
+    also with worker processes); with on_bad_image: skip it is left out and listed."""
+    train = _copy_folder(folders["source_train"], tmp_path / "train")
+    bad = train / "dog" / "3.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    cfg = _config(folders, weights, tmp_path / "run", **{"data.source_train": str(train)})
+    cfg["data"]["workers"] = workers
+    cfg["xgir"]["head_epochs"] = 1
+    rc = main(["correct", "--config", str(_write_yaml(tmp_path / "c.yaml", cfg)), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"cannot read image {bad}" in err and "data.on_bad_image: skip" in err
+    cfg["data"]["on_bad_image"] = "skip"
+    rc = main(["correct", "--config", str(_write_yaml(tmp_path / "c.yaml", cfg)), "--quiet"])
+    assert rc == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["images"]["source_train"] == 23
+    assert res["skipped_images"] == {"source_train": {"count": 1, "files": [str(bad)]}}
+    assert "Skipped 1 unreadable image in source_train" in (tmp_path / "run" / "report.md").read_text()

@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 def format_validation_error(err: ValidationError, source: str = "config") -> str:
@@ -26,7 +26,7 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = f"unknown key '{where}' (check the spelling)"
     elif kind == "missing":
         msg = f"missing required key '{where}'"
@@ -39,17 +39,39 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
 def load_config(path: str | os.PathLike, model: type[M]) -> M:
     """Read a YAML file into the pydantic ``model``; XgirError on any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise XgirError(f"config {path} is a directory; give the YAML file inside it")
     if not path.is_file():
         raise XgirError(f"config file not found: {path}")
     try:
-        raw: Any = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise XgirError(f"{path} is not a text file (not UTF-8); a config is a YAML text file") from None
+    except OSError as err:
+        raise XgirError(f"cannot read config {path}: {err.strerror or err}") from None
+    try:
+        raw: Any = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise XgirError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        raise XgirError(f"{path} is empty (or only comments); {config_keys(model)}")
     if not isinstance(raw, dict):
         raise XgirError(f"{path}: the top level must be a mapping of keys to values")
     try:
         return model.model_validate(raw)
     except ValidationError as err:
         raise XgirError(format_validation_error(err, str(path))) from None
+    except XgirError as err:  # a range check of a section (e.g. xgir: ...)
+        raise XgirError(f"{path}: {err}") from None
+
+
+def config_keys(model: type[BaseModel]) -> str:
+    """The top-level keys of a config model as a sentence: required ones, then the optional ones."""
+    required = [k for k, f in model.model_fields.items() if f.is_required()]
+    optional = [k for k, f in model.model_fields.items() if not f.is_required()]
+    parts = []
+    if required:
+        parts.append(f"it needs the keys {', '.join(required)}")
+    if optional:
+        parts.append(f"{'optional' if required else 'it sets some of the keys'}: {', '.join(optional)}")
+    return "; ".join(parts) + " (see configs/ for examples)"

@@ -1,8 +1,12 @@
-"""Atomic file writes, fingerprints and the on-disk cache.
+"""Atomic file writes, run folders, fingerprints and the on-disk cache.
 
 Every file the library writes goes through ``atomic_path``: it is written under a
 temporary name in the same folder and renamed into place only when complete, so
-an interrupted run never leaves a partial file that looks finished.
+an interrupted run never leaves a partial file that looks finished. A command's outputs
+are written as a set with ``run_folder``: into a temporary sibling folder that replaces
+the output folder only when every file is written. Files and folders get the modes the
+user's umask gives (not mkstemp's 0600). Temporary names hold the writer's process id,
+so that leftovers of a killed process (``.NAME.PID.*.tmp``) are recognised and removed.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,20 +25,159 @@ from typing import Any
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+_TMP = re.compile(r"^\..+\.(\d+)\.[^.]*\.tmp$")  # .NAME.PID.RANDOM.tmp
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_orphans(folder: str | os.PathLike) -> list[Path]:
+    """Remove temporary files / folders in ``folder`` left by writers that no longer run
+    (``.NAME.PID.*.tmp`` with a dead PID); returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success
+    (with the mode the user's umask gives a new file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+RUN_MARKER = ".xgir-run"  # in every folder written by run_folder
+
+
+def _earlier_results(folder: Path) -> bool:
+    """A folder written by xgir: the marker of run_folder, or (from versions before it) a
+    results.json / report.md with no subfolders."""
+    if (folder / RUN_MARKER).exists():
+        return True
+    entries = list(folder.iterdir())
+    return any(e.name in ("results.json", "report.md") for e in entries) and not any(e.is_dir() for e in entries)
+
+
+def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
+    """Check before any work that ``out`` can become a results folder: its parent is (or can be
+    made) a writable folder, and ``out`` is absent, empty or an earlier xgir results folder.
+    Creates nothing. XgirError saying what is wrong otherwise."""
+    from xgir.errors import XgirError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise XgirError(f"{option} {out} is a file; give a folder for the results")
+    if out.is_dir() and any(out.iterdir()) and not _earlier_results(out):
+        raise XgirError(f"{option} {out} is a folder that xgir did not write (it would be replaced); "
+                        "give a new or empty folder")
+    parent = out.resolve().parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise XgirError(f"{option} {out}: {probe} is a file, so the folder cannot be made")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise XgirError(f"{option} {out}: no permission to write in {probe}")
+    return out
+
+
+@contextlib.contextmanager
+def run_folder(out: str | os.PathLike, option: str = "--out", keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Write a run's outputs as a set: yield a new temporary folder beside ``out``; when the
+    block ends without error it replaces ``out`` (an earlier results folder is removed), and on
+    an error or interrupt it is removed and ``out`` keeps the previous results. Leftovers of
+    killed runs beside ``out`` are removed first. The entries of ``out`` named in ``keep`` (e.g.
+    ``passes``, the resumable chunks of ``xgir correct``) move into the new folder."""
+    out = check_output_folder(out, option)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _restore_interrupted_swap(out)
+    clean_orphans(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out.name), suffix=".tmp", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        (tmp / RUN_MARKER).write_text("written by xgir; the folder is replaced as a whole by a rerun\n")
+        os.chmod(tmp / RUN_MARKER, 0o666 & ~_UMASK)
+        yield tmp
+        for name in keep:
+            if (out / name).exists() and not (tmp / name).exists():
+                os.replace(out / name, tmp / name)
+        if out.exists():
+            old = out.parent / f"{_tmp_prefix(out.name)}old.tmp"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mark_run_folder(out: str | os.PathLike) -> Path:
+    """Create ``out`` (if needed) as an xgir results folder (its marker), for a run that writes
+    resumable work into it before :func:`run_folder` writes the results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / RUN_MARKER
+    if not marker.exists():
+        marker.write_text("written by xgir; the folder is replaced as a whole by a rerun\n")
+        os.chmod(marker, 0o666 & ~_UMASK)
+    return out
+
+
+def _restore_interrupted_swap(out: Path) -> None:
+    """A run killed between the two renames of :func:`run_folder` left ``out`` missing and the
+    previous results as ``.NAME.PID.old.tmp``: put them back (before orphans are cleaned)."""
+    if out.exists():
+        return
+    for entry in out.parent.glob(f".{out.name}.*.old.tmp"):
+        if entry.is_dir():
+            os.replace(entry, out)
+            return
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -75,6 +220,37 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     return path
 
 
+def load_torch(path: str | os.PathLike, what: str = "file", accepts: str = "",
+               map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line XgirErrors: a missing, empty, truncated
+    or non-torch file, or one holding Python objects (not unpickled, for safety). ``what`` names the
+    file ("checkpoint"), ``accepts`` says what xgir reads instead (appended to the message)."""
+    from xgir.errors import XgirError
+
+    path = Path(path)
+    tail = f"; {accepts}" if accepts else ""
+    if path.is_dir():
+        raise XgirError(f"{what} {path} is a directory, not a file{tail}")
+    if not path.is_file():
+        raise XgirError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise XgirError(f"{what} {path} is empty (0 bytes){tail}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader failure: one line
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found or "Unsupported class" in text:
+            obj = f" ({found.group(1)})" if found else ""
+            reason = (f"holds Python objects{obj} that xgir does not unpickle (only tensors and plain values "
+                      "are read, for safety)")
+        elif "zip archive" in text or "central directory" in text:
+            reason = "is truncated or damaged (not a complete torch file)"
+        else:
+            reason = f"is not a torch file ({type(err).__name__})"
+        raise XgirError(f"{what} {path} {reason}{tail}") from None
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-able parts and tensors (for cache keys)."""
     h = hashlib.sha256()
@@ -106,6 +282,9 @@ def cached(folder: str, key: str, compute: Callable[[], Any]) -> Any:
         try:
             return torch.load(path, weights_only=True)
         except Exception:
+            from xgir.errors import warn
+
+            warn(f"corrupt cache entry {path} removed; recomputing it")
             path.unlink(missing_ok=True)
     value = compute()
     torch_save(value, path)

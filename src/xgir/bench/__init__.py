@@ -9,8 +9,9 @@ PNG figures) and returns its metrics.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 
@@ -29,6 +30,34 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def spread_note(n_seeds: int) -> str:
+    """The sentence under a suite's table: what the cells hold."""
+    return ("Mean ± sample standard deviation (ddof 1) over seeds." if n_seeds > 1
+            else "One seed: each cell is that run's value (no spread).")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def fmt(values: Sequence[float], digits: int = 3) -> str:
+    """``mean ± std`` of ``values``; the value alone when there is one (no spread to show)."""
+    m, s = mean_std(values)
+    if math.isnan(m):
+        return "-"
+    if sum(1 for v in values if v is not None and not math.isnan(float(v))) < 2:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
 
 
 def suites() -> dict[str, ModuleType]:

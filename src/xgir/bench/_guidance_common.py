@@ -4,7 +4,6 @@ a mask for four Captum explainers, mean/std aggregation over seeds, Markdown tab
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -72,25 +71,6 @@ def overlaps(
         for k in sums:
             sums[k] += overlap(maps[k], mask[i : i + batch_size]) * len(maps[k])
     return {k: v / len(x) for k, v in sums.items()}
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return float("nan"), float("nan")
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-
-
-def fmt(values: Sequence[float], digits: int = 3) -> str:
-    """``mean ± std`` of ``values``."""
-    m, s = mean_std(values)
-    if math.isnan(m):
-        return "-"
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -1,6 +1,6 @@
 """``xgir bench decoy``: correcting a decoy-digits classifier with annotations and feedback.
 
-decoy-digits (DESIGN.md section 5): in training a corner patch's shade encodes the label, at
+decoy-digits (docs/data.md): in training a corner patch's shade encodes the label, at
 test time it is random. Per seed:
 
 - ERM: LeNet on the decoy training set; no-decoy reference: the same LeNet trained on the
@@ -27,11 +27,10 @@ from pathlib import Path
 
 import torch
 
+from xgir.bench import fmt, mean_std, spread_note
 from xgir.bench._guidance_common import (
     OVERLAP_EXPLAINERS,
     explain_maps,
-    fmt,
-    mean_std,
     normalised,
     overlaps,
     run_suite,
@@ -42,8 +41,9 @@ from xgir.correct.feedback import FeedbackStore, SimulatedAnnotator, collect_fee
 from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.models import LeNet
-from xgir.models.bayes import BayesLeNet, bayes_accuracy, fit_bayes
+from xgir.models.bayes import BayesLeNet, bayes_accuracy
 from xgir.train import accuracy, fit_classifier
+from xgir.train.bayes import fit_bayes
 
 SUITE = "decoy"
 
@@ -324,7 +324,7 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
         f"Seeds {seeds}; {s.n_train} training / {s.n_test} test images; LeNet width {s.width}, hidden {s.hidden}; "
         f"ERM {s.erm_epochs} epochs, guidance fine-tuning {s.guide_epochs} epochs, Bayesian ERM {s.bayes_epochs} "
         f"epochs + {s.fb_epochs} feedback epochs (lambda_fb {s.lambda_fb}); no-decoy reference {s.ref_epochs} "
-        f"epochs. Mean ± std over seeds. Total {seconds / 60:.1f} min.",
+        f"epochs. {spread_note(len(seeds))} Total {seconds / 60:.1f} min.",
         "",
         "## Test accuracy",
         "",

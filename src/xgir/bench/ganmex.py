@@ -22,24 +22,24 @@ training.png (the GAN loss terms).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from xgir.bench import one_thread
+from xgir.bench import fmt, one_thread, spread_note
 from xgir.data import load_dataset
 from xgir.explain.baselines import BlurBaseline, UniformNoiseBaseline, ZeroBaseline
-from xgir.explain.ganmex import GanmexBaseline, GanmexConfig, one_vs_one, train_ganmex
+from xgir.explain.ganmex import GanmexBaseline, one_vs_one
 from xgir.explain.registry import get_explainer
 from xgir.explain.targets import as_targets
 from xgir.io import cache_dir, fingerprint, save_figure, write_json, write_text
 from xgir.metrics.faithfulness import deletion, insertion
 from xgir.metrics.sanity import cascading_randomisation
 from xgir.models import build_model, load_checkpoint, save_checkpoint
+from xgir.progress import iterate
 from xgir.train import accuracy, fit_classifier, predict_logits
+from xgir.train.ganmex import GanmexConfig, train_ganmex
 
 SUITE = "ganmex"
 BASELINE_NAMES = ("zero", "blur", "uniform", "ganmex")
@@ -134,7 +134,7 @@ def _evaluate_seed(seed: int, quick: bool, out: Path) -> dict[str, Any]:
     na = s["n_attr"]
     xa, pa, fa = x[:na], pred[:na], foils[:na]
     maps: dict[str, torch.Tensor] = {}
-    for name in tqdm(BASELINE_NAMES, desc="IG per baseline", leave=False):
+    for name in iterate(BASELINE_NAMES, desc="IG per baseline", unit="baseline"):
         m = _ig_maps(model, xa, fa, bases[name], s["ig_steps"])
         maps[name] = m
         target = pa[:, None].expand(na, t)
@@ -298,26 +298,18 @@ def _sanity_figure(results: list[dict[str, Any]], out: Path) -> str:
 # ------------------------------------------------------------------------- report
 
 
-def _mean_std(values: list[float]) -> str:
-    m = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{m:.3f}"
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    return f"{m:.3f} ± {sd:.3f}"
-
-
 def _report(results: list[dict[str, Any]], quick: bool) -> str:
     seeds = [r["seed"] for r in results]
     lines = [f"# GANMEX baselines ({'quick' if quick else 'full'} run, seeds {seeds})", ""]
     lines.append(
         f"LeNet on plain 28x28 digits, test accuracy "
-        f"{_mean_std([r['classifier_test_accuracy'] for r in results])}. GAN: "
+        f"{fmt([r['classifier_test_accuracy'] for r in results])}. GAN: "
         f"{results[0]['gan_steps']} generator steps; training seconds per seed "
         f"{[round(r['gan_train_seconds']) for r in results]} (CPU, 1 thread, shared machine)."
     )
     lines.append(
         f"{results[0]['pairs']} (x, t) pairs per seed for the first three columns (every foil "
-        f"t != p); {results[0]['attribution_pairs']} for the AUCs. Mean ± std over seeds. "
+        f"t != p); {results[0]['attribution_pairs']} for the AUCs. {spread_note(len(seeds))} "
         "The AUCs score the probability of p as the pixels of x, in the order of the IG map "
         "made with each baseline, are set to 0, to a blur of x or to G(x, t), or put back into "
         "the blur; each deletion reference favours the IG map made from the same reference."
@@ -329,7 +321,7 @@ def _report(results: list[dict[str, Any]], quick: bool) -> str:
     keys = ("as_target", "as_predicted", "l1", "deletion_zero", "deletion_blur", "insertion_blur",
             "deletion_counterfactual")
     for name in BASELINE_NAMES:
-        cells = [_mean_std([r["baselines"][name][k] for r in results]) for k in keys]
+        cells = [fmt([r["baselines"][name][k] for r in results]) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     hit = [r["baselines"]["ganmex"]["as_target"] for r in results]
     closer = [r["baselines"]["ganmex"]["l1"] < r["baselines"]["uniform"]["l1"] for r in results]
@@ -344,9 +336,9 @@ def _report(results: list[dict[str, Any]], quick: bool) -> str:
         cells = []
         for k in SIMILARITIES:
             for name in ("zero", "ganmex"):
-                cells.append(_mean_std([r["sanity"][name][i][k] for r in results]))
+                cells.append(fmt([r["sanity"][name][i][k] for r in results]))
         lines.append(f"| {row['layer']} | " + " | ".join(cells) + " |")
-    zero_share = _mean_std([r["sanity_zero_pixel_share"] for r in results])
+    zero_share = fmt([r["sanity_zero_pixel_share"] for r in results])
     lines += ["", f"{zero_share} of the pixels of these images are exactly 0: there IG from the "
               "zero baseline is exactly 0 whatever the weights, so the maps of the randomised "
               "models share these tied ranks with the original (this props up the Spearman of "

@@ -1,6 +1,6 @@
 """``xgir bench guidance-shift``: guidance and feedback on background-shift, trained end to end.
 
-background-shift (DESIGN.md section 5): RGB digits on textures; in the source domain the
+background-shift (docs/data.md): RGB digits on textures; in the source domain the
 texture family predicts the label with probability p = 0.95, in the target domain it is
 independent. Per seed, on a LeNet (3 channels, 32 px) trained end to end on source-train:
 
@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 
+from xgir.bench import fmt, mean_std, spread_note
 from xgir.bench._guidance_common import (
     OVERLAP_EXPLAINERS,
     explain_maps,
-    fmt,
-    mean_std,
     normalised,
     overlaps,
     run_suite,
@@ -41,8 +40,9 @@ from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.data.base import ImageDataset
 from xgir.models import LeNet
-from xgir.models.bayes import BayesLeNet, fit_bayes, predictive
+from xgir.models.bayes import BayesLeNet, predictive
 from xgir.train import fit_classifier, predict_logits
+from xgir.train.bayes import fit_bayes
 
 SUITE = "guidance-shift"
 
@@ -266,7 +266,7 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
         f"Seeds {seeds}; {s.n_train} source-train images (p = 0.95), {s.n_test} source-test and target-test images; "
         f"LeNet (3 channels, 32 px, width {s.width}); ERM {s.erm_epochs} epochs, guidance {s.guide_epochs} epochs, "
         f"Bayesian ERM {s.bayes_epochs} + {s.fb_epochs} feedback epochs (lambda_fb {s.lambda_fb}); unbiased-data "
-        f"reference {s.ref_epochs} epochs on p = 0.1. Mean ± std over seeds. Total {seconds / 60:.1f} min.",
+        f"reference {s.ref_epochs} epochs on p = 0.1. {spread_note(len(seeds))} Total {seconds / 60:.1f} min.",
         "",
         "## Accuracy",
         "",

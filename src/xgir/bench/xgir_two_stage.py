@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from xgir.bench import one_thread
+from xgir.bench import fmt, one_thread, spread_note
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import (
     XGIRConfig,
@@ -44,6 +43,7 @@ from xgir.correct.xgir import (
 from xgir.data import load_dataset
 from xgir.explain.clusters import ConfusionTree
 from xgir.io import cached, fingerprint, save_figure, write_json, write_text
+from xgir.progress import iterate, step
 from xgir.train.config import two_stage_config
 from xgir.train.features import cached_features, fit_head
 from xgir.train.two_stage import frozen_with_new_head, pretrain_extractor
@@ -84,11 +84,13 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
     pre = pretrain_extractor(cfg.pretrain, cfg.model, seed=0, progress=progress)
     n = {"n": 1500} if quick else {}
     splits = ["source-train", "source-val", "source-test", "target-val", "target-test"]
-    data = {s: load_dataset("background-shift", s, seed=seed, p=0.95, **n) for s in splits}
+    with step(f"building background-shift (seed {seed})", enabled=progress):
+        data = {s: load_dataset("background-shift", s, seed=seed, p=0.95, **n) for s in splits}
     torch.manual_seed(seed)
     model = frozen_with_new_head(pre, cfg.model.arch, cfg.model.params, 10)
     model, features, head = frozen_copy(model)
-    h = {s: cached_features(features, data[s], f"background-shift/{s}/seed={seed}/{n}") for s in splits}
+    with step("features", enabled=progress):
+        h = {s: cached_features(features, data[s], f"background-shift/{s}/seed={seed}/{n}") for s in splits}
     train = data["source-train"]
     y = train.labels
     fit_head(h["source-train"], y, 10, epochs=cfg.train.epochs, lr=cfg.train.lr,
@@ -111,7 +113,8 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
                 "clusters": [sorted(int(c) for c in cl) for cl in tree.clusters(level)]}
 
     key = fingerprint(model, f"background-shift/source-train/seed={seed}/{n}", level, DEEP, SHALLOW)
-    maps = cached("heatmaps", key, heatmaps)  # a rerun only retrains heads
+    with step("IOX and CWOX heatmaps of source-train", enabled=progress):
+        maps = cached("heatmaps", key, heatmaps)  # a rerun only retrains heads
     iox, cwox_maps = maps["iox"], maps["cwox"]
     extra["cwox"] = {"level": level, "clusters": maps["clusters"], "fallback_to_iox": maps["fallback"]}
     base = XGIRConfig(seed=seed)
@@ -149,7 +152,7 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
     sweep: dict[str, dict[float, Any]] = {}
     records: dict[str, Any] = {}
     jobs = [(k, d) for k in ("IOX", "CWOX", "GT mask", "random mask") for d in DELTA2_SWEEP]
-    for kind, d2 in tqdm(jobs, desc=f"xgir sweep seed {seed}", disable=not progress, leave=False):
+    for kind, d2 in iterate(jobs, desc=f"xgir sweep seed {seed}", enabled=progress, unit="head"):
         acc, rec = run_xgir(kind, XGIRConfig(seed=seed, delta2=d2))
         sweep.setdefault(kind, {})[d2] = {**acc, **rec}
         if d2 == base.delta2:
@@ -227,11 +230,6 @@ def _diagnostics(h: dict[str, torch.Tensor], data: dict[str, Any], r_gt: torch.T
     return info, heads
 
 
-def _mean_std(values: list[float]) -> str:
-    a = np.array(values)
-    return f"{a.mean():.3f} ± {a.std():.3f}"
-
-
 def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     start = time.time()
     out = Path(out)
@@ -247,7 +245,7 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     dfr_t = np.mean(table["DFR (group labels, reference)"]["target"])
     lines = [
         "# XGIR in the two-stage setup (background-shift, p = 0.95)", "",
-        f"Seeds: {seeds}{' (quick)' if quick else ''}. Mean ± std over seeds. Defaults: "
+        f"Seeds: {seeds}{' (quick)' if quick else ''}. {spread_note(len(seeds))} Defaults: "
         f"{XGIRConfig().delta2_mode} delta2 = {XGIRConfig().delta2}, delta1 = {XGIRConfig().delta1}, "
         f"x0 = zeros, {XGIRConfig().draws} noise draws. 'gap closed' = (target - ERM) / (DFR - ERM).", "",
         "| method | source acc | target acc | worst-group acc | gap closed |",
@@ -256,13 +254,13 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     for name in names:
         t = table[name]
         gap = (np.mean(t["target"]) - erm_t) / (dfr_t - erm_t) if dfr_t != erm_t else float("nan")
-        lines.append(f"| {name} | {_mean_std(t['source'])} | {_mean_std(t['target'])} | "
-                     f"{_mean_std(t['worst_group'])} | {gap:+.2f} |")
+        lines.append(f"| {name} | {fmt(t['source'])} | {fmt(t['target'])} | "
+                     f"{fmt(t['worst_group'])} | {gap:+.2f} |")
     lines += ["", "## Sweep over delta2 (pooled quantile of r): target accuracy", "",
               "| support | " + " | ".join(f"q = {d}" for d in DELTA2_SWEEP) + " |",
               "|---|" + "---|" * len(DELTA2_SWEEP)]
     for kind in first["sweep"]:
-        cells = [_mean_std([per_seed[s]["sweep"][kind][d]["target"] for s in seeds]) for d in DELTA2_SWEEP]
+        cells = [fmt([per_seed[s]["sweep"][kind][d]["target"] for s in seeds]) for d in DELTA2_SWEEP]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += ["", "Share of units randomised (mean lambda) at each delta2, seed "
               f"{seeds[0]}: " + "; ".join(
@@ -271,7 +269,7 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     lines += ["", "## Sweep over delta1 (XGIR-IOX, default delta2)", "",
               "| delta1 | support share | support precision (on digit) | target acc |", "|---|---|---|---|"]
     for d1 in DELTA1_SWEEP:
-        cell = lambda k, d1=d1: _mean_std([per_seed[s]["extra"]["delta1_sweep"][d1][k] for s in seeds])  # noqa: E731
+        cell = lambda k, d1=d1: fmt([per_seed[s]["extra"]["delta1_sweep"][d1][k] for s in seeds])  # noqa: E731
         lines.append(f"| {d1} | {cell('support_share')} | {cell('support_precision')} | {cell('target')} |")
     ex = first["extra"]
     lines += ["", f"Support share of pixels: {ex['support_share']}",

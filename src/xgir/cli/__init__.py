@@ -45,19 +45,26 @@ def user_error_message(err: BaseException) -> str | None:
         from xgir.config import format_validation_error
 
         return format_validation_error(err)
+    if isinstance(err, IsADirectoryError):
+        return f"{err.filename or err} is a directory; give a file"
     if isinstance(err, FileNotFoundError):
         return f"file not found: {err.filename or err}"
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted"
     return None
 
 
+INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``xgir`` script."""
+    """Entry point of the ``xgir`` script: the command's exit status (0 done, 2 bad input,
+    130 interrupted with one line on stderr)."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except SystemExit as exit_:  # pragma: no cover - typer's own exits
-        return int(exit_.code or 0)
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
     except BaseException as err:  # noqa: BLE001 - the CLI boundary
         kind = type(err).__name__
         if kind == "Exit":  # typer/click normal exit
@@ -73,4 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
+    # in non-standalone mode typer returns the exit code of typer.Exit / ctx.exit, and turns
+    # Ctrl-C into Exit(130)
+    if isinstance(rv, int) and not isinstance(rv, bool):
+        if rv == INTERRUPTED:
+            print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return rv
     return 0

@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         """Run a benchmark suite and write its results folder (report.md, JSON, PNGs)."""
         from xgir.bench import get_suite
         from xgir.errors import XgirError
+        from xgir.io import run_folder
 
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -48,7 +49,8 @@ def register(app: typer.Typer) -> None:
             raise XgirError("--seeds is empty; give at least one seed, e.g. --seeds 0 or --seeds 0,1,2")
         suite = get_suite(name)
         out_dir = out or Path("results") / name
-        suite.run(out_dir, seed_list, quick=quick)
+        with run_folder(out_dir) as tmp:  # the suite's outputs as a set
+            suite.run(tmp, seed_list, quick=quick)
         report = out_dir / "report.md"
         if report.exists():
             typer.echo(report.read_text())

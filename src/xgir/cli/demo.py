@@ -76,13 +76,13 @@ def register(app: typer.Typer) -> None:
         source, target and worst-group accuracy and writes report.md with figures. Then the
         built-in ImageNet model on the bundled photos: top-5 and CWOX figures in the report."""
         from xgir.bench import xgir_two_stage
-        from xgir.io import write_text
+        from xgir.io import run_folder, write_text
 
-        xgir_two_stage.run(out, [seed])
-        report = (out / "report.md").read_text()
-        if real:
-            section = real_image_part(out / "real")
-            report = report.rstrip("\n") + "\n\n" + section
-            write_text(out / "report.md", report)
-        typer.echo(report)
+        with run_folder(out) as tmp:  # the outputs as a set
+            xgir_two_stage.run(tmp, [seed])
+            if real:
+                report = (tmp / "report.md").read_text()
+                section = real_image_part(tmp / "real")
+                write_text(tmp / "report.md", report.rstrip("\n") + "\n\n" + section)
+        typer.echo((out / "report.md").read_text())
         typer.echo(f"results in {out}")

@@ -206,6 +206,8 @@ def run_explain(
         params.setdefault("layer", layer)
     explainer = get_explainer(method, **params)
     tg = _targets(target, labels, logits)
+    if method == "ganmex":  # its targets are foil classes t != prediction: the next-ranked T classes
+        tg = logits.topk(min(tg.shape[1] + 1, k), dim=1).indices[:, 1:]
     maps = []
     for s in tqdm(batches, desc=f"explain {method}", disable=not progress, leave=False):
         xb = x_all[s:s + batch_size].to(dev)
@@ -217,10 +219,9 @@ def run_explain(
 
     pred = logits.argmax(1)
     rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
-    if tg.shape[1] == 1:
-        cols = [f"target {target}"]
-    else:
-        cols = [f"top-{j + 1}" for j in range(tg.shape[1])]
+    cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
+    if method == "ganmex":
+        cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
     written = [
         save_npy(out / "maps.npy", heat.numpy().astype(np.float32)),
         heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,

@@ -1,4 +1,4 @@
-"""Explanation feedback as evidence for a Bayesian CNN (DESIGN.md section 4).
+"""Explanation feedback as evidence for a Bayesian CNN (docs/correct.md).
 
 Feedback F_i bool[H,W] (1 = irrelevant pixel) on some training images. It is max-pooled to
 the resolution of the last conv layer; the activations a (sampled pre-activations of
@@ -24,11 +24,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 from xgir.models.bayes import BayesLeNet, kl_divergence, set_sampling
+from xgir.progress import Progress
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -159,7 +159,7 @@ def fine_tune_feedback(
     set_sampling(model, True)
     model.train()
     steps = epochs * -(-len(data) // batch_size)
-    bar = tqdm(total=steps, desc="bayes feedback", disable=not progress, leave=False)
+    bar = Progress(total=steps, desc="bayes feedback", enabled=progress)
     for epoch in range(epochs):
         for batch in data.batches(batch_size, shuffle=True, generator=g):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -178,8 +178,7 @@ def fine_tune_feedback(
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             opt.step()
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, nll=f"{float(parts['nll']):.3f}")
+            bar.update(1, epoch=epoch + 1, nll=f"{float(parts['nll']):.3f}")
     bar.close()
     return model.eval()
 

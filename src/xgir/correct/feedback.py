@@ -1,6 +1,6 @@
 """Active explanation feedback: propose regions, store feedback, fine-tune, repeat.
 
-The pipeline of DESIGN.md section 4:
+The pipeline of docs/correct.md ("The active feedback loop"):
 
 1. train a model (:mod:`xgir.models.bayes` or any CNN);
 2. choose which training images to ask about (:func:`select_random`, or
@@ -19,10 +19,11 @@ The pipeline of DESIGN.md section 4:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,25 +72,69 @@ class FeedbackStore:
         num_images: int | None = None,
         height: int | None = None,
         width: int | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.path = Path(path)
+        self.timeout = float(timeout)
         exists = self.path.exists()
         if not exists and None in (num_images, height, width):
             raise XgirError(
                 f"no feedback store at {self.path}; give num_images, height and width to create one"
             )
+        if self.path.is_dir():
+            raise XgirError(f"feedback store {self.path} is a directory; give a file path")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._sql("opening it"):
+            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=self.timeout)
         try:
-            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._init_schema(num_images, height, width)
+            with self._sql("opening it"):
+                self._check_integrity(exists)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self._init_schema(num_images, height, width)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @contextlib.contextmanager
+    def _sql(self, action: str) -> Iterator[None]:
+        """SQLite errors as one XgirError line: locked (retry), damaged or not a store."""
+        try:
+            yield
+        except sqlite3.OperationalError as err:
+            text = str(err).lower()
+            if "locked" in text or "busy" in text:
+                raise XgirError(
+                    f"feedback store {self.path} is locked by another process (waited {self.timeout:g} s) "
+                    f"while {action}; nothing was changed: retry when that process has finished"
+                ) from None
+            raise XgirError(f"feedback store {self.path}: {action} failed ({err})") from None
         except sqlite3.DatabaseError as err:
             raise XgirError(
-                f"{self.path} is not a usable feedback store ({err}); "
-                "remove it or pick another path"
+                f"{self.path} is damaged or not an SQLite database ({err}); it was left as it is: "
+                "restore it from a backup, or give another path for a new store"
             ) from None
+
+    def _check_integrity(self, exists: bool) -> None:
+        """An existing file must be an intact SQLite database holding an xgir store (or none yet)."""
+        if not exists:
+            return
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        problems = [r[0] for r in self._conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(f"integrity check: {problems[0]}")
+        ours = {"meta", "feedback"}
+        foreign = tables - ours - {"sqlite_sequence"}
+        if foreign or (tables and not ours <= tables):
+            raise XgirError(
+                f"{self.path} is an SQLite database but not an xgir feedback store (its tables: "
+                f"{', '.join(sorted(tables))}); give another path"
+            )
+        if tables:
+            schema = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if schema is None:
+                raise XgirError(f"{self.path} is not an xgir feedback store (no schema version); give another path")
 
     # ------------------------------------------------------------ setup
     def _init_schema(self, num_images: int | None, height: int | None, width: int | None) -> None:
@@ -138,7 +183,8 @@ class FeedbackStore:
         self.close()
 
     def __len__(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        with self._sql("counting records"):
+            return int(self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
 
     # ------------------------------------------------------------ writing
     def region_mask(self, region: object) -> np.ndarray:
@@ -188,6 +234,12 @@ class FeedbackStore:
             raise XgirError(f"region id must be a non-negative integer, got {rec.region_id!r}")
         if not isinstance(rec.annotator, str) or not rec.annotator.strip():
             raise XgirError("annotator must be a non-empty name")
+        for name in ("accepted", "irrelevant"):
+            value = getattr(rec, name)
+            if not isinstance(value, bool | np.bool_):
+                raise XgirError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        if not isinstance(rec.round, int | np.integer) or isinstance(rec.round, bool) or rec.round < 0:
+            raise XgirError(f"round must be a non-negative integer, got {rec.round!r}")
         mask = self.region_mask(rec.region)
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
         return (
@@ -200,6 +252,11 @@ class FeedbackStore:
             now,
             int(rec.round),
         )
+
+    @staticmethod
+    def _rollback(cursor: sqlite3.Cursor) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            cursor.execute("ROLLBACK")
 
     def _insert(self, cursor: sqlite3.Cursor, row: tuple) -> None:
         cursor.execute(
@@ -218,16 +275,44 @@ class FeedbackStore:
         if not rows:
             return 0
         cursor = self._conn.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        with self._sql(f"saving {len(rows)} record{'s' if len(rows) > 1 else ''}"):
+            cursor.execute("BEGIN IMMEDIATE")
         try:
             for row in rows:
                 self._insert(cursor, row)
             cursor.execute("COMMIT")
         except sqlite3.IntegrityError as err:
-            cursor.execute("ROLLBACK")
+            self._rollback(cursor)
             raise XgirError(
                 f"feedback not saved: {err} (each image, region and annotator once)"
             ) from None
+        except (sqlite3.OperationalError, sqlite3.DatabaseError):
+            self._rollback(cursor)
+            with self._sql("saving records"):
+                raise
+        except BaseException:
+            self._rollback(cursor)
+            raise
+        return len(rows)
+
+    def replace(self, image_id: int, annotator: str, records: Iterable[FeedbackRecord]) -> int:
+        """Replace every row of ``annotator`` on ``image_id`` by ``records`` (all of that image and
+        annotator; none clears them) in one transaction; returns how many rows were written."""
+        name = annotator.strip() if isinstance(annotator, str) else ""
+        self._check(FeedbackRecord(image_id, 0, (0, 0, 1, 1), False, name or " "))  # id and name checks
+        rows = [self._check(r) for r in records]
+        if any(r[0] != int(image_id) or r[5] != name for r in rows):
+            raise XgirError(f"replace() takes records of image {image_id} by '{name}' only")
+        cursor = self._conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            cursor.execute("DELETE FROM feedback WHERE image_id = ? AND annotator = ?", (int(image_id), name))
+            for row in rows:
+                self._insert(cursor, row)
+            cursor.execute("COMMIT")
+        except sqlite3.IntegrityError as err:
+            cursor.execute("ROLLBACK")
+            raise XgirError(f"feedback not saved: {err} (each image, region and annotator once)") from None
         except BaseException:
             cursor.execute("ROLLBACK")
             raise
@@ -249,7 +334,9 @@ class FeedbackStore:
             sql += " WHERE image_id = ?"
             args = (int(image_id),)
         out = []
-        for row in self._conn.execute(sql + " ORDER BY id", args):
+        with self._sql("reading records"):
+            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+        for row in rows:
             out.append(
                 {
                     "image_id": row[0],
@@ -266,14 +353,16 @@ class FeedbackStore:
 
     def asked_images(self) -> set[int]:
         """Ids of the images with at least one row."""
-        return {r[0] for r in self._conn.execute("SELECT DISTINCT image_id FROM feedback")}
+        with self._sql("reading records"):
+            return {r[0] for r in self._conn.execute("SELECT DISTINCT image_id FROM feedback")}
 
     def feedback_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(F bool[N,H,W]: union of accepted irrelevant regions, has_feedback bool[N])."""
         masks = torch.zeros(self.num_images, self.height, self.width, dtype=torch.bool)
-        rows = self._conn.execute(
-            "SELECT image_id, mask FROM feedback WHERE irrelevant = 1 AND accepted = 1"
-        )
+        with self._sql("reading records"):
+            rows = self._conn.execute(
+                "SELECT image_id, mask FROM feedback WHERE irrelevant = 1 AND accepted = 1"
+            ).fetchall()
         for image_id, blob in rows:
             masks[image_id] |= torch.from_numpy(self._unpack(blob))
         return masks, masks.flatten(1).any(1)
@@ -505,7 +594,7 @@ def active_feedback_loop(
 
     Returns one dict per round (asked, regions, accepted, images with feedback, evaluation).
     """
-    from tqdm.auto import tqdm
+    from xgir.progress import iterate
 
     if strategy not in ("random", "uncertainty"):
         raise XgirError(f"unknown sampling strategy '{strategy}'; choose random or uncertainty")
@@ -514,7 +603,7 @@ def active_feedback_loop(
             f"the store is for {store.num_images} images but the dataset has {len(dataset)}"
         )
     history = []
-    for r in tqdm(range(rounds), desc="feedback rounds", disable=not progress, leave=False):
+    for r in iterate(range(rounds), desc="feedback rounds", enabled=progress, unit="round"):
         asked = store.asked_images()
         candidates = [i for i in range(len(dataset)) if i not in asked]
         if strategy == "random":

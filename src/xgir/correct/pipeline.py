@@ -8,8 +8,11 @@ test; optional target val). Then ``xgir correct --config FILE.yaml`` or, in Pyth
 ``run_xgir_pipeline(load_config(path, XGIRRunConfig))``. Images are resized to
 ``image_size`` and read in [0, 1]; ``data.normalize`` is applied inside a wrapper module,
 so heatmaps, supports and the empty image x0 live in image space (x0 = "zeros" is black).
-Everything runs batch by batch: only the features h and responses r [N,D] of source train
-(and the features of the test splits) are held in memory; cap N with ``data.max_images``.
+Everything runs batch by batch, written in chunks under ``out/passes`` (a rerun with the
+same config resumes from them); under ``torchrun --nproc_per_node=N -m xgir correct ...``
+the passes are sharded over the N processes (see correct/passes.py and correct/sharded.py).
+The features h and responses r [N,D] of source train (float16 by default) and the
+features of the test splits are loaded on rank 0 for the head; cap N with ``data.max_images``.
 Writes results.json, report.md, xgir_model.pt (state_dict of the unwrapped model, head
 replaced) and heatmaps.png to ``out``.
 """
@@ -22,31 +25,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from xgir.config import StrictModel
-from xgir.correct.xgir import (
-    XGIRConfig,
-    cwox_true_cluster_heatmaps,
-    empty_images,
-    frozen_copy,
-    retrain_head,
-    support_from_heatmaps,
-    true_class_heatmaps,
-    unit_responses,
-)
+from xgir.correct.passes import run_passes
+from xgir.correct.sharded import Dist, PassesSection, init_dist
+from xgir.correct.xgir import XGIRConfig, frozen_copy, retrain_head
 from xgir.data.real import ImageFolderDataset
-from xgir.errors import XgirError
-from xgir.explain.clusters import ConfusionTree, top_label_sets
-from xgir.io import torch_save, write_json, write_text
+from xgir.errors import XgirError, warn
+from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
 
-_D = XGIRConfig  # dataclass defaults (class attributes) shared with the library API
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
 
 
@@ -125,31 +116,14 @@ class DataSection(StrictModel):
     # (ImageNet-V2's layout); or a list
     target_classes: list[str] | Literal["index"] | None = None
     normalize: NormalizeSection | None = None
-    max_images: int | MaxImages | None = None  # one cap for every split, or per split
+    max_images: PositiveInt | MaxImages | None = None  # one cap for every split, or per split
     batch_size: int = Field(64, gt=0)
     workers: int = Field(0, ge=0)  # DataLoader worker processes for reading images
+    # an unreadable image: stop with its name (error) or leave it out and list it in the report (skip)
+    on_bad_image: Literal["error", "skip"] = "error"
 
 
-class XGIRSection(StrictModel):
-    delta1: float = _D.delta1
-    delta2: float = _D.delta2
-    delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = _D.delta2_mode
-    empty: Literal["zeros", "mean", "blur"] = _D.empty
-    response: Literal["core", "core-minus-context"] = _D.response
-    blur_sigma: float = _D.blur_sigma
-    noise_scale: float = _D.noise_scale
-    draws: int = _D.draws
-    head_epochs: int = _D.head_epochs
-    lr: float = _D.lr
-    batch_size: int = _D.batch_size
-    weight_decay: float = _D.weight_decay
-    seed: int = _D.seed
-
-    def to_config(self) -> XGIRConfig:
-        try:
-            return XGIRConfig(**self.model_dump())
-        except XgirError as err:
-            raise XgirError(f"xgir: {err}") from None
+XGIRSection = XGIRConfig  # the ``xgir:`` section is the library's dataclass, validated the same way
 
 
 class XGIRRunConfig(StrictModel):
@@ -159,9 +133,18 @@ class XGIRRunConfig(StrictModel):
     data: DataSection
     explainer: Literal["iox", "cwox"] = "iox"
     cwox_level: float = Field(0.5, ge=0, le=1)  # cut level of the confusion tree
-    xgir: XGIRSection = Field(default_factory=XGIRSection)
+    xgir: XGIRConfig = Field(default_factory=XGIRConfig)
     out: str = "runs/xgir"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    passes: PassesSection = Field(default_factory=PassesSection)  # chunked storage of the passes (torchrun)
+
+    @field_validator("xgir", mode="wrap")
+    @classmethod
+    def _xgir_errors(cls, value: Any, handler: Any) -> XGIRConfig:
+        try:
+            return handler(value)
+        except XgirError as err:  # a range check of XGIRConfig: name the section
+            raise XgirError(f"xgir: {err}") from None
 
     @model_validator(mode="after")
     def _cwox_layers(self) -> XGIRRunConfig:
@@ -239,15 +222,63 @@ def _cap(data: DataSection, split_name: str) -> int | None:
     return getattr(data.max_images, split_name)
 
 
-def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
-    """The folders of every given split, with one class list so labels agree."""
-    def folder(key: str, classes: list[str] | None) -> ImageFolderDataset:
-        try:
-            return ImageFolderDataset(getattr(data, key), data.image_size, classes, fit=data.fit)
-        except XgirError as err:
-            raise XgirError(f"data.{key}: {err}") from None
+def check_class_folders(root: str | Path, classes: list[str], key: str, hint: str) -> None:
+    """The class folders in ``root`` must be exactly ``classes``: a folder missing, a folder that
+    is not a class (or differs from one only in case) is an XgirError naming them and ``hint``."""
+    root = Path(root)
+    if not root.is_dir():
+        return  # ImageFolderDataset says "image folder not found"
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    missing = [c for c in classes if c not in found]
+    extra = [f for f in found if f not in set(classes)]
+    if not missing and not extra:
+        return
 
-    src = folder("source_train", data.classes)
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+
+    lower = {c.lower(): c for c in missing}
+    case = [f"'{f}' vs '{lower[f.lower()]}'" for f in extra if f.lower() in lower]
+    parts = []
+    if case:
+        parts.append(f"folder names differ from the classes only in case ({names(case)})")
+    if missing:
+        parts.append(f"no folder for class{'es' if len(missing) > 1 else ''} {names(missing)}")
+    if extra:
+        parts.append(f"folder{'s' if len(extra) > 1 else ''} {names(extra)} not among the classes")
+    raise XgirError(f"data.{key}: class folders in {root} do not match the classes: "
+                    f"{'; '.join(parts)}; {hint}")
+
+
+def _check_counts(ds: ImageFolderDataset, key: str) -> None:
+    """An empty class folder: an error in source_train (the head would lose that class),
+    a warning line elsewhere."""
+    counts = torch.bincount(ds.labels, minlength=ds.num_classes).tolist()
+    empty = [c for c, n in zip(ds.classes, counts, strict=True) if n == 0]
+    if not empty:
+        return
+    where = ", ".join(str(ds.root / c) for c in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+    if key == "source_train":
+        raise XgirError(f"data.source_train: class folder{'s' if len(empty) > 1 else ''} {where} "
+                        "hold no images; every class needs training images")
+    warn(f"data.{key}: empty class folder{'s' if len(empty) > 1 else ''} {where}")
+
+
+def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
+    """The folders of every given split, with one class list so labels agree; the class
+    folders of every split must match that list (see :func:`check_class_folders`)."""
+    def folder(key: str, classes: list[str] | None, hint: str) -> ImageFolderDataset:
+        try:
+            if classes is not None:
+                check_class_folders(getattr(data, key), classes, key, hint)
+            ds = ImageFolderDataset(getattr(data, key), data.image_size, classes, fit=data.fit)
+        except XgirError as err:
+            msg = str(err)
+            raise XgirError(msg if msg.startswith("data.") else f"data.{key}: {msg}") from None
+        _check_counts(ds, key)
+        return ds
+
+    src = folder("source_train", data.classes, "data.classes lists the class folders in label order")
     classes = src.classes
     if len(classes) != num_classes:
         raise XgirError(f"the model's head '{head}' has {num_classes} outputs but source_train has "
@@ -259,10 +290,15 @@ def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, Image
         if len(target_classes) != num_classes:
             raise XgirError(f"data.target_classes has {len(target_classes)} names, the model "
                             f"{num_classes} classes")
-    out = {"source_train": src, "source_test": folder("source_test", classes)}
+    source_hint = "the source test folders must be named as the source classes (" + ", ".join(classes[:8]) + \
+        (", ..." if len(classes) > 8 else "") + ")"
+    target_hint = ("give data.target_classes: the target folder names in the source's label order, "
+                   "or 'index' for folders 0..K-1" if data.target_classes is None
+                   else "data.target_classes lists the target folders in label order")
+    out = {"source_train": src, "source_test": folder("source_test", classes, source_hint)}
     for name in ("target_val", "target_test"):
         if getattr(data, name) is not None:
-            out[name] = folder(name, target_classes)
+            out[name] = folder(name, target_classes, target_hint)
     return out
 
 
@@ -275,28 +311,6 @@ def _indices(ds: ImageFolderDataset, cap: int | None, seed: int) -> torch.Tensor
     return torch.randperm(n, generator=g)[:cap].sort().values
 
 
-def _loader(ds: ImageFolderDataset, idx: torch.Tensor, data: DataSection) -> DataLoader:
-    return DataLoader(Subset(ds, idx.tolist()), batch_size=data.batch_size, shuffle=False,
-                      num_workers=data.workers)
-
-
-@torch.no_grad()
-def _extract(features: nn.Module, loader: DataLoader, device: torch.device, desc: str,
-             progress: bool, want_mean: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Features h float[N,D] (CPU), labels long[N] and (optionally) the mean image [C,H,W]."""
-    hs, ys, total = [], [], None
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        x = batch["image"].to(device)
-        hs.append(features(x).float().cpu())
-        ys.append(batch["label"])
-        if want_mean:
-            s = x.sum(0, dtype=torch.float64)
-            total = s if total is None else total + s
-    n = sum(len(y) for y in ys)
-    mean = (total / n).float() if total is not None else None
-    return torch.cat(hs), torch.cat(ys), mean
-
-
 # ---- the pipeline -------------------------------------------------------------------------
 def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, Any]:
     """Run XGIR on the config's model and folders; write the outputs to ``cfg.out``.
@@ -305,9 +319,19 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
     the XGIR model per split, image counts, the XGIR record and the output paths.
     """
     start = time.time()
+    check_output_folder(cfg.out, "out")  # before any work
+    xcfg = cfg.xgir
+    dist = init_dist(_device(cfg.device))  # one process, or this rank of torchrun's group
+    try:
+        with dist.guard():
+            return _run(cfg, xcfg, dist, start, progress)
+    finally:
+        dist.close()
+
+
+def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progress: bool) -> dict[str, Any]:
     out = Path(cfg.out)
-    xcfg = cfg.xgir.to_config()
-    device = _device(cfg.device)
+    device = dist.device
     inner, model_section = resolve_model(cfg.model)
     cfg = cfg.model_copy(update={"model": model_section})
     if cfg.model.spec is not None and cfg.data.normalize is not None and hasattr(inner, "_xgir_normalization"):
@@ -337,63 +361,18 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
                         f"{channels} channels (RGB)")
     idx = {k: _indices(ds, _cap(cfg.data, k), xcfg.seed) for k, ds in datasets.items()}
 
-    # pass 1: features (and the mean image of source train for x0 = mean)
-    h: dict[str, torch.Tensor] = {}
-    labels: dict[str, torch.Tensor] = {}
-    data_mean = None
-    for k, ds in datasets.items():
-        want_mean = k == "source_train" and xcfg.empty == "mean"
-        h[k], labels[k], mean = _extract(features, _loader(ds, idx[k], cfg.data), device,
-                                         f"features {k}", progress, want_mean)
-        if want_mean:
-            data_mean = mean
-    orig_head = copy.deepcopy(linear).cpu()
-
-    tree = None
-    if cfg.explainer == "cwox":  # confusion tree fitted on the model's source-train predictions
-        with torch.no_grad():
-            probs = torch.softmax(orig_head(h["source_train"]), dim=1)
-        tree = ConfusionTree.from_top_labels(top_label_sets(probs), num_classes,
-                                             datasets["source_train"].classes,
-                                             meta={"k": 5, "mass": 0.95, "dataset": "source_train"})
-
-    # pass 2: heatmaps of the true class, supports, responses r, batch by batch
-    rs, empties = [], []
-    kept = 0.0
-    fallback = 0.0
-    examples: dict[str, list[torch.Tensor]] = {"images": [], "maps": [], "supports": [], "labels": []}
+    # the passes over every split (sharded over torchrun's ranks, resumable; see correct/passes.py)
+    if dist.is_main:
+        mark_run_folder(out)  # the passes' chunks live in out/passes and survive a rerun
+    dist.barrier()
+    res = run_passes(dist, cfg, xcfg, model, features, linear, deep, shallow, datasets, idx, num_classes,
+                     device, out / "passes", progress)
+    if res is None:  # another rank: its share is on disk; rank 0 retrains the head and writes the outputs
+        return {"rank": dist.rank, "world": dist.world}
+    h, labels, r, empty, skipped = res.h, res.labels, res.r, res.empty, res.skipped
     y_train = labels["source_train"]
-    size = (cfg.data.image_size, cfg.data.image_size)
-    seen = 0
-    shown = torch.linspace(0, len(y_train) - 1, min(6, len(y_train))).round().long().unique()  # spread over classes
-    loader = _loader(datasets["source_train"], idx["source_train"], cfg.data)
-    for batch in tqdm(loader, desc="heatmaps and responses", disable=not progress, leave=False):
-        x = batch["image"].to(device)
-        y = batch["label"]
-        if not torch.equal(y, y_train[seen : seen + len(y)]):
-            raise XgirError("source_train changed between passes (labels differ); rerun")
-        seen += len(y)
-        maps = true_class_heatmaps(model, x, y.to(device), deep, batch_size=len(x))
-        if tree is not None:
-            maps, fb = cwox_true_cluster_heatmaps(model, x, y, tree, cfg.cwox_level, maps, deep,
-                                                  shallow or "", batch_size=len(x))
-            fallback += fb * len(x)
-        sup = support_from_heatmaps(maps, size, xcfg.delta1)
-        x0 = empty_images(x, xcfg.empty, data_mean, xcfg.blur_sigma)
-        rs.append(unit_responses(features, x, sup, x0, batch_size=len(x), response=xcfg.response).cpu())
-        empties.append(~sup.flatten(1).any(1).cpu())
-        kept += float(sup.float().mean()) * len(x)
-        take = [int(i) - (seen - len(y)) for i in shown if seen - len(y) <= i < seen]
-        if take:  # examples for the figure
-            up = F.interpolate(maps[take, None].float(), size=size, mode="bilinear", align_corners=False)
-            examples["images"] += list(x[take].cpu())
-            examples["maps"] += list(up[:, 0].detach().cpu())
-            examples["supports"] += list(sup[take].float().cpu())
-            examples["labels"] += list(y[take])
-    n_train = len(y_train)
-    r = torch.cat(rs)
-    empty = torch.cat(empties)
-    support_share = kept / n_train
+    support_share, fallback, examples = res.support_share, res.fallback, res.examples
+    orig_head = copy.deepcopy(linear).cpu()
 
     new_head, record = retrain_head(h["source_train"], r, y_train, num_classes, xcfg, empty, support_share)
     new_inner, _, new_linear = frozen_copy(inner, cfg.model.head)
@@ -409,29 +388,31 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
             for name, head in (("original", orig_head), ("xgir", new_head)):
                 acc[name][k] = float((head(h[k]).argmax(1) == labels[k]).float().mean())
 
-    paths = {
-        "model": torch_save({k: v.cpu() for k, v in new_inner.state_dict().items()}, out / "xgir_model.pt"),
-        "figure": _plot_examples(examples, datasets["source_train"].classes, out / "heatmaps.png"),
-    }
+    paths = {"model": out / "xgir_model.pt", "figure": out / "heatmaps.png"}
     results: dict[str, Any] = {
         "config": cfg.model_dump(),
         "device": str(device),
+        "processes": dist.world,  # torchrun's ranks that shared the passes
         "num_classes": num_classes,
-        "images": {k: len(v) for k, v in idx.items()},
+        "images": {k: len(v) for k, v in labels.items()},  # images read (skipped ones left out)
+        "skipped_images": {k: {"count": len(v), "files": v} for k, v in skipped.items() if v},
         "accuracy": acc,
         "summary": {
             "frac_units_randomised": record.frac_units_randomised,
             "frac_units_fully_randomised": record.frac_units_fully_randomised,
             "support_share": support_share,
             "empty_supports": int(empty.sum()),
-            "cwox_fallback_to_iox": fallback / n_train if tree is not None else None,
+            "cwox_fallback_to_iox": fallback,
         },
         "record": record.to_dict(),
         "outputs": {k: str(v) for k, v in paths.items()},
         "seconds": round(time.time() - start, 1),
     }
-    write_json(out / "results.json", results)
-    write_text(out / "report.md", _report(cfg, results))
+    with run_folder(out, "out", keep=("passes",)) as tmp:  # the outputs as a set (the chunks kept)
+        torch_save({k: v.cpu() for k, v in new_inner.state_dict().items()}, tmp / "xgir_model.pt")
+        _plot_examples(examples, datasets["source_train"].classes, tmp / "heatmaps.png")
+        write_json(tmp / "results.json", results)
+        write_text(tmp / "report.md", _report(cfg, results))
     results["outputs"]["results"] = str(out / "results.json")
     results["outputs"]["report"] = str(out / "report.md")
     return results
@@ -462,6 +443,9 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
         f"noise scale {x.noise_scale}, {x.draws} draws, {x.head_epochs} head epochs, lr {x.lr}, seed {x.seed}.",
         f"Run time: {res['seconds']} s on {res['device']}.",
     ]
+    for k, sk in res["skipped_images"].items():
+        lines += ["", f"Skipped {sk['count']} unreadable image{'s' if sk['count'] > 1 else ''} in {k} "
+                  "(data.on_bad_image: skip):"] + [f"- {f}" for f in sk["files"]]
     return "\n".join(lines) + "\n"
 
 

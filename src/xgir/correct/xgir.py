@@ -1,4 +1,4 @@
-"""XGIR: XAI-guided interventional retraining of the softmax head (DESIGN.md section 4).
+"""XGIR: XAI-guided interventional retraining of the softmax head (docs/correct.md).
 
 Given a split model (frozen features f, linear head w) and training data:
 
@@ -14,7 +14,7 @@ Given a split model (frozen features f, linear head w) and training data:
 6. a fresh softmax head is trained on {h'_i, y_i} (``draws`` noise draws per image),
    the extractor frozen.
 
-``response="core-minus-context"`` (a variant, not in DESIGN.md) replaces step 3 by
+``response="core-minus-context"`` (xgir's own variant) replaces step 3 by
 r_i = f(x_i s_i + x0 (1 - s_i)) - f(x_i (1 - s_i) + x0 s_i): the response to the core
 minus the response to the context alone, so that units which respond to any content
 (e.g. to texture on an empty background) are not kept for that reason.
@@ -31,19 +31,22 @@ Images whose heatmap has no positive mass (empty support) keep their features
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict
 from torch import nn
 
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree
 from xgir.explain.cwox import cwox
 from xgir.explain.gradcam import grad_cam
+from xgir.models.inference import model_device
 from xgir.models.split import FeatureExtractor, split
-from xgir.train.erm import model_device
 from xgir.train.features import extract_features, fit_head
 
 EmptyImage = Literal["zeros", "mean", "blur"]
@@ -68,21 +71,46 @@ class XGIRConfig:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    # YAML (the ``xgir:`` section of ``xgir correct``) validates this dataclass directly: the same
+    # checks in Python and YAML; unknown keys and non-finite numbers are errors there too
+    __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     def __post_init__(self) -> None:
-        if not 0 <= self.delta1 < 1:
-            raise XgirError(f"delta1 must be in [0, 1), got {self.delta1}")
-        if self.delta2_mode != "absolute" and not 0 < self.delta2 < 1:
-            raise XgirError(f"delta2 as a quantile must be in (0, 1), got {self.delta2}")
-        if self.delta2_mode == "absolute" and self.delta2 <= 0:
-            raise XgirError(f"delta2 must be positive, got {self.delta2}")
+        _number(self, "delta1", 0, 1, hi_open=True)
         if self.delta2_mode not in ("absolute", "quantile", "unit-quantile"):
             raise XgirError(f"delta2_mode must be absolute, quantile or unit-quantile, got '{self.delta2_mode}'")
+        if self.delta2_mode != "absolute":
+            _number(self, "delta2", 0, 1, lo_open=True, hi_open=True, what="delta2 as a quantile")
+        else:
+            _number(self, "delta2", 0, None, lo_open=True, what="delta2 (absolute, positive)")
         if self.empty not in ("zeros", "mean", "blur"):
             raise XgirError(f"empty image must be zeros, mean or blur, got '{self.empty}'")
         if self.response not in ("core", "core-minus-context"):
             raise XgirError(f"response must be core or core-minus-context, got '{self.response}'")
-        if self.draws < 1:
-            raise XgirError(f"draws must be >= 1, got {self.draws}")
+        _number(self, "blur_sigma", 0, None, lo_open=True)
+        _number(self, "noise_scale", 0, None)
+        _number(self, "lr", 0, None, lo_open=True)
+        _number(self, "weight_decay", 0, None)
+        for name in ("draws", "head_epochs", "batch_size"):
+            _integer(self, name, 1)
+        _integer(self, "seed", 0)
+
+
+def _number(cfg: XGIRConfig, name: str, lo: float, hi: float | None, lo_open: bool = False,
+            hi_open: bool = False, what: str | None = None) -> None:
+    """XgirError unless ``cfg.name`` is a finite real number in the range."""
+    v = getattr(cfg, name)
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo:g}, {'inf)' if hi is None else f'{hi:g}' + (')' if hi_open else ']')}"
+        raise XgirError(f"{what or name} must be a finite number in {rng}, got {v!r}")
+
+
+def _integer(cfg: XGIRConfig, name: str, lo: int) -> None:
+    v = getattr(cfg, name)
+    if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < lo:
+        raise XgirError(f"{name} must be an integer >= {lo}, got {v!r}")
 
 
 def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1: float) -> torch.Tensor:

@@ -64,7 +64,32 @@ def load_dataset(name: str, split: str, seed: int = 0, **params: object) -> Imag
             f"unknown parameter(s) {', '.join(unknown)} for dataset '{name}'; "
             f"valid: {', '.join(accepted)}"
         )
+    _check_params(name, builder, params)
     return builder(split=split, seed=seed, **params)
+
+
+_POSITIVE = ("n", "size", "patch")  # counts and sizes: at least 1
+
+
+def _check_params(name: str, builder: Callable[..., ImageDataset], params: dict[str, object]) -> None:
+    """Each parameter has its builder's annotated type; counts and sizes are >= 1."""
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    hints = typing.get_type_hints(builder)
+    for key, value in params.items():
+        if key in hints:
+            try:
+                TypeAdapter(hints[key]).validate_python(value, strict=True)
+            except ValidationError:
+                if not (isinstance(value, int) and not isinstance(value, bool) and hints[key] is float):
+                    raise XgirError(f"dataset '{name}': parameter {key} must be of type "
+                                    f"{getattr(hints[key], '__name__', hints[key])}, got {value!r}") from None
+        if key in _POSITIVE and isinstance(value, int | float) and value < 1:
+            raise XgirError(f"dataset '{name}': parameter {key} must be at least 1, got {value!r}")
+        if key == "p" and isinstance(value, int | float) and not 0 <= value <= 1:
+            raise XgirError(f"dataset '{name}': parameter p is a probability in [0, 1], got {value!r}")
 
 
 def __getattr__(name: str) -> object:

@@ -4,7 +4,7 @@ Every dataset in xgir is an :class:`ImageDataset`: ``images`` float[N,C,H,W] in
 [0, 1], ``labels`` long[N] and optionally ``masks`` bool[N,H,W] (the object, the
 relevant region), ``groups`` long[N] and extra per-sample tensors (for example
 ``decoy_masks``, the irrelevant region, or ``textures``). Indexing gives the dict
-``{"image", "label", "mask"?, "group"?, ...}`` that DESIGN.md specifies.
+``{"image", "label", "mask"?, "group"?, ...}`` described in docs/data.md.
 """
 
 from __future__ import annotations

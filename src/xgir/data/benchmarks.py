@@ -1,4 +1,4 @@
-"""Builders of the embedded benchmark datasets (DESIGN.md section 5).
+"""Builders of the embedded benchmark datasets (docs/data.md, "Embedded benchmarks").
 
 Each builder is deterministic given ``seed``: the same seed gives the same
 tensors, and the splits of one seed draw from disjoint pools of base digits.

@@ -45,6 +45,9 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             shape = getattr(logits, "shape", type(logits).__name__)
             raise XgirError(f"the model must return logits [N,K], got {shape}")
+        if not bool(torch.isfinite(logits).all()):
+            raise XgirError("the model's outputs hold NaN or infinite values (a diverged or broken model); "
+                            "nothing to explain")
         out.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(out)
 

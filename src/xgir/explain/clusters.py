@@ -5,7 +5,7 @@ whose probabilities sum past ``mass``, at most ``k``), the label co-occurrence
 similarity (Jaccard: images where both labels are top labels over images where
 either is), and average-linkage agglomerative clustering of the labels on the
 distance 1 - similarity (``scipy.cluster.hierarchy``; CWOX's hierarchical latent
-tree model is replaced by this, as DESIGN.md allows).
+tree model is replaced by this; see docs/explain.md, CWOX-2s).
 
 A *level* is a cut height in [0, 1] on that distance: two labels share a cluster
 at level ``t`` when their lowest common ancestor in the tree merged at distance
@@ -68,7 +68,7 @@ def top_label_sets(probs: torch.Tensor, k: int = 5, mass: float | None = 0.95) -
 def model_top_labels(model: nn.Module, images: torch.Tensor, k: int = 5, mass: float | None = 0.95,
                      batch_size: int = 256) -> list[list[int]]:
     """:func:`top_label_sets` of the model's softmax outputs on ``images`` float[N,C,H,W]."""
-    from xgir.train import predict_logits
+    from xgir.models.inference import predict as predict_logits
 
     logits = predict_logits(model, images, batch_size=batch_size)
     return top_label_sets(torch.softmax(logits, dim=1), k, mass)
@@ -166,7 +166,7 @@ class ConfusionTree:
             batch_size: int = 256) -> ConfusionTree:
         """Fit on the model's top label sets over ``dataset`` (the model is not switched to eval
         mode: call ``model.eval()`` first)."""
-        from xgir.train import predict_logits
+        from xgir.models.inference import predict as predict_logits
 
         if len(dataset) == 0:
             raise XgirError("cannot fit a confusion tree on an empty dataset")

@@ -97,11 +97,18 @@ def grad_cam_layers(
         raise XgirError("no Grad-CAM request given")
     modules = [resolve_layer(model, layer) for layer, _ in requests]
     with LayerCapture(modules, cut=True) as cap:
-        logits = model(x)
+        try:
+            logits = model(x)
+        except RuntimeError as err:  # e.g. wrong channel count or image size for the model
+            first = (str(err).splitlines() or [""])[0]
+            raise XgirError(f"the model cannot take images of shape {tuple(x.shape)}: {first}") from None
         ok = isinstance(logits, torch.Tensor) and logits.ndim == 2
         if not ok or logits.shape[0] != x.shape[0]:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
             raise XgirError(f"the model must return logits [N,K]; got {shape}")
+        if not bool(torch.isfinite(logits).all()):
+            raise XgirError("the model's outputs hold NaN or infinite values (a diverged or broken model); "
+                            "nothing to explain")
         acts = [cap.get(m) for m in modules]
         for (layer, _), act in zip(requests, acts, strict=True):
             if act.ndim != 4:
@@ -114,6 +121,10 @@ def grad_cam_layers(
                 if callable(targets) and not isinstance(targets, Targets):
                     targets = targets(logits.detach())
                 tg = as_targets(targets, x.shape[0], logits.shape[1]).to(logits.device)
+                if tg.shape[1] == 0:
+                    raise XgirError("no targets given: targets must name at least one class per image ([N,T], T >= 1)")
+                if not bool(torch.isfinite(tg.weights).all()):
+                    raise XgirError("target weights contain NaN or infinite values")
                 scores = tg.scores(logits)
                 grads = layer_gradients(scores, act, strategy, retain_graph=i < len(requests) - 1)
                 cams.append(cam_from_gradients(act, grads, relu, size))  # type: ignore[arg-type]
@@ -167,6 +178,3 @@ class GradCAM:
         check_images(x)
         layer = self.layer if self.layer is not None else default_layer(model, x)
         return grad_cam(model, x, targets, layer, self.relu, self.upsample, self.strategy)
-
-
-EXPLAINERS = {"gradcam": GradCAM}

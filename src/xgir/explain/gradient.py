@@ -60,6 +60,9 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
         out = model(x[:1])
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise XgirError("the model must return logits [N,K]")
+    if not bool(torch.isfinite(out).all()):
+        raise XgirError("the model's outputs hold NaN or infinite values (a diverged or broken model); "
+                            "nothing to explain")
     return int(out.shape[1])
 
 
@@ -278,14 +281,3 @@ class Occlusion(_CaptumExplainer):
             rows, sliding_window_shapes=(c, win, win), strides=(c, stride, stride), baselines=refs,
             target=0, additional_forward_args=extra, perturbations_per_eval=self.ppe,
         )
-
-
-EXPLAINERS = {
-    "saliency": Saliency,
-    "input-x-gradient": InputXGradient,
-    "ig": IntegratedGradients,
-    "expected-gradients": ExpectedGradients,
-    "deeplift": DeepLift,
-    "deepshap": DeepShap,
-    "occlusion": Occlusion,
-}

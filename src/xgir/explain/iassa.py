@@ -49,11 +49,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.errors import XgirError
 from xgir.explain._blackbox import auto_batch_size, check_images, check_positive, predict_probs, prepare, take
 from xgir.models.split import get_module
+from xgir.progress import Progress
 
 ATTENTION_GROUP = 16  # images whose attention features are held at once
 
@@ -247,7 +247,7 @@ class IASSA:
         count = torch.zeros(n, t, h, w, device=x.device)
         active = torch.ones(n, t, dtype=torch.bool, device=x.device)
         result = IassaFit(drops)
-        bar = tqdm(total=0, desc="IASSA", disable=not self.progress, leave=False)
+        bar = Progress(total=0, desc="IASSA", enabled=self.progress)
         saliency = drops
         per = max(1, (1 << 22) // (t * h * w))
         for k in range(self.iterations + 1):
@@ -266,8 +266,7 @@ class IASSA:
             round_count = torch.zeros_like(count)
             pairs = sel.any(1).nonzero()  # [M,3]: image, row window, column window
             result.windows.append(pairs.shape[0])
-            bar.total += math.ceil(pairs.shape[0] / bs)
-            bar.refresh()
+            bar.add_total(math.ceil(pairs.shape[0] / bs))
             for b0 in range(0, pairs.shape[0], bs):
                 img, r, cc = pairs[b0:b0 + bs].unbind(1)
                 inside = rows[r][:, :, None] * cols[cc][:, None, :]  # [B,H,W]
@@ -301,6 +300,3 @@ class IASSA:
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         """Heatmaps float[N,T,H,W]: running mean of the occlusion drops (module docstring)."""
         return self.fit(model, x, targets).heatmaps
-
-
-EXPLAINERS = {"iassa": IASSA}

@@ -1,17 +1,31 @@
-"""Explainers by name: ``get_explainer("gradcam", layer="layer3")``.
+"""Explainers by name, each declaring what it is: ``get_explainer("gradcam", layer="layer3")``.
 
-Every module in ``xgir.explain`` that defines ``EXPLAINERS = {name: factory}``
-contributes its explainers; ``factory(**params)`` returns a callable
-``explainer(model, x[N,C,H,W], targets) -> heatmaps float[N,T,H',W']``.
+Registration is explicit: one entry in :data:`EXPLAINERS` per method, naming the class that
+implements it (imported only when used, so listing names imports no heavy module) and what
+its maps are:
+
+- ``signed``: maps carry a sign (positive and negative evidence) or are non-negative;
+- ``needs_layer``: it reads a layer (``layer=``; default the model's last spatial stage);
+- ``baseline``: the name of its reference parameter (``"baseline"`` one reference image per
+  (image, target); ``"baselines"`` a distribution of references), or None;
+- ``targets``: what the targets mean: ``"classes"`` (classes, clusters or weighted logits,
+  :mod:`xgir.explain.targets`), ``"cluster-contrast"`` (each target is contrasted with the
+  other targets of the same image: CWOX's cluster level) or ``"foils"`` (GANMEX: the
+  classes the prediction is contrasted with).
+
+``get_explainer(name, **params)(model, x[N,C,H,W], targets) -> float[N,T,H,W]`` runs the method
+with the model in eval mode (batch-norm statistics untouched, dropout off) and restores each
+submodule's mode afterwards; the conformance suite (tests/test_explainer_conformance.py)
+checks every entry.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -26,28 +40,92 @@ class Explainer(Protocol):
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor: ...
 
 
-def available_explainers() -> dict[str, Callable[..., Explainer]]:
-    """Name -> factory of every registered explainer."""
-    import xgir.explain as package
+@dataclass(frozen=True)
+class ExplainerInfo:
+    """What a registered explainer is (see the module docstring)."""
 
-    found: dict[str, Callable[..., Explainer]] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name in ("registry", "targets") or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"xgir.explain.{info.name}")
-        found.update(getattr(module, "EXPLAINERS", {}))
-    return found
+    target: str | Callable[..., Explainer]  # "module:Class" implementing it (or the factory itself)
+    description: str
+    signed: bool = False
+    needs_layer: bool = False
+    baseline: Literal["baseline", "baselines"] | None = None
+    targets: Literal["classes", "cluster-contrast", "foils"] = "classes"
+    sampler: bool = False  # draws random samples (seeded: same seed, same map)
+
+    def load(self) -> Callable[..., Explainer]:
+        if not isinstance(self.target, str):
+            return self.target
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_G = "xgir.explain.gradient"
+EXPLAINERS: dict[str, ExplainerInfo] = {
+    "gradcam": ExplainerInfo("xgir.explain.gradcam:GradCAM",
+                             "Grad-CAM: channel-weighted activations of a layer, batched over targets",
+                             needs_layer=True),
+    "cwox": ExplainerInfo("xgir.explain.cwox:CWOX",
+                          "CWOX cluster level: each target's Grad-CAM contrasted with the image's other targets",
+                          needs_layer=True, targets="cluster-contrast"),
+    "saliency": ExplainerInfo(f"{_G}:Saliency", "input gradient (absolute value by default)"),
+    "input-x-gradient": ExplainerInfo(f"{_G}:InputXGradient", "input times its gradient", signed=True),
+    "ig": ExplainerInfo(f"{_G}:IntegratedGradients", "Integrated Gradients from a baseline image",
+                        signed=True, baseline="baseline"),
+    "expected-gradients": ExplainerInfo(f"{_G}:ExpectedGradients",
+                                        "Expected Gradients: IG averaged over baselines drawn from data",
+                                        signed=True, baseline="baselines", sampler=True),
+    "deeplift": ExplainerInfo(f"{_G}:DeepLift", "DeepLIFT (rescale rule) from a baseline image",
+                              signed=True, baseline="baseline"),
+    "deepshap": ExplainerInfo(f"{_G}:DeepShap", "DeepSHAP: DeepLIFT averaged over a set of baselines",
+                              signed=True, baseline="baselines"),
+    "occlusion": ExplainerInfo(f"{_G}:Occlusion", "score drop when a sliding window is replaced by the baseline",
+                               signed=True, baseline="baseline"),
+    "rise": ExplainerInfo("xgir.explain.rise:RISE", "RISE: score-weighted random masks (centred)", sampler=True),
+    "lime": ExplainerInfo("xgir.explain.lime:LIME", "LIME: a weighted linear fit on SLIC superpixels",
+                          signed=True, sampler=True),
+    "iassa": ExplainerInfo("xgir.explain.iassa:IASSA",
+                           "IASSA: iterative adaptive sampling with attention windows", sampler=True),
+    "ganmex": ExplainerInfo("xgir.explain.ganmex:GanmexExplainer",
+                            "GANMEX: one-vs-one attribution from the class-targeted baseline G(x, t) "
+                            "(needs generator=PATH)", signed=True, targets="foils"),
+}
+
+
+def explainer_info(name: str) -> ExplainerInfo:
+    """The declaration of ``name``; XgirError listing the registered names otherwise."""
+    if name not in EXPLAINERS:
+        raise XgirError(f"unknown explainer '{name}'; choose one of: {', '.join(sorted(EXPLAINERS))}")
+    return EXPLAINERS[name]
+
+
+def available_explainers() -> dict[str, Callable[..., Explainer]]:
+    """Name -> factory of every registered explainer (imports the modules; for names only,
+    read :data:`EXPLAINERS`)."""
+    return {name: info.load() for name, info in EXPLAINERS.items()}
+
+
+class _InEvalMode:
+    """Runs an explainer with the model in eval mode; each submodule's mode is restored."""
+
+    def __init__(self, explainer: Explainer) -> None:
+        self.explainer = explainer
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped explainer's settings stay readable
+        return getattr(self.explainer, name)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
+        from xgir.models.modes import eval_mode
+
+        with eval_mode(model):
+            return self.explainer(model, x, targets)
 
 
 def get_explainer(name: str, **params: Any) -> Explainer:
     """Build the explainer ``name`` with its parameters; clear errors for unknown names or
     parameters."""
-    found = available_explainers()
-    if name not in found:
-        raise XgirError(f"unknown explainer '{name}'; choose one of: {', '.join(sorted(found))}")
-    factory = found[name]
+    factory = explainer_info(name).load()
     try:
         inspect.signature(factory).bind(**params)
     except TypeError as err:
         raise XgirError(f"bad parameters for explainer '{name}': {err}") from None
-    return factory(**params)
+    return _InEvalMode(factory(**params))

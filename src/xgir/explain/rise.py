@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.errors import XgirError
 from xgir.explain._blackbox import (
@@ -35,6 +34,7 @@ from xgir.explain._blackbox import (
     score_samples,
     take,
 )
+from xgir.progress import Progress
 
 
 class RISE:
@@ -111,7 +111,7 @@ class RISE:
         score_sum = torch.zeros(n, t, device=x.device)
         mask_sum = torch.zeros(h, w, device=x.device)
         steps = math.ceil(n / group) * math.ceil(self.n_masks / chunk)
-        bar = tqdm(total=steps, desc="RISE", disable=not self.progress, leave=False)
+        bar = Progress(total=steps, desc="RISE", enabled=self.progress)
         for g0 in range(0, n, group):
             xg, tgg = x[g0:g0 + group], take(tg, slice(g0, g0 + group))
             for m0 in range(0, self.n_masks, chunk):
@@ -132,6 +132,3 @@ class RISE:
             mean_score = score_sum / self.n_masks
             saliency -= mean_score[..., None, None] * (mask_sum / (self.n_masks * self.p))
         return saliency
-
-
-EXPLAINERS = {"rise": RISE}

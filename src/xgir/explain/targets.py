@@ -6,10 +6,12 @@ Every explainer takes ``targets`` in any of these forms and explains each
 - an ``int`` c: the logit z_c, for every image (T = 1);
 - a long tensor [N] or [N,T]: per-image class indices;
 - a list of T specs, each applied to every image: an ``int`` (class), a
-  ``tuple``/``list``/``set``/``frozenset`` of ints (a cluster C, scored by the
+  ``tuple``/``set``/``frozenset`` of ints or a 1-D long tensor (a cluster C, scored by the
   generalised logit z_C = logsumexp_{c in C} z_c) or a float tensor [K]
   (weights w, score = sum_c w_c z_c);
-- a list of N lists of T specs: per-image targets.
+- a list of N lists of T specs: per-image targets (a list of lists is always per image,
+  so ``[[1, 2], [3, 4]]`` means classes 1, 2 for image 0 and 3, 4 for image 1, and is an
+  error for N != 2; two clusters for every image are ``[(1, 2), (3, 4)]``).
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def _spec(spec: Any, k: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
             raise XgirError(f"target class {spec} out of range: the model has {k} classes")
         weights[spec] = 1.0
         return weights, members, False
-    if isinstance(spec, (tuple, list, set, frozenset)) or (isinstance(spec, torch.Tensor) and spec.ndim == 1):
+    if isinstance(spec, list):
+        raise XgirError(f"cannot read target {spec!r}: a cluster is a tuple of classes, e.g. {tuple(spec)!r}")
+    if isinstance(spec, (tuple, set, frozenset)) or (isinstance(spec, torch.Tensor) and spec.ndim == 1):
         classes = [int(c) for c in spec]
         if not classes:
             raise XgirError("a cluster target must hold at least one class")
@@ -128,9 +132,12 @@ def as_targets(targets: Any, n: int, num_classes: int) -> Targets:
         targets = [targets]
     if not isinstance(targets, Sequence) or isinstance(targets, str) or len(targets) == 0:
         raise XgirError(f"cannot read targets {targets!r}: see xgir.explain.targets for the forms")
-    per_image = len(targets) == n and all(
-        isinstance(t, Sequence) and not isinstance(t, (str, tuple)) for t in targets
-    )
+    # one unambiguous rule: a list of lists is per image (one row per image); clusters are
+    # tuples, sets or 1-D long tensors, never lists
+    per_image = all(isinstance(t, list) for t in targets)
+    if per_image and len(targets) != n:
+        raise XgirError(f"a list of lists gives per-image targets: got {len(targets)} rows for {n} images "
+                        "(write a cluster as a tuple, e.g. [(1, 2), (3, 4)] for two clusters)")
     rows: list[Sequence[Any]] = list(targets) if per_image else [targets] * n  # type: ignore[list-item]
     t_count = len(rows[0])
     if any(len(r) != t_count for r in rows):

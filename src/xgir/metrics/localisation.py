@@ -17,6 +17,8 @@ float[N,T], with no reduction over images.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -50,8 +52,7 @@ def _prepare(
     if m.shape[0] != maps.shape[0]:
         raise XgirError(f"{maps.shape[0]} heatmaps but {m.shape[0]} {what}s")
     if m.dtype != torch.bool:
-        if m.is_floating_point() and bool(((m != 0) & (m != 1)).any()):
-            raise XgirError(f"{what}s must be boolean (or 0/1), got other values")
+        _check_mask_values(m, what)
         m = m != 0
     if not maps.is_floating_point():
         maps = maps.float()
@@ -73,6 +74,14 @@ def _prepare(
             f"{what}s of images {idx[:10]} are empty; pass empty='nan' to score them NaN"
         )
     return maps, m, is_empty, squeeze
+
+
+def _check_mask_values(masks: torch.Tensor, what: str) -> None:
+    """Floating masks must hold only 0 and 1 (NaN and fractions are errors)."""
+    if not isinstance(masks, torch.Tensor):
+        raise XgirError(f"{what}s must be torch tensors")
+    if masks.is_floating_point() and bool(((masks != 0) & (masks != 1)).any()):
+        raise XgirError(f"{what}s must be boolean (or 0/1), got other values")
 
 
 def _finish(values: torch.Tensor, is_empty: torch.Tensor, squeeze: bool) -> torch.Tensor:
@@ -107,6 +116,7 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     """
     if masks.ndim < 2:
         raise XgirError(f"masks must be [...,H,W], got shape {tuple(masks.shape)}")
+    _check_mask_values(masks, "mask")
     m = masks != 0
     h, w = m.shape[-2:]
     rows, cols = m.any(-1), m.any(-2)  # [...,H], [...,W]
@@ -176,8 +186,8 @@ def pointing_game(
     maps, m, is_empty, squeeze = _prepare(heatmaps, masks, empty)
     n, t, h, w = maps.shape
     r = default_tolerance(h) if tolerance is None else float(tolerance)
-    if r < 0:
-        raise XgirError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    if not math.isfinite(r) or r < 0:
+        raise XgirError(f"tolerance must be a finite number >= 0 pixels, got {tolerance}")
     flat = maps.reshape(n, t, h * w)
     top = flat.argmax(-1)  # [N,T]
     py, px = (top // w).float(), (top % w).float()

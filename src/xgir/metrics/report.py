@@ -25,7 +25,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
@@ -33,6 +32,7 @@ from xgir.io import write_json, write_text
 from xgir.metrics.faithfulness import default_step, deletion, insertion
 from xgir.metrics.localisation import box_epg, epg, iou, irrelevant_overlap, pointing_game
 from xgir.metrics.shift import predict
+from xgir.progress import iterate
 
 COLUMNS = [  # (key, header, direction)
     ("epg", "EPG", "↑"),
@@ -104,7 +104,7 @@ def _summary(values: dict[str, torch.Tensor]) -> dict[str, float | int]:
     for key, v in values.items():
         ok = v[~torch.isnan(v)].double()
         out[key] = float(ok.mean()) if len(ok) else math.nan
-        out[f"{key}_std"] = float(ok.std(unbiased=False)) if len(ok) else math.nan
+        out[f"{key}_std"] = float(ok.std()) if len(ok) > 1 else 0.0 if len(ok) else math.nan  # ddof 1
         out[f"{key}_n"] = len(ok)
     return out
 
@@ -112,6 +112,8 @@ def _summary(values: dict[str, torch.Tensor]) -> dict[str, float | int]:
 def _fmt(row: Mapping[str, Any], key: str) -> str:
     if key not in row or row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
         return "n/a"
+    if row.get(f"{key}_n", 2) < 2:  # one image: no spread to show
+        return f"{row[key]:.3f}"
     return f"{row[key]:.3f} ± {row[f'{key}_std']:.3f}"
 
 
@@ -205,7 +207,7 @@ def evaluate_explainers(
     summary: dict[str, dict[str, Any]] = {}
     per_image: dict[str, dict[str, list[float]]] = {}
     shown: dict[str, torch.Tensor] = {}
-    for name in tqdm(names, desc="explainers", disable=not progress, leave=False):
+    for name in iterate(names, desc="explainers", enabled=progress, unit="explainer"):
         t0 = time.perf_counter()
         if name in explainers:
             maps = _explain(explainers[name], name, model, x, cls, explain_batch_size)
@@ -269,7 +271,7 @@ def write_outputs(
         "",
         f"{result['n']} images (seed {result['seed']}), target = {result['targets']} class, "
         f"model accuracy on them {result['accuracy']:.3f}; deletion/insertion step "
-        f"{result['step']} px. Mean ± std over images; ↑ higher is better, ↓ lower.",
+        f"{result['step']} px. Mean ± sample standard deviation (ddof 1) over images; ↑ higher is better, ↓ lower.",
         "",
         markdown_table(result["summary"]),
         "",

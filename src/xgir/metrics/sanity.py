@@ -17,9 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.errors import XgirError
+from xgir.progress import iterate
 
 ExplainerFn = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
 
@@ -255,7 +255,7 @@ def cascading_randomisation(
     original = _maps(explainer, model, x, targets)
     sp_abs, sp_sign, ss, names = [], [], [], []
     steps = randomised_models(model, layers, seed)
-    for name, rand in tqdm(steps, desc="randomise", disable=not progress, leave=False):
+    for name, rand in iterate(steps, desc="randomise", enabled=progress, unit="layer"):
         maps = _maps(explainer, rand, x, targets)
         if maps.shape != original.shape:
             raise XgirError(f"heatmap shape changed after randomising {name}: {tuple(maps.shape)}")

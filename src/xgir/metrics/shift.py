@@ -15,45 +15,13 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
+from xgir.models.inference import predict
 
-
-def _device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+__all__ = ["predict"]  # re-exported: xgir.models.inference is its home
 
 
 def _label(dataset: ImageDataset) -> str:
     return f"dataset '{dataset.name}'" if dataset.name else "the dataset"
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits float[N,K] (CPU) of images float[N,C,H,W], in batches on the model's device.
-
-    The model is put in eval mode for the call and restored afterwards.
-    """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise XgirError(f"images must be [N,C,H,W], got {getattr(images, 'shape', type(images))}")
-    if batch_size < 1:
-        raise XgirError(f"batch_size must be at least 1, got {batch_size}")
-    device = _device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        outs = [
-            model(images[i : i + batch_size].to(device)).float().cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    except RuntimeError as err:
-        raise XgirError(
-            f"the model cannot run on images of shape {tuple(images.shape[1:])}: "
-            f"{str(err).splitlines()[0]}"
-        ) from None
-    finally:
-        model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0, 0)
 
 
 def correct(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> torch.Tensor:

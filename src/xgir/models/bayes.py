@@ -80,15 +80,15 @@ class BayesLayer(nn.Module):
             )
         return total
 
-    def _apply(
+    def _linear_op(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         raise NotImplementedError
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of the pre-activations given input x (closed form)."""
-        mean = self._apply(x, self.weight_mu, self.bias_mu)
-        var = self._apply(x * x, self.weight_sigma**2, self.bias_sigma**2)
+        mean = self._linear_op(x, self.weight_mu, self.bias_mu)
+        var = self._linear_op(x * x, self.weight_sigma**2, self.bias_sigma**2)
         return mean, var
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ class BayesLinear(BayesLayer):
         )
         self.in_features, self.out_features = in_features, out_features
 
-    def _apply(
+    def _linear_op(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         return F.linear(x, weight, bias)
@@ -137,7 +137,7 @@ class BayesConv2d(BayesLayer):
         )
         self.padding, self.stride = padding, stride
 
-    def _apply(
+    def _linear_op(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
@@ -225,47 +225,6 @@ def sampling(model: nn.Module, sample: bool) -> Iterator[nn.Module]:
             layer.sample = s
 
 
-def elbo_term(num_train: int, kl_weight: float = 1.0):
-    """``extra_loss`` for :func:`xgir.train.fit_classifier`: kl_weight * KL / num_train (the KL
-    divided by the number of minibatches, per image, added to the mean NLL)."""
-    if num_train <= 0:
-        raise XgirError(f"num_train must be positive, got {num_train}")
-
-    def extra(
-        model: nn.Module, _batch: dict[str, torch.Tensor], _logits: torch.Tensor
-    ) -> torch.Tensor:
-        return kl_weight * kl_divergence(model) / num_train
-
-    return extra
-
-
-def fit_bayes(
-    model: nn.Module,
-    dataset: ImageDataset,
-    epochs: int,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    seed: int = 0,
-    kl_weight: float = 1.0,
-    progress: bool = True,
-) -> nn.Module:
-    """Bayes-by-backprop: Adam on mean NLL + KL / N with one Monte Carlo sample per step."""
-    from xgir.train import fit_classifier
-
-    set_sampling(model, True)
-    return fit_classifier(
-        model,
-        dataset,
-        epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        extra_loss=elbo_term(len(dataset), kl_weight),
-        progress=progress,
-        desc="bayes",
-    )
-
-
 @torch.no_grad()
 def predict_samples(
     model: nn.Module,
@@ -275,7 +234,7 @@ def predict_samples(
     seed: int | None = 0,
 ) -> torch.Tensor:
     """Class probabilities float[S,N,K] from ``samples`` stochastic forward passes (CPU out)."""
-    from xgir.train import model_device
+    from xgir.models.inference import model_device
 
     if samples < 1:
         raise XgirError(f"samples must be at least 1, got {samples}")

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.io import torch_save
+from xgir.io import load_torch, torch_save
 from xgir.models.zoo import ARCHITECTURES
+
+ACCEPTS = "xgir reads the model.pt that xgir train writes (architecture, parameters and weights)"
 
 
 def build_model(arch: str, **params: Any) -> nn.Module:
@@ -24,11 +26,21 @@ def build_model(arch: str, **params: Any) -> nn.Module:
         raise XgirError(f"bad parameters for architecture '{arch}': {err}") from None
 
 
+def check_finite_state(state: dict[str, Any], what: str) -> None:
+    """XgirError naming the first floating tensor of ``state`` holding NaN or infinity."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise XgirError(f"{what}: weight '{name}' holds NaN or infinite values (training diverged); "
+                            "retrain with a lower learning rate")
+
+
 def save_checkpoint(
     model: nn.Module, path: str | os.PathLike, arch: str, params: dict[str, Any],
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Save weights with the config that rebuilds the model, atomically."""
+    """Save weights with the config that rebuilds the model, atomically; XgirError (and nothing
+    written) when a weight is NaN or infinite."""
+    check_finite_state(model.state_dict(), str(path))
     state = {"arch": arch, "params": dict(params), "state_dict": model.state_dict(), "meta": meta or {}}
     return torch_save(state, path)
 
@@ -38,9 +50,10 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
     path = Path(path)
-    state = read_checkpoint(path, map_location)
+    state = load_torch(path, "checkpoint", ACCEPTS, map_location=map_location)
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
-        raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict')")
+        raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict'); {ACCEPTS}")
+    check_finite_state(state["state_dict"], f"checkpoint {path}")
     model = build_model(state["arch"], **(state.get("params") or {}))
     try:
         model.load_state_dict(state["state_dict"])
@@ -52,23 +65,7 @@ def load_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors: missing, empty, or not a
-    file of tensors (never advising to load untrusted files with weights_only=False)."""
-    path = Path(path)
-    if path.is_dir():
-        raise XgirError(f"checkpoint {path} is a folder, not a file")
-    if not path.is_file():
-        raise XgirError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise XgirError(f"checkpoint {path} is empty (0 bytes): an interrupted write? retrain or re-save it")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        text = str(err)
-        if "Weights only load failed" in text or "weights_only" in text:
-            detail = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("Unsupported")), "")
-            reason = "not a file of tensors that can be loaded safely" + (f": {detail}" if detail else "")
-        else:
-            reason = text.splitlines()[0] if text else type(err).__name__
-        raise XgirError(f"cannot read checkpoint {path} ({reason[:160]}); xgir reads .pt files "
-                        "written by xgir train, xgir correct or save_loaded") from None
+    """``torch.load(path, weights_only=True)`` of any xgir checkpoint (zoo or
+    :func:`xgir.models.save_loaded`), with :func:`xgir.io.load_torch`'s one-line errors."""
+    return load_torch(path, "checkpoint", "xgir reads .pt files written by xgir train, xgir correct or "
+                      "xgir.models.save_loaded", map_location=map_location)

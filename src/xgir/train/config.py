@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+import torch
+from pydantic import Field, field_validator
 
 from xgir.config import StrictModel
 
@@ -66,6 +67,19 @@ class TrainConfig(StrictModel):
     train: OptimConfig = Field(default_factory=OptimConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     probe: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        from xgir.errors import XgirError
+
+        try:
+            kind = torch.device(v).type
+        except (RuntimeError, TypeError):
+            kind = None
+        if kind not in ("cpu", "cuda", "mps"):
+            raise XgirError(f"device '{v}' is not a torch device; use cpu, cuda or cuda:N")
+        return v
 
 
 def two_stage_config(out: str = "runs/two-stage", seed: int = 0) -> TrainConfig:

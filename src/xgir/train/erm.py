@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.data.base import ImageDataset
+from xgir.errors import XgirError
+from xgir.models.inference import model_device, predict
+from xgir.progress import Progress
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-free model)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+def check_loss(loss: torch.Tensor, desc: str, epoch: int, step: int, lr: float) -> float:
+    """``float(loss)``; XgirError when it is NaN or infinite (the run diverged)."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise XgirError(f"{desc}: training diverged (loss {value} at epoch {epoch + 1}, step {step + 1}); "
+                        f"lower the learning rate (lr {lr:g}); nothing was saved")
+    return value
+
+
+def check_weights(params: list[nn.Parameter], desc: str, lr: float) -> None:
+    """XgirError when a trained parameter holds NaN or infinity (the last step diverged)."""
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise XgirError(f"{desc}: training diverged (weights became NaN or infinite); lower the learning rate "
+                        f"(lr {lr:g}); nothing was saved")
 
 
 def fit_classifier(
@@ -50,11 +61,11 @@ def fit_classifier(
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-len(dataset) // batch_size)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    bar = Progress(total=steps, desc=desc, enabled=progress)
     model.train()
     for epoch in range(epochs):
         total, count = 0.0, 0
-        for batch in dataset.batches(batch_size, shuffle=True, generator=g):
+        for step, batch in enumerate(dataset.batches(batch_size, shuffle=True, generator=g)):
             x = batch["image"].to(device)
             y = batch["label"].to(device)
             logits = model(x)
@@ -64,23 +75,22 @@ def fit_classifier(
                 loss = loss_fn(logits, {k: v.to(device) for k, v in batch.items()})
             if extra_loss is not None:
                 loss = loss + extra_loss(model, {k: v.to(device) for k, v in batch.items()}, logits)
+            value = check_loss(loss, desc, epoch, step, lr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(y)
+            total += value * len(y)
             count += len(y)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
+            bar.update(1, epoch=f"{epoch + 1}/{epochs}", loss=f"{total / count:.3f}")
+        bar.epoch_end()
+    check_weights(params, desc, lr)
     bar.close()
     return model.eval()
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits float[N,K] of ``images`` float[N,C,H,W], in batches, on the model's device (CPU out)."""
-    device = model_device(model)
-    outs = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0)
+    """Logits float[N,K] of ``images`` float[N,C,H,W]: :func:`xgir.models.inference.predict`."""
+    return predict(model, images, batch_size)
 
 
 def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> float:

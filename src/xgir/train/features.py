@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xgir.data.base import ImageDataset
 from xgir.io import cached, fingerprint
-from xgir.train.erm import model_device
+from xgir.progress import iterate
+from xgir.train.erm import check_loss, check_weights, model_device
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def extract_features(
     was_training = features.training
     features.eval()
     out = []
-    for i in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress, leave=False):
+    for i in iterate(range(0, len(images), batch_size), desc="features", enabled=progress, unit="batch"):
         out.append(features(images[i : i + batch_size].to(device)).float().cpu())
     features.train(was_training)
     return torch.cat(out)
@@ -59,14 +59,16 @@ def fit_head(
         p.requires_grad_(True)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(features)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(n, generator=g)
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
             loss = F.cross_entropy(head(features[idx]), labels[idx])
+            check_loss(loss, "head", epoch, i // batch_size, lr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    check_weights(list(head.parameters()), "head", lr)
     return head.eval()
 
 

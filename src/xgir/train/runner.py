@@ -9,8 +9,10 @@ from typing import Any
 import torch
 
 from xgir.data import load_dataset
-from xgir.io import write_json, write_text
+from xgir.errors import XgirError
+from xgir.io import check_output_folder, run_folder, write_json, write_text
 from xgir.models import build_model, save_checkpoint, split
+from xgir.progress import iterate, step
 from xgir.train.config import TrainConfig
 from xgir.train.erm import accuracy_by_group, fit_classifier
 from xgir.train.features import cached_features, fit_head, linear_probe
@@ -21,10 +23,10 @@ def _dataset_key(cfg: TrainConfig, split_name: str) -> str:
     return f"{cfg.data.name}/{split_name}/seed={cfg.seed}/{sorted(cfg.data.params.items())}"
 
 
-def evaluate_splits(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+def evaluate_splits(model: torch.nn.Module, cfg: TrainConfig, progress: bool = False) -> dict[str, Any]:
     """Accuracy, per-group and worst-group accuracy on each eval split."""
     out = {}
-    for name in cfg.data.eval_splits:
+    for name in iterate(cfg.data.eval_splits, desc="evaluate", enabled=progress, unit="split"):
         ds = load_dataset(cfg.data.name, name, seed=cfg.seed, **cfg.data.params)
         out[name] = accuracy_by_group(model, ds)
     return out
@@ -34,13 +36,19 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train as ``cfg`` says, save ``model.pt``, ``results.json`` and ``report.md`` in ``cfg.out``."""
     start = time.time()
     out = Path(cfg.out)
-    train = load_dataset(cfg.data.name, cfg.data.train_split, seed=cfg.seed, **cfg.data.params)
+    _check_device(cfg.device)
+    check_output_folder(out, "output folder")
+    with step(f"building {cfg.data.name}/{cfg.data.train_split}", enabled=progress):
+        train = load_dataset(cfg.data.name, cfg.data.train_split, seed=cfg.seed, **cfg.data.params)
     params = {**cfg.model.params, "num_classes": train.num_classes}
     if cfg.model.arch == "lenet":
         params.setdefault("in_channels", train.image_shape[0])
         params.setdefault("image_size", train.image_shape[1])
     elif cfg.model.arch == "small-resnet":
         params.setdefault("in_channels", train.image_shape[0])
+    if "in_channels" in params and params["in_channels"] != train.image_shape[0]:
+        raise XgirError(f"model.params.in_channels is {params['in_channels']} but {cfg.data.name} images have "
+                        f"{train.image_shape[0]} channels; remove in_channels or set it to {train.image_shape[0]}")
     results: dict[str, Any] = {"config": cfg.model_dump(), "mode": cfg.mode}
     if cfg.mode == "erm":
         torch.manual_seed(cfg.seed)
@@ -54,18 +62,26 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         torch.manual_seed(cfg.seed)
         model = frozen_with_new_head(pre, cfg.model.arch, params, train.num_classes).to(cfg.device)
         features, head = split(model, "fc")
-        h = cached_features(features, train, _dataset_key(cfg, cfg.data.train_split))
+        h = cached_features(features, train, _dataset_key(cfg, cfg.data.train_split), progress=progress)
         fit_head(h, train.labels, train.num_classes, epochs=cfg.train.epochs, lr=cfg.train.lr,
                  batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay,
                  seed=cfg.seed, head=head)
         if cfg.probe and "target-val" in _splits(cfg) and "target-test" in _splits(cfg):
             results["probe"] = probe_two_factors(features, cfg)
-    results["splits"] = evaluate_splits(model, cfg)
+    results["splits"] = evaluate_splits(model, cfg, progress)
     results["seconds"] = round(time.time() - start, 1)
-    save_checkpoint(model, out / "model.pt", cfg.model.arch, params, meta={"mode": cfg.mode})
-    write_json(out / "results.json", results)
-    write_text(out / "report.md", format_report(results))
+    with run_folder(out, "output folder") as tmp:  # the three files as a set
+        save_checkpoint(model, tmp / "model.pt", cfg.model.arch, params, meta={"mode": cfg.mode})
+        write_json(tmp / "results.json", results)
+        write_text(tmp / "report.md", format_report(results))
     return results
+
+
+def _check_device(device: str) -> None:
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise XgirError(f"device: {device} requested but no CUDA GPU is available; use device: cpu")
+    if torch.device(device).type == "mps" and not torch.backends.mps.is_available():
+        raise XgirError(f"device: {device} requested but MPS is not available; use device: cpu")
 
 
 def _splits(cfg: TrainConfig) -> tuple[str, ...]:

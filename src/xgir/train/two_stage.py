@@ -1,4 +1,4 @@
-"""The two-stage setup (DESIGN.md section 5).
+"""The two-stage setup (docs/correct.md, "The two-stage setup").
 
 Stage 1: a feature extractor is pretrained on ``glyph-pretrain`` with both labels
 (character and texture family; one multi-task linear layer whose first logits are
@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.data import TEXTURE_FAMILIES, load_dataset
+from xgir.errors import XgirError, warn
 from xgir.io import cache_dir, fingerprint
 from xgir.models import build_model, load_checkpoint, save_checkpoint
+from xgir.progress import step
 from xgir.train.config import ModelConfig, PretrainConfig
 from xgir.train.erm import fit_classifier
 
@@ -36,14 +38,19 @@ def pretrain_extractor(
     progress: bool = True,
 ) -> nn.Module:
     """The stage-1 multi-task network (cached): logits = [chars..., texture families...]."""
-    data = load_dataset(pretrain.data.name, "train", seed=seed, **pretrain.data.params)
+    with step(f"building {pretrain.data.name}/train", enabled=progress):
+        data = load_dataset(pretrain.data.name, "train", seed=seed, **pretrain.data.params)
     n_out = data.num_classes + len(TEXTURE_FAMILIES)
     params = {**model.params, "num_classes": n_out}
     key = fingerprint(pretrain.model_dump(), model.arch, params, seed, "pretrain-v1")
     path = cache_dir() / "extractors" / f"{model.arch}-{key}.pt"
     if path.exists():
-        net, _ = load_checkpoint(path, map_location=device)
-        return net
+        try:
+            net, _ = load_checkpoint(path, map_location=device)
+            return net
+        except XgirError as err:
+            warn(f"corrupt cache entry {path} ({err}); removed, retraining the extractor")
+            path.unlink(missing_ok=True)
     torch.manual_seed(seed)
     net = build_model(model.arch, **params).to(device)
     fit_classifier(

@@ -1,0 +1,29 @@
+"""``xgir app``: a local web app to browse a model's predictions and explanations, give region
+feedback, and correct the model with it.
+
+Modules: :mod:`~xgir.app.images` (the image set), :mod:`~xgir.app.state` (model, predictions,
+cache), :mod:`~xgir.app.analysis` (explanations, proposals), :mod:`~xgir.app.finetune` and
+:mod:`~xgir.app.jobs` (the correction in the background), :mod:`~xgir.app.api` and
+:mod:`~xgir.app.pages` (routes), :mod:`~xgir.app.security` (the guard), :mod:`~xgir.app.server`
+(``create_app``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_state(model: str, images: str, feedback: str | Path, out: str | Path, n: int | None = None,
+                eval_images: str | None = "auto", eval_n: int | None = 1000, samples: int = 10, seed: int = 0):
+    """Load the model and images and open (or create) the feedback store: an
+    :class:`~xgir.app.state.AppState`. ``eval_images="auto"`` uses the test split of an embedded
+    training set (``decoy-digits:train`` -> ``decoy-digits:test``); None: no held-out set."""
+    from xgir.app.images import evaluation_spec, load_image_set
+    from xgir.app.state import AppState
+    from xgir.models import load_model
+
+    loaded = load_model(model)
+    image_set = load_image_set(images, loaded, n=n, seed=seed)
+    ev_spec = evaluation_spec(images) if eval_images == "auto" else eval_images
+    ev = load_image_set(ev_spec, loaded, n=eval_n, seed=seed) if ev_spec else None
+    return AppState(loaded, image_set, feedback, out, ev, samples)

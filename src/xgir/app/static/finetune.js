@@ -1,0 +1,29 @@
+// Fine-tune form: POST the parameters as JSON, then follow the job.
+"use strict";
+const form = document.getElementById("finetune-form");
+function toggle() {
+  const bayes = document.getElementById("ft-method").value === "bayes";
+  form.querySelector("fieldset.bayes").style.display = bayes ? "" : "none";
+  form.querySelector("fieldset.guidance").style.display = bayes ? "none" : "";
+}
+form.addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const method = document.getElementById("ft-method").value;
+  const body = {};
+  const numeric = ["epochs", "lr", "batch_size", "seed", "lambda_fb", "feedback_repeats", "weight"];
+  const only = method === "bayes" ? ["lambda_fb", "feedback_repeats"] : ["loss", "attribution", "weight"];
+  for (const [k, v] of new FormData(form)) {
+    const general = ["method", "epochs", "lr", "batch_size", "seed"].includes(k);
+    if (!general && !only.includes(k)) continue;
+    if (v === "") continue;
+    body[k] = numeric.includes(k) ? Number(v) : v;
+  }
+  const status = document.getElementById("status");
+  status.textContent = "starting…";
+  const resp = await fetch("/api/finetune", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const data = await resp.json();
+  if (!resp.ok) { status.textContent = "error: " + data.error; status.className = "bad"; return; }
+  location.href = data.url;
+});
+document.getElementById("ft-method").addEventListener("change", toggle);
+toggle();
