@@ -30,6 +30,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
         msg = f"unknown key '{where}' (check the spelling)"
     elif kind == "missing":
         msg = f"missing required key '{where}'"
+    elif kind == "value_error" and isinstance(first.get("ctx", {}).get("error"), XgirError):
+        msg = f"{where}: {first['ctx']['error']}"  # our own check: its message already says what to do
     else:
         msg = f"bad value for '{where}': {first['msg']} (got {first.get('input')!r})"
     more = len(err.errors()) - 1
