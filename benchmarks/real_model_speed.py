@@ -2,7 +2,7 @@
 
 Usage:
     PYTHONPATH=src python benchmarks/real_model_speed.py [--device cpu|cuda] [--threads N]
-        [--images 2] [--samples 256] [--repeats 3] [--skip-lime] [--json out.json]
+        [--images 2] [--samples 256] [--repeats 3] [--skip-lime] [--gradcam-only] [--json out.json]
 
 1. Batched top-5 Grad-CAM (xgir.explain.gradcam.grad_cam: one forward, one vmapped backward
    for the 5 targets) against Captum's LayerGradCam called once per target (5 forward +
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-lime", action="store_true")
+    parser.add_argument("--gradcam-only", action="store_true", help="part 1 only")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     if args.threads:
@@ -97,6 +98,12 @@ def main() -> None:
     print(f"Grad-CAM top-5: xgir batched {ours_t:.3f} s, Captum 5 x LayerGradCam {captum_t:.3f} s "
           f"-> {captum_t / ours_t:.2f}x (goal >= 4x); max |diff| / map max = {err:.1e}")
 
+    if args.gradcam_only:
+        if args.json:
+            from pathlib import Path
+
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return
     # 2. RISE / LIME against the lime package, one image at a time, top-1 target
     n = args.samples
     top1 = top5[:, :1]

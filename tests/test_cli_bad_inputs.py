@@ -69,15 +69,17 @@ def test_help_lists_every_method(capsys):
     assert all(f"{name}:" in text for name in METHODS)
 
 
-def test_lime_single_superpixel_is_an_error():
+def test_lime_single_superpixel_is_a_warning_naming_the_parameters(capsys):
     from torch import nn
 
-    from xgir.errors import XgirError
     from xgir.explain.lime import LIME
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3)).eval()
-    with pytest.raises(XgirError, match="single superpixel .* raise n_segments .* lower compactness"):
-        LIME(n_samples=8, n_segments=1, progress=False)(model, torch.rand(2, 3, 32, 32), [0, 1])
+    maps = LIME(n_samples=8, n_segments=1, progress=False)(model, torch.rand(2, 3, 32, 32), [0, 1])
+    err = capsys.readouterr().err
+    assert err.startswith("warning: LIME: SLIC found a single superpixel") and err.count("\n") == 1
+    assert "raise n_segments" in err and "lower compactness" in err
+    assert torch.allclose(maps, maps.flatten(2)[..., :1, None].expand_as(maps) * 0 + maps[..., :1, :1])
 
 
 def test_bench_help_lists_every_suite_and_empty_seeds(capsys):

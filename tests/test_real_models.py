@@ -168,3 +168,12 @@ def test_every_explainer_runs_on_lite0(lite, photos):
             params["progress"] = False
         maps = get_explainer(name, **params)(lite.model, x, target)
         assert maps.shape[:2] == (1, 2) and torch.isfinite(maps).all(), name
+
+
+def test_blackbox_batch_size_follows_image_size():
+    from xgir.explain._blackbox import auto_batch_size
+
+    assert auto_batch_size(torch.zeros(1, 3, 224, 224), None) == 8
+    assert auto_batch_size(torch.zeros(1, 3, 32, 32), None) == 256
+    assert auto_batch_size(torch.zeros(1, 3, 1024, 1024), None) == 1
+    assert auto_batch_size(torch.zeros(1, 3, 224, 224), 5) == 5

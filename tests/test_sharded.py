@@ -51,7 +51,7 @@ def _config(base, out, **xgir):
                   "weights": str(base / "w.pt"), "head": "fc", "deep_layer": "layer3"},
         "data": {"source_train": str(base / "train"), "source_test": str(base / "test"),
                  "target_test": str(base / "target"), "image_size": 32, "batch_size": 3,
-                 "fit": "squash"},  # the scenario the float16 bound was measured on
+                 "fit": "squash"},  # the resize these float16 figures were measured with
         "xgir": {"draws": 2, "head_epochs": 3, "empty": "mean", **xgir},
         "passes": {"chunk_images": 4},
         "out": str(out),

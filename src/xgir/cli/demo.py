@@ -80,10 +80,9 @@ def register(app: typer.Typer) -> None:
 
         with run_folder(out) as tmp:  # the outputs as a set
             xgir_two_stage.run(tmp, [seed])
-            report = (tmp / "report.md").read_text()
             if real:
+                report = (tmp / "report.md").read_text()
                 section = real_image_part(tmp / "real")
-                report = report.rstrip("\n") + "\n\n" + section.replace(str(tmp), str(out))
-                write_text(tmp / "report.md", report)
-        typer.echo(report)
+                write_text(tmp / "report.md", report.rstrip("\n") + "\n\n" + section)
+        typer.echo((out / "report.md").read_text())
         typer.echo(f"results in {out}")

@@ -219,12 +219,9 @@ def run_explain(
 
     pred = logits.argmax(1)
     rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
+    cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
     if method == "ganmex":
         cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
-    elif tg.shape[1] == 1:
-        cols = [f"target {target}"]
-    else:
-        cols = [f"top-{j + 1}" for j in range(tg.shape[1])]
     written = [
         save_npy(out / "maps.npy", heat.numpy().astype(np.float32)),
         heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,

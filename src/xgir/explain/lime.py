@@ -26,7 +26,7 @@ from skimage.segmentation import slic
 from torch import nn
 from tqdm.auto import tqdm
 
-from xgir.errors import XgirError
+from xgir.errors import XgirError, warn
 from xgir.explain._blackbox import (
     auto_batch_size,
     check_images,
@@ -175,9 +175,9 @@ class LIME:
         seg = self.segments(x)
         n_seg = seg.flatten(1).amax(1) + 1  # [N]
         few = (n_seg < 2).nonzero().flatten().tolist()
-        if few:
-            raise XgirError(
-                f"SLIC found a single superpixel in image(s) {few[:5]}, so LIME's map would be constant; "
+        if few:  # a warning, not an error: the constant map is still LIME's honest answer
+            warn(
+                f"LIME: SLIC found a single superpixel in image(s) {few[:5]}, so their maps are constant; "
                 f"raise n_segments (now {self.n_segments}) or lower compactness "
                 f"(now {self.compactness or 'default'}), e.g. --param n_segments=100 --param compactness=1")
         k = int(n_seg.max())

@@ -13,8 +13,8 @@ from xgir.errors import XgirError
 from xgir.io import load_torch, torch_save
 from xgir.models.zoo import ARCHITECTURES
 
-ACCEPTS = ("xgir reads .pt checkpoints written by xgir train, xgir correct or save_loaded (weights and the "
-           "config that rebuilds the model)")
+ACCEPTS = ("xgir reads .pt checkpoints written by xgir train, xgir correct or xgir.models.save_loaded "
+           "(weights and the config that rebuilds the model)")
 
 
 def build_model(arch: str, **params: Any) -> nn.Module:
@@ -51,7 +51,7 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
     path = Path(path)
-    state = read_checkpoint(path, map_location)
+    state = load_torch(path, "checkpoint", ACCEPTS, map_location=map_location)
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
         raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict'); {ACCEPTS}")
     check_finite_state(state["state_dict"], f"checkpoint {path}")
@@ -66,6 +66,6 @@ def load_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors (:func:`xgir.io.load_torch`):
-    missing, empty, truncated or not a file of tensors (never advising weights_only=False)."""
+    """``torch.load(path, weights_only=True)`` of any xgir checkpoint (zoo or
+    :func:`xgir.models.save_loaded`), with :func:`xgir.io.load_torch`'s one-line errors."""
     return load_torch(path, "checkpoint", ACCEPTS, map_location=map_location)
