@@ -23,8 +23,6 @@ import yaml
 from xgir.errors import XgirError
 from xgir.io import atomic_path, write_json
 
-SIGNED = {"ig", "input-x-gradient", "deeplift", "deepshap", "occlusion", "expected-gradients"}
-
 
 def save_npy(path: Path, array: np.ndarray) -> Path:
     """``np.save`` to ``path`` atomically."""
@@ -87,11 +85,11 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     import inspect
     import math
 
-    from xgir.explain.registry import available_explainers
+    from xgir.explain.registry import EXPLAINERS
 
-    factory = available_explainers().get(method)
-    if factory is None:
+    if method not in EXPLAINERS:
         return
+    factory = EXPLAINERS[method].load()
     for key, value in params.items():
         sig = inspect.signature(factory).parameters.get(key)
         if sig is None or sig.default is inspect.Parameter.empty or sig.default is None:
@@ -145,7 +143,7 @@ def run_explain(
 
     from xgir.data.images import is_embedded, load_images
     from xgir.explain import get_explainer
-    from xgir.explain.registry import available_explainers
+    from xgir.explain.registry import EXPLAINERS, explainer_info
     from xgir.models import get_module, load_model
     from xgir.train import predict_logits
 
@@ -153,9 +151,8 @@ def run_explain(
         raise XgirError(f"--n must be at least 1, got {n}")
     if batch_size < 1:
         raise XgirError(f"--batch-size must be at least 1, got {batch_size}")
-    if method != "cwox" and method not in available_explainers():
-        names = ", ".join(sorted(available_explainers()))
-        raise XgirError(f"unknown method '{method}'; choose one of: {names}")
+    if method not in EXPLAINERS:
+        raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(sorted(EXPLAINERS))}")
     if tree_source not in ("auto", "images", "head"):
         raise XgirError(f"--tree-source must be auto, images or head, got '{tree_source}'")
     if level is not None and not 0.0 <= level <= 1.0:
@@ -195,18 +192,19 @@ def run_explain(
         return _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out, layer, shallow_layer,
                          tree, level, params, batches, batch_size, dev, progress, source, tree_images)
 
-    if method in ("expected-gradients", "deepshap") and "baselines" not in params:
+    info = explainer_info(method)
+    if info.baseline == "baselines" and "baselines" not in params:  # a distribution of references
         extra = load_images(spec, loaded.preprocess, seed=seed, limit=n + 64) if is_embedded(spec) else ds
         base = extra.images[n:] if len(extra) > n + 1 else extra.images
         if len(base) < 2:
             raise XgirError(f"{method} needs at least 2 baseline images; pass more images or "
                             "--param baselines=zero")
         params["baselines"] = base.to(dev)
-    if method in ("gradcam",) and layer:
+    if info.needs_layer and layer:
         params.setdefault("layer", layer)
     explainer = get_explainer(method, **params)
     tg = _targets(target, labels, logits)
-    if method == "ganmex":  # its targets are foil classes t != prediction: the next-ranked T classes
+    if info.targets == "foils":  # foil classes t != prediction: the next-ranked T classes
         tg = logits.topk(min(tg.shape[1] + 1, k), dim=1).indices[:, 1:]
     maps = []
     for s in tqdm(batches, desc=f"explain {method}", disable=not progress, leave=False):
@@ -220,12 +218,12 @@ def run_explain(
     pred = logits.argmax(1)
     rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
     cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
-    if method == "ganmex":
+    if info.targets == "foils":
         cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
     written = [
         save_npy(out / "maps.npy", heat.numpy().astype(np.float32)),
         heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,
-                     signed=method in SIGNED),
+                     signed=info.signed),
         write_json(out / "explain.json", {
             "method": method, "params": {k: v for k, v in params.items() if k != "baselines"},
             "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
@@ -326,22 +324,15 @@ def _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,  # type
     return written
 
 
-METHODS = {
-    "gradcam": "Grad-CAM at --layer (class activation map weighted by pooled gradients)",
-    "cwox": "CWOX-2s: contrastive Grad-CAM of confusion clusters, then of the classes inside each",
-    "saliency": "absolute input gradient (Simonyan et al.)",
-    "input-x-gradient": "input times gradient (signed)",
-    "ig": "Integrated Gradients from a baseline (--param n_steps=, baseline=zero|blur|...)",
-    "deeplift": "DeepLIFT rescale rule against a baseline (Captum)",
-    "deepshap": "DeepLIFT-SHAP averaged over baseline images (Captum)",
-    "expected-gradients": "IG averaged over random baselines drawn from data",
-    "occlusion": "score drop when sliding a patch over the image (--param window=, stride=)",
-    "rise": "randomised input sampling: masks weighted by the target score (--param n_masks=)",
-    "lime": "LIME: ridge fit of the score on SLIC superpixels shown/hidden (--param n_samples=)",
-    "iassa": "IASSA: iterative attention-guided occlusion (--param iterations=)",
-    "ganmex": "GANMEX: distance to a GAN-made counterfactual (needs a trained generator, see docs)",
-}
-"""The methods of ``xgir explain`` with one line each."""
+def _methods() -> dict[str, str]:
+    """The methods of ``xgir explain`` with one line each, from the explainer declarations."""
+    from xgir.explain.registry import EXPLAINERS
+
+    return {name: info.description + (" [signed]" if info.signed else "") for name, info in EXPLAINERS.items()}
+
+
+METHODS = _methods()
+
 
 
 def register(app: typer.Typer) -> None:
@@ -375,10 +366,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain a classifier on images: heatmap overlays (PNG) and raw maps (.npy)."""
         if method not in METHODS:
-            from xgir.explain.registry import available_explainers
-
-            if method not in available_explainers():
-                raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+            raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
         written = run_explain(model, data, method, out, split, n, seed, layer, shallow_layer,
                               target, tree, level, tree_images, parse_params(param), batch_size,
                               device, images=list(images) + list(more_images or []) or None,

@@ -61,33 +61,45 @@ class ExplainerInfo:
 
 _G = "xgir.explain.gradient"
 EXPLAINERS: dict[str, ExplainerInfo] = {
-    "gradcam": ExplainerInfo("xgir.explain.gradcam:GradCAM",
-                             "Grad-CAM: channel-weighted activations of a layer, batched over targets",
-                             needs_layer=True),
-    "cwox": ExplainerInfo("xgir.explain.cwox:CWOX",
-                          "CWOX cluster level: each target's Grad-CAM contrasted with the image's other targets",
-                          needs_layer=True, targets="cluster-contrast"),
-    "saliency": ExplainerInfo(f"{_G}:Saliency", "input gradient (absolute value by default)"),
-    "input-x-gradient": ExplainerInfo(f"{_G}:InputXGradient", "input times its gradient", signed=True),
-    "ig": ExplainerInfo(f"{_G}:IntegratedGradients", "Integrated Gradients from a baseline image",
-                        signed=True, baseline="baseline"),
-    "expected-gradients": ExplainerInfo(f"{_G}:ExpectedGradients",
-                                        "Expected Gradients: IG averaged over baselines drawn from data",
-                                        signed=True, baseline="baselines", sampler=True),
-    "deeplift": ExplainerInfo(f"{_G}:DeepLift", "DeepLIFT (rescale rule) from a baseline image",
+    "gradcam": ExplainerInfo(
+        "xgir.explain.gradcam:GradCAM",
+        "Grad-CAM at --layer (class activation map weighted by pooled gradients)", needs_layer=True),
+    "cwox": ExplainerInfo(
+        "xgir.explain.cwox:CWOX",
+        "CWOX-2s cluster level: each target's Grad-CAM contrasted with the image's other targets "
+        "(xgir explain --method cwox runs the whole method: clusters, then the classes inside each)",
+        needs_layer=True, targets="cluster-contrast"),
+    "saliency": ExplainerInfo(f"{_G}:Saliency", "absolute input gradient (Simonyan et al.)"),
+    "input-x-gradient": ExplainerInfo(f"{_G}:InputXGradient", "input times gradient", signed=True),
+    "ig": ExplainerInfo(
+        f"{_G}:IntegratedGradients",
+        "Integrated Gradients from a baseline (--param n_steps=, baseline=zero|blur|...)",
+        signed=True, baseline="baseline"),
+    "expected-gradients": ExplainerInfo(
+        f"{_G}:ExpectedGradients", "IG averaged over random baselines drawn from data",
+        signed=True, baseline="baselines", sampler=True),
+    "deeplift": ExplainerInfo(f"{_G}:DeepLift", "DeepLIFT rescale rule against a baseline (Captum)",
                               signed=True, baseline="baseline"),
-    "deepshap": ExplainerInfo(f"{_G}:DeepShap", "DeepSHAP: DeepLIFT averaged over a set of baselines",
+    "deepshap": ExplainerInfo(f"{_G}:DeepShap", "DeepLIFT-SHAP averaged over baseline images (Captum)",
                               signed=True, baseline="baselines"),
-    "occlusion": ExplainerInfo(f"{_G}:Occlusion", "score drop when a sliding window is replaced by the baseline",
-                               signed=True, baseline="baseline"),
-    "rise": ExplainerInfo("xgir.explain.rise:RISE", "RISE: score-weighted random masks (centred)", sampler=True),
-    "lime": ExplainerInfo("xgir.explain.lime:LIME", "LIME: a weighted linear fit on SLIC superpixels",
-                          signed=True, sampler=True),
-    "iassa": ExplainerInfo("xgir.explain.iassa:IASSA",
-                           "IASSA: iterative adaptive sampling with attention windows", sampler=True),
-    "ganmex": ExplainerInfo("xgir.explain.ganmex:GanmexExplainer",
-                            "GANMEX: one-vs-one attribution from the class-targeted baseline G(x, t) "
-                            "(needs generator=PATH)", signed=True, targets="foils"),
+    "occlusion": ExplainerInfo(
+        f"{_G}:Occlusion", "score drop when sliding a patch over the image (--param window=, stride=)",
+        signed=True, baseline="baseline"),
+    "rise": ExplainerInfo(
+        "xgir.explain.rise:RISE",
+        "randomised input sampling: masks weighted by the target score (--param n_masks=)", sampler=True),
+    "lime": ExplainerInfo(
+        "xgir.explain.lime:LIME",
+        "LIME: ridge fit of the score on SLIC superpixels shown/hidden (--param n_samples=)",
+        signed=True, sampler=True),
+    "iassa": ExplainerInfo(
+        "xgir.explain.iassa:IASSA", "IASSA: iterative attention-guided occlusion (--param iterations=)",
+        sampler=True),
+    "ganmex": ExplainerInfo(
+        "xgir.explain.ganmex:GanmexExplainer",
+        "GANMEX: one-vs-one attribution of the prediction against the next-ranked classes, from the "
+        "counterfactual baseline G(x, t) (needs --param generator=PATH, see docs)",
+        signed=True, targets="foils"),
 }
 
 
