@@ -85,8 +85,8 @@ def _worker(args: argparse.Namespace) -> None:
     idx = torch.arange(args.images)
     xcfg = XGIRConfig()
     xgir_fn = data.wrap(_xgir_fn(model, features, head, loaded.layer, None, None, 0.5, xcfg, None,
-                                 (args.size, args.size), device, torch.float16, set()))
-    feat_fn = data.wrap(_features_fn(features, device, torch.float16, True, False))
+                                 (args.size, args.size), device, torch.float16, set(), "error"))
+    feat_fn = data.wrap(_features_fn(features, device, torch.float16, True, False, "source_train", "error"))
     # warm-up (kernels, cudnn autotuning), not timed
     pos = torch.arange(min(args.batch_size, args.images))
     warm = {"image": pos, "label": data.labels[pos]}
