@@ -96,10 +96,10 @@ class NormalizeSection(StrictModel):
 
 
 class MaxImages(StrictModel):
-    source_train: int | None = Field(None, gt=0)
-    source_test: int | None = Field(None, gt=0)
-    target_val: int | None = Field(None, gt=0)
-    target_test: int | None = Field(None, gt=0)
+    source_train: int | None = Field(default=None, gt=0)
+    source_test: int | None = Field(default=None, gt=0)
+    target_val: int | None = Field(default=None, gt=0)
+    target_test: int | None = Field(default=None, gt=0)
 
 
 class DataSection(StrictModel):
@@ -107,7 +107,7 @@ class DataSection(StrictModel):
     source_test: str
     target_test: str
     target_val: str | None = None
-    image_size: int = Field(224, gt=0)
+    image_size: int = Field(default=224, gt=0)
     # how images of any size reach image_size: "crop" (resize the shorter side to 8/7 of it,
     # centre crop: the standard evaluation transform) or "squash" (resize both sides)
     fit: Literal["crop", "squash"] = "crop"
@@ -117,8 +117,8 @@ class DataSection(StrictModel):
     target_classes: list[str] | Literal["index"] | None = None
     normalize: NormalizeSection | None = None
     max_images: PositiveInt | MaxImages | None = None  # one cap for every split, or per split
-    batch_size: int = Field(64, gt=0)
-    workers: int = Field(0, ge=0)  # DataLoader worker processes for reading images
+    batch_size: int = Field(default=64, gt=0)
+    workers: int = Field(default=0, ge=0)  # DataLoader worker processes for reading images
     # an unreadable image: stop with its name (error) or leave it out and list it in the report (skip)
     on_bad_image: Literal["error", "skip"] = "error"
 
@@ -132,7 +132,7 @@ class XGIRRunConfig(StrictModel):
     model: ModelSection
     data: DataSection
     explainer: Literal["iox", "cwox"] = "iox"
-    cwox_level: float = Field(0.5, ge=0, le=1)  # cut level of the confusion tree
+    cwox_level: float = Field(default=0.5, ge=0, le=1)  # cut level of the confusion tree
     xgir: XGIRConfig = Field(default_factory=XGIRConfig)
     out: str = "runs/xgir"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -48,8 +48,8 @@ class RowScore(nn.Module):
 
     def forward(self, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
         if self.offset:
-            ref, *args = args
-            x = ref + x
+            x = args[0] + x
+            args = args[1:]
         weights, members, is_cluster = args
         t = Targets(weights[:, None], members[:, None], is_cluster[:, None])
         return t.scores(self.model(x))
