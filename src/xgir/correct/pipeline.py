@@ -157,6 +157,9 @@ class XGIRRunConfig(StrictModel):
 class Normalized(nn.Module):
     """``model((x - mean) / std)``: the model takes images in [0, 1]. Layers are ``model.<name>``."""
 
+    mean: torch.Tensor  # buffers float[1,C,1,1]
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.model = model
@@ -334,13 +337,15 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     device = dist.device
     inner, model_section = resolve_model(cfg.model)
     cfg = cfg.model_copy(update={"model": model_section})
+    head_name, deep_layer = cfg.model.head, cfg.model.deep_layer
+    assert head_name is not None and deep_layer is not None  # resolve_model fills them in
     if cfg.model.spec is not None and cfg.data.normalize is not None and hasattr(inner, "_xgir_normalization"):
         raise XgirError(f"model.spec '{cfg.model.spec}' normalises its inputs itself; remove data.normalize")
     # names are checked on the user's model so errors list the user's layer names
     for name in (cfg.model.deep_layer, cfg.model.shallow_layer if cfg.explainer == "cwox" else None):
         if name is not None:
             get_module(inner, name)
-    _, linear_inner = split(inner, cfg.model.head)
+    _, linear_inner = split(inner, head_name)
     num_classes = linear_inner.out_features
     if linear_inner.bias is None:
         raise XgirError(f"head '{cfg.model.head}' has no bias; XGIR retrains a linear head with a bias")
@@ -350,11 +355,11 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         model = Normalized(inner, cfg.data.normalize.mean, cfg.data.normalize.std)
         prefix = "model."
     model = model.to(device).eval()
-    features, linear = split(model, prefix + cfg.model.head)
-    deep = prefix + cfg.model.deep_layer
+    features, linear = split(model, prefix + head_name)
+    deep = prefix + deep_layer
     shallow = prefix + cfg.model.shallow_layer if cfg.model.shallow_layer else None
 
-    datasets = _datasets(cfg.data, num_classes, cfg.model.head)
+    datasets = _datasets(cfg.data, num_classes, head_name)
     channels = 3  # ImageFolderDataset reads RGB
     if cfg.data.normalize is not None and len(cfg.data.normalize.mean) not in (1, channels):
         raise XgirError(f"data.normalize has {len(cfg.data.normalize.mean)} values; images have "
@@ -375,7 +380,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     orig_head = copy.deepcopy(linear).cpu()
 
     new_head, record = retrain_head(h["source_train"], r, y_train, num_classes, xcfg, empty, support_share)
-    new_inner, _, new_linear = frozen_copy(inner, cfg.model.head)
+    new_inner, _, new_linear = frozen_copy(inner, head_name)
     with torch.no_grad():
         new_linear.weight.copy_(new_head.weight)
         new_linear.bias.copy_(new_head.bias)
