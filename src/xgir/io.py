@@ -55,7 +55,7 @@ def clean_orphans(folder: str | os.PathLike) -> list[Path]:
     """Remove temporary files / folders in ``folder`` left by writers that no longer run
     (``.NAME.PID.*.tmp`` with a dead PID); returns what was removed."""
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:

@@ -29,6 +29,7 @@ class RegionNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, num_classes, 1)
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(num_classes, num_classes, 1)
+        assert self.conv1.bias is not None and self.conv2.bias is not None  # built with bias=True
         with torch.no_grad():
             if in_channels == 3:
                 self.conv1.weight.copy_((2 * COLOURS - 1)[:num_classes, :, None, None])
@@ -81,6 +82,7 @@ class GatedRegionNet(nn.Module):
         self.conv2 = nn.Conv2d(4, 6, 1, bias=False)
         self.relu2 = nn.ReLU()
         self.fc = nn.Linear(6, 3)
+        assert self.conv1.bias is not None  # built with bias=True
         with torch.no_grad():
             self.conv1.weight.copy_(torch.rand(4, 1, 3, 3, generator=g))
             self.conv1.bias.zero_()

@@ -7,7 +7,7 @@ saliency-weighted SLIC segments (:func:`xgir.correct.feedback.propose_regions`).
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -16,7 +16,16 @@ import torch.nn.functional as F
 from xgir.app.state import AppState, mean_network
 from xgir.errors import XgirError
 
-PROPOSALS = {"mass": 0.8, "max_regions": 5, "n_segments": 40}
+
+class ProposalSettings(TypedDict):
+    """Options of the region proposals (see :func:`xgir.correct.feedback.propose_regions`)."""
+
+    mass: float
+    max_regions: int
+    n_segments: int
+
+
+PROPOSALS: ProposalSettings = {"mass": 0.8, "max_regions": 5, "n_segments": 40}
 # SLIC compactness: 0.1 on grey [0, 1] images (the thesis's digits, xgir bench decoy); colour images are
 # segmented in Lab (0..100), where skimage's usual 10 keeps segments compact
 COMPACTNESS = {1: 0.1, 3: 10.0}

@@ -80,6 +80,8 @@ def walk(base: str, db: Path, shots: Path | None = None, epochs: int = 2, image:
         cells = [(r, c) for r, row in enumerate(seg["segments"]) for c, v in enumerate(row) if v == target]
         r, c = cells[len(cells) // 2]
         box = page.locator("#canvas").bounding_box()
+        if box is None:
+            raise RuntimeError("the annotator canvas is not visible")
         page.mouse.click(box["x"] + (c + 0.5) * box["width"] / seg["width"],
                          box["y"] + (r + 0.5) * box["height"] / seg["height"])
         seen["status_marked"] = page.inner_text("#status")

@@ -37,6 +37,7 @@ from xgir.io import cache_dir, fingerprint, save_figure, write_json, write_text
 from xgir.metrics.faithfulness import deletion, insertion
 from xgir.metrics.sanity import cascading_randomisation
 from xgir.models import build_model, load_checkpoint, save_checkpoint
+from xgir.models.gan import Generator
 from xgir.progress import iterate
 from xgir.train import accuracy, fit_classifier, predict_logits
 from xgir.train.ganmex import GanmexConfig, train_ganmex
@@ -77,7 +78,7 @@ def _classifier(train: Any, seed: int, epochs: int) -> torch.nn.Module:
     return model.eval()
 
 
-def _baselines(gen: torch.nn.Module, seed: int) -> dict[str, Any]:
+def _baselines(gen: Generator, seed: int) -> dict[str, Any]:
     return {"zero": ZeroBaseline(), "blur": BlurBaseline(),
             "uniform": UniformNoiseBaseline(seed=seed), "ganmex": GanmexBaseline(gen)}
 
@@ -191,7 +192,7 @@ def _evaluate_seed(seed: int, quick: bool, out: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------- figures
 
 
-def _counterfactual_figure(gen: torch.nn.Module, model: torch.nn.Module, x: torch.Tensor,
+def _counterfactual_figure(gen: Generator, model: torch.nn.Module, x: torch.Tensor,
                            pred: torch.Tensor, out: Path, rows: int = 6) -> str:
     import matplotlib.pyplot as plt
 

@@ -22,6 +22,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,6 +40,7 @@ from xgir.correct.feedback import FeedbackStore, SimulatedAnnotator, collect_fee
 from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.data.base import ImageDataset
+from xgir.errors import XgirError
 from xgir.models import LeNet
 from xgir.models.bayes import BayesLeNet, predictive
 from xgir.train import fit_classifier, predict_logits
@@ -106,13 +108,21 @@ def _evaluate(model, src: ImageDataset, tgt: ImageDataset, samples: int, bayes: 
     return {"source": group_metrics(pred(src), src)["acc"], "target": t["acc"], "worst_group": t["worst_group"]}
 
 
+def _masks(dataset: ImageDataset) -> torch.Tensor:
+    """bool[N,H,W]: the object masks every background-shift split carries."""
+    if dataset.masks is None:
+        raise XgirError(f"{dataset.name or 'the dataset'} has no object masks")
+    return dataset.masks
+
+
 def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
     torch.manual_seed(seed)
     tr = load_dataset("background-shift", "source-train", seed, n=s.n_train)
     unbiased = load_dataset("background-shift", "source-train", seed, n=s.n_train, p=0.1)
     src = load_dataset("background-shift", "source-test", seed, n=s.n_test)
     tgt = load_dataset("background-shift", "target-test", seed, n=s.n_test)
-    background = ~tgt.masks
+    tr_masks = _masks(tr)
+    background = ~_masks(tgt)
     ox, oy, om = tgt.images[: s.n_overlap], tgt.labels[: s.n_overlap], background[: s.n_overlap]
     res: dict[str, dict] = {}
     models = {}
@@ -178,7 +188,7 @@ def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
     t = time.time()
     control = copy.deepcopy(bayes)
     fine_tune_feedback(
-        control, tr, torch.zeros_like(tr.masks), epochs=s.fb_epochs, seed=seed, lambda_fb=s.lambda_fb, progress=progress
+        control, tr, torch.zeros_like(tr_masks), epochs=s.fb_epochs, seed=seed, lambda_fb=s.lambda_fb, progress=progress
     )
     res[f"Bayes ERM + {s.fb_epochs} epochs, no feedback"] = entry(control, t, bayes=True, with_overlap=False)
 
@@ -190,11 +200,11 @@ def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
     store = FeedbackStore(path, len(tr), 32, 32)
     ids = select_random(range(len(tr)), k, seed=seed)
     counts = collect_feedback(
-        bayes, tr, ids, store, SimulatedAnnotator(~tr.masks, tr.masks), "relu2", 0, s.mass, s.max_regions
+        bayes, tr, ids, store, SimulatedAnnotator(~tr_masks, tr_masks), "relu2", 0, s.mass, s.max_regions
     )
     fb_masks, has = store.feedback_masks()
     store.close()
-    bg = ~tr.masks
+    bg = ~tr_masks
     quality = {
         **counts,
         "with_feedback": int(has.sum()),
@@ -233,7 +243,9 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
     seeds = list(per_seed)
     methods = list(per_seed[seeds[0]])
     keys = ("source", "target", "worst_group")
-    summary = {m: {k: mean_std([per_seed[sd][m][k] for sd in seeds]) for k in keys} for m in methods}
+    summary: dict[str, dict[str, Any]] = {
+        m: {k: mean_std([per_seed[sd][m][k] for sd in seeds]) for k in keys} for m in methods
+    }
     rows = [[m] + [fmt([per_seed[sd][m][k] for sd in seeds]) for k in keys] for m in methods]
     ov_methods = [m for m in methods if per_seed[seeds[0]][m]["overlap"] is not None]
     ov_rows = [

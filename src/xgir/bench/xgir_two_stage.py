@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from xgir.bench import fmt, one_thread, spread_note
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import (
+    EmptyImage,
     XGIRConfig,
     cwox_true_cluster_heatmaps,
     empty_images,
@@ -41,6 +42,7 @@ from xgir.correct.xgir import (
     unit_responses,
 )
 from xgir.data import load_dataset
+from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree
 from xgir.io import cached, fingerprint, save_figure, write_json, write_text
 from xgir.progress import iterate, step
@@ -93,12 +95,15 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
         h = {s: cached_features(features, data[s], f"background-shift/{s}/seed={seed}/{n}") for s in splits}
     train = data["source-train"]
     y = train.labels
+    masks, val_groups = train.masks, data["target-val"].groups
+    if masks is None or val_groups is None:
+        raise XgirError("background-shift: source-train has no object masks or target-val no groups")
     fit_head(h["source-train"], y, 10, epochs=cfg.train.epochs, lr=cfg.train.lr,
              batch_size=cfg.train.batch_size, seed=seed, head=head)
     rows: dict[str, dict[str, float]] = {"ERM head": _accuracies(head, h, data)}
     extra: dict[str, Any] = {}
 
-    dfr, info = dfr_head(h["target-val"], data["target-val"].labels, data["target-val"].groups, 10, seed=seed)
+    dfr, info = dfr_head(h["target-val"], data["target-val"].labels, val_groups, 10, seed=seed)
     rows["DFR (group labels, reference)"] = _accuracies(dfr, h, data)
     extra["dfr"] = info
 
@@ -121,17 +126,17 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
     supports = {
         "IOX": support_from_heatmaps(iox, (32, 32), base.delta1),
         "CWOX": support_from_heatmaps(cwox_maps, (32, 32), base.delta1),
-        "GT mask": train.masks,
+        "GT mask": masks,
     }
     supports["random mask"] = random_supports(supports["IOX"], seed)
     extra["support_share"] = {k: float(v.float().mean()) for k, v in supports.items()}
     extra["support_precision"] = {
-        k: float((v & train.masks).sum() / v.sum().clamp(min=1)) for k, v in supports.items()
+        k: float((v & masks).sum() / v.sum().clamp(min=1)) for k, v in supports.items()
     }
 
     x0_cache: dict[str, torch.Tensor] = {}
 
-    def responses(kind: str, empty: str, response: str = "core") -> torch.Tensor:
+    def responses(kind: str, empty: EmptyImage, response: str = "core") -> torch.Tensor:
         key = f"{kind}/{empty}/{response}"
         if key not in x0_cache:
             x0 = empty_images(train.images, empty, train.images.mean(0), base.blur_sigma)
@@ -178,7 +183,7 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
         supports[f"IOX d1={d1}"] = sup = support_from_heatmaps(iox, (32, 32), d1)
         acc, rec = run_xgir(f"IOX d1={d1}", XGIRConfig(seed=seed, delta1=d1))
         extra["delta1_sweep"][d1] = {**acc, **rec, "support_share": float(sup.float().mean()),
-                                     "support_precision": float((sup & train.masks).sum() / sup.sum().clamp(min=1))}
+                                     "support_precision": float((sup & masks).sum() / sup.sum().clamp(min=1))}
         del supports[f"IOX d1={d1}"]
     extra["diagnostics"], oracle_rows = _diagnostics(h, data, responses("GT mask", "zeros"), seed)
     rows.update({k: _accuracies(v, h, data) for k, v in oracle_rows.items()})

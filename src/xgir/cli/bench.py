@@ -19,7 +19,7 @@ def suite_lines() -> list[str]:
         tree = ast.parse(path.read_text())
         name = next((node.value.value for node in tree.body if isinstance(node, ast.Assign)
                      and any(getattr(t, "id", "") == "SUITE" for t in node.targets)
-                     and isinstance(node.value, ast.Constant)), None)
+                     and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)), None)
         if name is None:
             continue
         first = (ast.get_docstring(tree) or "").strip().splitlines()[:1]

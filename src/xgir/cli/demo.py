@@ -26,7 +26,7 @@ def real_image_checks(images: list[dict[str, Any]]) -> list[tuple[str, bool, str
                        ", ".join(sorted(first))))
     coffee = by_file.get("coffee")
     if coffee is not None:
-        cluster = next((c for c in coffee["cluster_names"] if "espresso" in c), [])
+        cluster: list[str] = next((c for c in coffee["cluster_names"] if "espresso" in c), [])
         checks.append(("coffee photo: espresso in a cluster with cup or coffee mug",
                        bool(set(cluster) & set(COFFEE_MATES)), ", ".join(cluster) or "espresso not in top-5"))
     return checks

@@ -27,7 +27,7 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
-from xgir.models.bayes import BayesLeNet, kl_divergence, set_sampling
+from xgir.models.bayes import kl_divergence, set_sampling
 from xgir.progress import Progress
 
 LOG_2PI = math.log(2 * math.pi)
@@ -47,7 +47,7 @@ def pool_feedback(feedback: torch.Tensor, size: tuple[int, int], dilate: int = 0
 
 
 def feedback_objective(
-    model: BayesLeNet,
+    model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     feedback: torch.Tensor,
@@ -65,7 +65,9 @@ def feedback_objective(
     ``log_density`` (mean over images of the summed log q(a_F = 0 | x)), ``kl``
     (per image, weighted) and ``masked`` (mean count of a_F activations per image with feedback).
     """
-    if not hasattr(model, "last_conv") or not hasattr(model, "head_from_last_conv"):
+    last_conv = getattr(model, "last_conv", None)
+    head_from_last_conv = getattr(model, "head_from_last_conv", None)
+    if not callable(last_conv) or not callable(head_from_last_conv):
         raise XgirError(
             f"{type(model).__name__} does not expose last_conv / head_from_last_conv; "
             "use BayesLeNet"
@@ -82,15 +84,15 @@ def feedback_objective(
     dens_total = torch.zeros((), device=x.device)
     masked_total = 0.0
     for _ in range(samples):
-        a, mean, var = model.last_conv(x)
-        region = pool_feedback(feedback, a.shape[-2:], dilate) & has_feedback.view(-1, 1, 1, 1)
+        a, mean, var = last_conv(x)
+        region = pool_feedback(feedback, (a.shape[-2], a.shape[-1]), dilate) & has_feedback.view(-1, 1, 1, 1)
         # which activations affect the output: gradient of the log-likelihood through the head
         a_d = a.detach().requires_grad_(True)
         with torch.enable_grad():
-            ll = F.log_softmax(model.head_from_last_conv(a_d), 1).gather(1, y.view(-1, 1)).sum()
+            ll = F.log_softmax(head_from_last_conv(a_d), 1).gather(1, y.view(-1, 1)).sum()
             (g,) = torch.autograd.grad(ll, a_d)
         a_f = region & (g != 0)
-        logits = model.head_from_last_conv(a.masked_fill(a_f, 0.0))
+        logits = head_from_last_conv(a.masked_fill(a_f, 0.0))
         nll_total = nll_total + F.cross_entropy(logits, y)
         log_q0 = -0.5 * (LOG_2PI + torch.log(var)) - mean**2 / (2 * var)
         dens_total = dens_total + (log_q0 * a_f).flatten(1).sum(1).mean()
@@ -125,7 +127,7 @@ def with_feedback(
 
 
 def fine_tune_feedback(
-    model: BayesLeNet,
+    model: nn.Module,
     dataset: ImageDataset,
     feedback: torch.Tensor,
     has_feedback: torch.Tensor | None = None,
@@ -139,7 +141,7 @@ def fine_tune_feedback(
     feedback_repeats: int = 1,
     dilate: int = 0,
     progress: bool = True,
-) -> BayesLeNet:
+) -> nn.Module:
     """Fine-tune a Bayesian CNN in place on the feedback objective with Adam (eval mode out).
 
     feedback bool[N,H,W] (1 = irrelevant pixel), has_feedback bool[N]. ``feedback_repeats`` > 1

@@ -156,7 +156,7 @@ class FeedbackStore:
                 for key, value in given.items():
                     if value is None or int(value) <= 0:
                         raise XgirError(f"{key} must be a positive integer, got {value}")
-                rows = [(k, str(int(v))) for k, v in given.items()] + [("schema", SCHEMA_VERSION)]
+                rows = [(k, str(int(v))) for k, v in given.items() if v is not None] + [("schema", SCHEMA_VERSION)]
                 c.executemany("INSERT INTO meta VALUES (?, ?)", rows)
                 meta = dict(rows)
             for key, value in given.items():

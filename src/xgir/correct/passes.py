@@ -247,7 +247,7 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     if not dist.is_main:
         return None
     main = load_pass(main_plan)
-    skipped = {k: [] for k in datasets}
+    skipped: dict[str, list[str]] = {k: [] for k in datasets}
 
     def readable_rows(split: str, res: dict[str, Any]) -> dict[str, Any]:
         skipped[split] = [str(datasets[split].files[i]) for i in res.get("list:skipped", [])]

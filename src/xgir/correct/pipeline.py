@@ -96,10 +96,10 @@ class NormalizeSection(StrictModel):
 
 
 class MaxImages(StrictModel):
-    source_train: int | None = Field(None, gt=0)
-    source_test: int | None = Field(None, gt=0)
-    target_val: int | None = Field(None, gt=0)
-    target_test: int | None = Field(None, gt=0)
+    source_train: int | None = Field(default=None, gt=0)
+    source_test: int | None = Field(default=None, gt=0)
+    target_val: int | None = Field(default=None, gt=0)
+    target_test: int | None = Field(default=None, gt=0)
 
 
 class DataSection(StrictModel):
@@ -107,7 +107,7 @@ class DataSection(StrictModel):
     source_test: str
     target_test: str
     target_val: str | None = None
-    image_size: int = Field(224, gt=0)
+    image_size: int = Field(default=224, gt=0)
     # how images of any size reach image_size: "crop" (resize the shorter side to 8/7 of it,
     # centre crop: the standard evaluation transform) or "squash" (resize both sides)
     fit: Literal["crop", "squash"] = "crop"
@@ -117,8 +117,8 @@ class DataSection(StrictModel):
     target_classes: list[str] | Literal["index"] | None = None
     normalize: NormalizeSection | None = None
     max_images: PositiveInt | MaxImages | None = None  # one cap for every split, or per split
-    batch_size: int = Field(64, gt=0)
-    workers: int = Field(0, ge=0)  # DataLoader worker processes for reading images
+    batch_size: int = Field(default=64, gt=0)
+    workers: int = Field(default=0, ge=0)  # DataLoader worker processes for reading images
     # an unreadable image: stop with its name (error) or leave it out and list it in the report (skip)
     on_bad_image: Literal["error", "skip"] = "error"
 
@@ -132,7 +132,7 @@ class XGIRRunConfig(StrictModel):
     model: ModelSection
     data: DataSection
     explainer: Literal["iox", "cwox"] = "iox"
-    cwox_level: float = Field(0.5, ge=0, le=1)  # cut level of the confusion tree
+    cwox_level: float = Field(default=0.5, ge=0, le=1)  # cut level of the confusion tree
     xgir: XGIRConfig = Field(default_factory=XGIRConfig)
     out: str = "runs/xgir"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -156,6 +156,9 @@ class XGIRRunConfig(StrictModel):
 # ---- model --------------------------------------------------------------------------------
 class Normalized(nn.Module):
     """``model((x - mean) / std)``: the model takes images in [0, 1]. Layers are ``model.<name>``."""
+
+    mean: torch.Tensor  # buffers float[1,C,1,1]
+    std: torch.Tensor
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
@@ -334,13 +337,15 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     device = dist.device
     inner, model_section = resolve_model(cfg.model)
     cfg = cfg.model_copy(update={"model": model_section})
+    head_name, deep_layer = cfg.model.head, cfg.model.deep_layer
+    assert head_name is not None and deep_layer is not None  # resolve_model fills them in
     if cfg.model.spec is not None and cfg.data.normalize is not None and hasattr(inner, "_xgir_normalization"):
         raise XgirError(f"model.spec '{cfg.model.spec}' normalises its inputs itself; remove data.normalize")
     # names are checked on the user's model so errors list the user's layer names
     for name in (cfg.model.deep_layer, cfg.model.shallow_layer if cfg.explainer == "cwox" else None):
         if name is not None:
             get_module(inner, name)
-    _, linear_inner = split(inner, cfg.model.head)
+    _, linear_inner = split(inner, head_name)
     num_classes = linear_inner.out_features
     if linear_inner.bias is None:
         raise XgirError(f"head '{cfg.model.head}' has no bias; XGIR retrains a linear head with a bias")
@@ -350,11 +355,11 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         model = Normalized(inner, cfg.data.normalize.mean, cfg.data.normalize.std)
         prefix = "model."
     model = model.to(device).eval()
-    features, linear = split(model, prefix + cfg.model.head)
-    deep = prefix + cfg.model.deep_layer
+    features, linear = split(model, prefix + head_name)
+    deep = prefix + deep_layer
     shallow = prefix + cfg.model.shallow_layer if cfg.model.shallow_layer else None
 
-    datasets = _datasets(cfg.data, num_classes, cfg.model.head)
+    datasets = _datasets(cfg.data, num_classes, head_name)
     channels = 3  # ImageFolderDataset reads RGB
     if cfg.data.normalize is not None and len(cfg.data.normalize.mean) not in (1, channels):
         raise XgirError(f"data.normalize has {len(cfg.data.normalize.mean)} values; images have "
@@ -375,7 +380,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     orig_head = copy.deepcopy(linear).cpu()
 
     new_head, record = retrain_head(h["source_train"], r, y_train, num_classes, xcfg, empty, support_share)
-    new_inner, _, new_linear = frozen_copy(inner, cfg.model.head)
+    new_inner, _, new_linear = frozen_copy(inner, head_name)
     with torch.no_grad():
         new_linear.weight.copy_(new_head.weight)
         new_linear.bias.copy_(new_head.bias)

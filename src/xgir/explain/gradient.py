@@ -48,8 +48,8 @@ class RowScore(nn.Module):
 
     def forward(self, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
         if self.offset:
-            ref, *args = args
-            x = ref + x
+            x = args[0] + x
+            args = args[1:]
         weights, members, is_cluster = args
         t = Targets(weights[:, None], members[:, None], is_cluster[:, None])
         return t.scores(self.model(x))
@@ -141,7 +141,8 @@ class Saliency(_CaptumExplainer):
         super().__init__()
         self.abs = abs
 
-    def _attribute(self, model, rows, extra, refs):  # type: ignore[no-untyped-def]
+    def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
+                   refs: torch.Tensor | None) -> torch.Tensor:
         from captum.attr import Saliency as CaptumSaliency
 
         return CaptumSaliency(RowScore(model)).attribute(rows, target=0, abs=self.abs,
@@ -151,7 +152,8 @@ class Saliency(_CaptumExplainer):
 class InputXGradient(_CaptumExplainer):
     """x * d score / d x (Captum ``InputXGradient``), summed over channels."""
 
-    def _attribute(self, model, rows, extra, refs):  # type: ignore[no-untyped-def]
+    def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
+                   refs: torch.Tensor | None) -> torch.Tensor:
         from captum.attr import InputXGradient as CaptumIxG
 
         return CaptumIxG(RowScore(model)).attribute(rows, target=0, additional_forward_args=extra)
@@ -167,7 +169,8 @@ class IntegratedGradients(_CaptumExplainer):
         super().__init__(baseline)
         self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
 
-    def _attribute(self, model, rows, extra, refs):  # type: ignore[no-untyped-def]
+    def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
+                   refs: torch.Tensor | None) -> torch.Tensor:
         from captum.attr import IntegratedGradients as CaptumIG
 
         return CaptumIG(RowScore(model)).attribute(
@@ -181,7 +184,8 @@ class DeepLift(_CaptumExplainer):
 
     uses_baseline = True
 
-    def _attribute(self, model, rows, extra, refs):  # type: ignore[no-untyped-def]
+    def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
+                   refs: torch.Tensor | None) -> torch.Tensor:
         from captum.attr import DeepLift as CaptumDeepLift
 
         return CaptumDeepLift(RowScore(model)).attribute(rows, baselines=refs, target=0,
@@ -269,7 +273,8 @@ class Occlusion(_CaptumExplainer):
         super().__init__(baseline)
         self.window, self.stride, self.ppe = window, stride, perturbations_per_eval
 
-    def _attribute(self, model, rows, extra, refs):  # type: ignore[no-untyped-def]
+    def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
+                   refs: torch.Tensor | None) -> torch.Tensor:
         from captum.attr import Occlusion as CaptumOcclusion
 
         c, h, w = rows.shape[1:]

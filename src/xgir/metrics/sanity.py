@@ -157,8 +157,9 @@ def _reinit(module: nn.Module, seed: int) -> None:
             own = list(sub.parameters(recurse=False))
             if not own:
                 continue
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
+            reset = getattr(sub, "reset_parameters", None)
+            if callable(reset):
+                reset()
             else:
                 with torch.no_grad():
                     for p in own:

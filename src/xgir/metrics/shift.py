@@ -124,7 +124,7 @@ def gap_closed(
         return torch.where(
             gap.abs() > eps, (m - b) / torch.where(gap.abs() > eps, gap, 1.0), float("nan")
         )
-    gap = float(reference_acc) - float(baseline_acc)
-    if abs(gap) <= eps:
+    gap_f = float(reference_acc) - float(baseline_acc)
+    if abs(gap_f) <= eps:
         return math.nan
-    return (float(method_acc) - float(baseline_acc)) / gap
+    return (float(method_acc) - float(baseline_acc)) / gap_f

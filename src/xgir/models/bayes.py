@@ -164,17 +164,16 @@ class BayesLeNet(nn.Module):
         super().__init__()
         if image_size % 4:
             raise XgirError(f"image_size must be divisible by 4, got {image_size}")
-        kw = {"prior_std": prior_std, "init_std": init_std}
-        self.conv1 = BayesConv2d(in_channels, width, 5, padding=2, **kw)
+        self.conv1 = BayesConv2d(in_channels, width, 5, padding=2, prior_std=prior_std, init_std=init_std)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = BayesConv2d(width, 2 * width, 5, padding=2, **kw)
+        self.conv2 = BayesConv2d(width, 2 * width, 5, padding=2, prior_std=prior_std, init_std=init_std)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
-        self.hidden = BayesLinear(2 * width * (image_size // 4) ** 2, hidden, **kw)
+        self.hidden = BayesLinear(2 * width * (image_size // 4) ** 2, hidden, prior_std=prior_std, init_std=init_std)
         self.relu3 = nn.ReLU()
-        self.fc = BayesLinear(hidden, num_classes, **kw)
+        self.fc = BayesLinear(hidden, num_classes, prior_std=prior_std, init_std=init_std)
 
     def last_conv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(sample, mean, variance) of the last conv layer's pre-activations."""

@@ -38,10 +38,10 @@ class ModelConfig(StrictModel):
 
 
 class OptimConfig(StrictModel):
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(128, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=128, ge=1)
+    weight_decay: float = Field(default=0.0, ge=0)
 
 
 class PretrainData(StrictModel):
@@ -53,8 +53,8 @@ class PretrainConfig(OptimConfig):
     """Stage 1 of the two-stage setup: multi-task pretraining of the extractor."""
 
     data: PretrainData = Field(default_factory=PretrainData)
-    epochs: int = Field(6, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    epochs: int = Field(default=6, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
 
 
 class TrainConfig(StrictModel):
