@@ -108,7 +108,7 @@ class XGIRSection(StrictModel):
     delta2: float = _D.delta2
     delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = _D.delta2_mode
     empty: Literal["zeros", "mean", "blur"] = _D.empty
-    response: Literal["core", "core-minus-context"] = _D.response
+    response: Literal["core", "core-minus-context", "core-vs-whole"] = _D.response
     blur_sigma: float = _D.blur_sigma
     noise_scale: float = _D.noise_scale
     draws: int = _D.draws
@@ -117,6 +117,12 @@ class XGIRSection(StrictModel):
     batch_size: int = _D.batch_size
     weight_decay: float = _D.weight_decay
     seed: int = _D.seed
+    variant: Literal["note", "swap"] = _D.variant
+    floor: float | None = _D.floor
+    noise: Literal["gaussian", "empirical"] = _D.noise
+    basis: Literal["units", "pca", "whiten"] = _D.basis
+    core: Literal["explainer", "pretrained", "novelty"] = _D.core
+    top_k: int = _D.top_k
 
     def to_config(self) -> XGIRConfig:
         try:
