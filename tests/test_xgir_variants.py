@@ -172,3 +172,44 @@ def test_config_fields_validate_and_dispatch():
     assert 0 < rec.frac_units_randomised < 1
     cfg = XGIRSection(variant="swap", floor=0.1, noise="empirical", basis="pca", core="pretrained").to_config()
     assert (cfg.variant, cfg.floor, cfg.noise, cfg.basis, cfg.core) == ("swap", 0.1, "empirical", "pca", "pretrained")
+
+
+def test_core_heatmaps_for_xgir_correct_match_the_map_forms():
+    from xgir.correct.xgir_variants import core_heatmaps
+
+    net = _GapNet().eval()
+    x = torch.rand(3, 3, 6, 6)
+    _, maps = pooled_maps(net, x, "pool", dtype=torch.float32)
+    got = core_heatmaps("pretrained", net, x, "act", top_k=2)
+    assert torch.allclose(got, pretrained_cam(maps, net.fc, k=2) / 36, atol=1e-5)
+    assert torch.allclose(core_heatmaps("novelty", net, x, "act"), novelty_map(maps), atol=1e-5)
+    with pytest.raises(XgirError, match="core source"):
+        core_heatmaps("gt", net, x, "act")
+
+
+@pytest.mark.parametrize("core,variant", [("pretrained", "swap"), ("novelty", "note")])
+def test_xgir_correct_runs_the_variants_and_core_sources(tmp_path, core, variant):
+    import numpy as np
+    from PIL import Image
+
+    from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
+
+    rng = np.random.default_rng(0)
+    folders = {}
+    for split, n in (("source_train", 6), ("source_test", 3), ("target_test", 3)):
+        for c, name in enumerate(("a", "b")):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 80, size=(32, 32, 3)).astype(np.uint8)
+                img[4 + 12 * c : 12 + 12 * c, 10:22] = 230
+                Image.fromarray(img).save(tmp_path / split / name / f"{i}.png")
+        folders[split] = str(tmp_path / split)
+    cfg = XGIRRunConfig.model_validate({
+        "model": {"factory": "_pipeline_models:tiny_resnet", "kwargs": {"num_classes": 2, "width": 4},
+                  "head": "fc", "deep_layer": "layer3"},
+        "data": {**folders, "image_size": 32, "batch_size": 6},
+        "xgir": {"draws": 2, "head_epochs": 2, "core": core, "variant": variant, "floor": 0.05, "empty": "mean"},
+        "out": str(tmp_path / "run"), "device": "cpu"})
+    res = run_xgir_pipeline(cfg, progress=False)
+    assert res["record"]["config"]["core"] == core and res["record"]["config"]["variant"] == variant
+    assert 0 <= res["accuracy"]["xgir"]["target_test"] <= 1

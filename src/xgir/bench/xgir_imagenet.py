@@ -56,20 +56,21 @@ FLOOR = 0.05  # signed reading: the unit's 5 % quantile of r is its "no response
 
 @dataclass(frozen=True)
 class Sizes:
-    size: int = 128
-    pool_train: tuple[int, int] = (2000, 700)  # aligned, misaligned
-    n_train: int = 1600
-    pool_val: tuple[int, int] = (570, 180)
-    n_val: int = 600
-    pool_test: tuple[int, int] = (950, 300)
-    n_test: int = 1000
-    target_val: int = 2500
+    size: int = 112
+    pool_train: tuple[int, int] = (1200, 400)  # aligned, misaligned
+    n_train: int = 1000
+    pool_val: tuple[int, int] = (430, 140)
+    n_val: int = 450
+    pool_test: tuple[int, int] = (720, 240)
+    n_test: int = 750
+    target_val: int = 2000
     target_test: int = 1500
     ps: tuple[float, ...] = (0.7, 0.8, 0.9, 0.95)
+    erm_core_ps: tuple[float, ...] = (0.9,)  # p at which the ERM head's own CAM is a core (one pass each)
 
 
-QUICK = Sizes(size=64, pool_train=(60, 30), n_train=60, pool_val=(30, 12), n_val=30, pool_test=(30, 12),
-              n_test=30, target_val=200, target_test=60, ps=(0.9,))
+QUICK = Sizes(size=64, pool_train=(40, 20), n_train=40, pool_val=(30, 12), n_val=30, pool_test=(30, 12),
+              n_test=30, target_val=120, target_test=60, ps=(0.9,), erm_core_ps=(0.9,))
 
 
 def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
@@ -81,6 +82,7 @@ def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
     rows: dict[str, tuple[str, XGIRConfig, bool]] = {
         "note's rule (defaults, x0 = zeros), ERM CAM": ("erm", base, True),
         "note's rule (defaults, x0 = zeros), GT core": ("gt", base, False),
+        "note's rule (defaults, x0 = mean), pretrained core": ("pretrained", replace(base, empty="mean"), True),
     }
     for core, free in (("erm", True), ("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
         rows[f"note, signed (floor q{FLOOR}, x0 = mean), {core} core"] = (core, signed, free)
@@ -211,13 +213,15 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
              "target-test": tt.labels}
         hs, ys = st.h["pool"][idx], pool.labels[idx]
         erm = fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed)
-        if seed == seeds[0]:
+        if seed == seeds[0] and p in sz.erm_core_ps:
             st.set_erm_support(p, erm)
         rows = {"ERM head": _accuracies(erm, h, y, tt.groups)}
         tv = st.data["target-val"]
         dfr, _ = dfr_head(st.h["target-val"], tv.labels, tv.groups, 10, seed=seed)
         rows["DFR (group labels, reference)"] = _accuracies(dfr, h, y, tt.groups)
         for name, (core, config, _free) in _methods(seed).items():
+            if core == "erm" and p not in sz.erm_core_ps:
+                continue
             key = f"erm p={p}" if core == "erm" else core
             sup = st.supports[key][idx]
             r = st.responses(key, config)[idx]
@@ -226,10 +230,9 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
             rows[name] = {**_accuracies(head, h, y, tt.groups),
                           "frac_randomised": rec.frac_units_randomised}
         out[seed] = rows
-    diag["support_precision"] = {k: support_precision(st.supports[k], pool.masks)
-                                 for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}")}
-    diag["support_share"] = {k: float(st.supports[k].float().mean())
-                             for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}")}
+    kinds = [k for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}") if k in st.supports]
+    diag["support_precision"] = {k: support_precision(st.supports[k], pool.masks) for k in kinds}
+    diag["support_share"] = {k: float(st.supports[k].float().mean()) for k in kinds}
     return {"seeds": out, "diagnostics": diag}
 
 
@@ -277,7 +280,7 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
         probe = probes(st)
         per_p = {p: run_p(st, p, seeds) for p in sizes.ps}
         diag = diagnostics(st)
-    names = list(per_p[sizes.ps[0]]["seeds"][seeds[0]])
+    names = list(dict.fromkeys(n for p in sizes.ps for n in per_p[p]["seeds"][seeds[0]]))
     free = {n for n, (_c, _cfg, f) in _methods(0).items() if f}
     lines = [f"# XGIR on a frozen ImageNet extractor ({MODEL}, object-shift at {sizes.size} px)", "",
              f"Seeds {seeds}{' (quick)' if quick else ''}; mean ± std over seeds. Source-train {sizes.n_train} "
@@ -293,13 +296,14 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
         col = lambda n, m, res=res: [res[s][n][m] for s in seeds]  # noqa: E731
         erm, dfr = np.mean(col("ERM head", "target")), np.mean(col("DFR (group labels, reference)", "target"))
         gap = lambda n: (np.mean(col(n, "target")) - erm) / (dfr - erm) if dfr != erm else float("nan")  # noqa: E731
-        cand = [n for n in names if n in free]
+        present = [n for n in names if n in res[seeds[0]]]
+        cand = [n for n in present if n in free]
         best = max(cand, key=lambda n: np.mean(col(n, "source-val")))
-        summary[p] = {"gap": {n: gap(n) for n in names}, "best_on_source_val": best,
-                      "worst_group": {n: float(np.mean(col(n, "worst_group"))) for n in names}}
+        summary[p] = {"gap": {n: gap(n) for n in present}, "best_on_source_val": best,
+                      "worst_group": {n: float(np.mean(col(n, "worst_group"))) for n in present}}
         lines += [f"## p = {p}", "", "| method | source acc | target acc | worst-group acc | gap closed | "
                   "source-val acc | share randomised |", "|---|---|---|---|---|---|---|"]
-        for n in names:
+        for n in present:
             fr = [res[s][n].get("frac_randomised", float("nan")) for s in seeds]
             lines.append(f"| {n}{' **(best on source-val)**' if n == best else ''} | {_mean_std(col(n, 'source'))} "
                          f"| {_mean_std(col(n, 'target'))} | {_mean_std(col(n, 'worst_group'))} | {gap(n):+.2f} "
@@ -312,7 +316,7 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     lines += ["", f"Feature and response passes {t_feat:.0f} s (cached after the first run); total run time "
               f"{time.time() - start:.0f} s."]
     _plot_gap(summary, sizes.ps, out / "gap.png")
-    _plot_examples(st, sizes.ps[-1], out / "heatmaps.png")
+    _plot_examples(st, sizes.erm_core_ps[0], out / "heatmaps.png")
     results = {"seeds": seeds, "quick": quick, "sizes": str(sizes), "probes": probe,
                "per_p": {str(p): per_p[p] for p in sizes.ps}, "summary": {str(p): v for p, v in summary.items()},
                "diagnostics": diag}
@@ -339,13 +343,17 @@ def _plot_gap(summary: dict[float, dict[str, Any]], ps: tuple[float, ...], path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    rows = {"note's rule (defaults)": "note's rule (defaults, x0 = zeros), ERM CAM",
-            "note, signed, ERM CAM": f"note, signed (floor q{FLOOR}, x0 = mean), erm core",
+    rows = {"note's rule (defaults, x0 = mean), pretrained core": "note's rule (defaults, x0 = mean), pretrained core",
+            "note, signed, pretrained core": f"note, signed (floor q{FLOOR}, x0 = mean), pretrained core",
             "swap, pretrained core": "variant: context swap, pretrained core",
             "swap, GT core (upper bound)": "variant: context swap, gt core",
             "swap, random mask (control)": "variant: context swap, random core"}
     for label, n in rows.items():
         ax.plot(ps, [summary[p]["gap"][n] for p in ps], marker="o", label=label)
+    lit = "note's rule (defaults, x0 = zeros), ERM CAM"
+    pts = [p for p in ps if lit in summary[p]["gap"]]
+    ax.plot(pts, [summary[p]["gap"][lit] for p in pts], marker="*", markersize=12, linestyle="none",
+            label="note's rule as defined (ERM CAM, x0 = zeros)")
     ax.plot(ps, [summary[p]["gap"][summary[p]["best_on_source_val"]] for p in ps], marker="s", linestyle="--",
             color="k", label="best on source-val")
     ax.axhline(0, color="grey", lw=0.8)

@@ -39,6 +39,7 @@ from xgir.correct.xgir import (
     true_class_heatmaps,
     unit_responses,
 )
+from xgir.correct.xgir_variants import core_heatmaps
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree, top_label_sets
@@ -329,7 +330,9 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, An
             raise XgirError("source_train changed between passes (labels differ); rerun")
         seen += len(y)
         maps = true_class_heatmaps(model, x, y.to(device), deep, batch_size=len(x))
-        if tree is not None:
+        if xcfg.core != "explainer":  # a label-free core source (a variant, xgir_variants)
+            maps = core_heatmaps(xcfg.core, model, x, deep, xcfg.top_k)
+        elif tree is not None:
             maps, fb = cwox_true_cluster_heatmaps(model, x, y, tree, cfg.cwox_level, maps, deep,
                                                   shallow or "", batch_size=len(x))
             fallback += fb * len(x)

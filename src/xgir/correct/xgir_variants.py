@@ -248,3 +248,32 @@ def retrain_head_variant(
         empty_supports=int(empty_support.sum()) if empty_support is not None else 0,
     )
     return head, record
+
+
+def core_heatmaps(kind: str, model: nn.Module, x: torch.Tensor, layer: str, top_k: int = 5) -> torch.Tensor:
+    """Label-free core maps float[N,u,v] at ``layer`` for ``xgir correct`` (``XGIRConfig.core``):
+    ``"pretrained"``: Grad-CAM of the model's own top-``top_k`` classes, weighted by their softmax
+    probability (the pretrained head's view when the model is the pretrained network);
+    ``"novelty"``: :func:`novelty_map` of the layer's activations."""
+    from xgir.explain._hooks import LayerCapture
+    from xgir.explain.gradcam import grad_cam_layers
+    from xgir.models.split import get_module
+
+    if kind == "novelty":
+        module = get_module(model, layer)
+        with torch.no_grad(), LayerCapture(module) as cap:
+            model(x)
+            act = cap.get(module)
+        if act.ndim != 4:
+            raise XgirError(f"the novelty core needs a layer with output [N,C,u,v]; '{layer}' gives {tuple(act.shape)}")
+        return novelty_map(act.detach())
+    if kind != "pretrained":
+        raise XgirError(f"unknown core source '{kind}'; choose explainer, pretrained or novelty")
+
+    def targets(logits: torch.Tensor) -> list[list[torch.Tensor]]:
+        prob, top = logits.softmax(dim=1).topk(min(top_k, logits.shape[1]), dim=1)
+        w = torch.zeros_like(logits).scatter(1, top, prob)
+        return [[row] for row in w.cpu()]
+
+    _, (maps,) = grad_cam_layers(model, x, [(layer, targets)], upsample=False)
+    return maps[:, 0].detach()
