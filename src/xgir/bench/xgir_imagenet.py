@@ -61,10 +61,10 @@ class Sizes:
     n_train: int = 1000
     pool_val: tuple[int, int] = (430, 140)
     n_val: int = 450
-    pool_test: tuple[int, int] = (720, 240)
-    n_test: int = 750
+    pool_test: tuple[int, int] = (480, 160)
+    n_test: int = 500
     target_val: int = 2000
-    target_test: int = 1500
+    target_test: int = 1000
     ps: tuple[float, ...] = (0.7, 0.8, 0.9, 0.95)
     erm_core_ps: tuple[float, ...] = (0.9,)  # p at which the ERM head's own CAM is a core (one pass each)
 
@@ -81,10 +81,10 @@ def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
     swap = replace(base, variant="swap", empty="mean")
     rows: dict[str, tuple[str, XGIRConfig, bool]] = {
         "note's rule (defaults, x0 = zeros), ERM CAM": ("erm", base, True),
-        "note's rule (defaults, x0 = zeros), GT core": ("gt", base, False),
         "note's rule (defaults, x0 = mean), pretrained core": ("pretrained", replace(base, empty="mean"), True),
     }
-    for core, free in (("erm", True), ("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
+    rows[f"note, signed (floor q{FLOOR}, x0 = zeros), erm core"] = ("erm", replace(signed, empty="zeros"), True)
+    for core, free in (("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
         rows[f"note, signed (floor q{FLOOR}, x0 = mean), {core} core"] = (core, signed, free)
     for core, free in (("pretrained", True), ("gt", False)):
         rows[f"variant: r = f(x') - f(x) (signed), {core} core"] = (
@@ -92,20 +92,24 @@ def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
         rows[f"variant: signed + empirical noise, {core} core"] = (core, replace(signed, noise="empirical"), free)
         rows[f"variant: signed in PCA basis, {core} core"] = (core, replace(signed, basis="pca"), free)
         rows[f"variant: signed in whitened basis, {core} core"] = (core, replace(signed, basis="whiten"), free)
-    for core, free in (("erm", True), ("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
+    rows["variant: context swap (x0 = zeros), erm core"] = ("erm", replace(swap, empty="zeros"), True)
+    for core, free in (("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
         rows[f"variant: context swap, {core} core"] = (core, swap, free)
     return rows
 
 
+def _worst(correct: torch.Tensor, groups: torch.Tensor) -> float:
+    return min(float(correct[groups == g].mean()) for g in torch.unique(groups))
+
+
 def _accuracies(head: torch.nn.Module, h: dict[str, torch.Tensor], y: dict[str, torch.Tensor],
-                groups: torch.Tensor) -> dict[str, float]:
+                groups: torch.Tensor, val_groups: torch.Tensor) -> dict[str, float]:
+    """source (source-test), source-val, source-val worst group, target and worst-group (target-test)."""
     with torch.no_grad():
-        out = {k: float((head(h[k]).argmax(1) == y[k]).float().mean()) for k in ("source-val", "source-test")}
-        correct = (head(h["target-test"]).argmax(1) == y["target-test"]).float()
-    out["target"] = float(correct.mean())
-    out["worst_group"] = min(float(correct[groups == g].mean()) for g in torch.unique(groups))
-    out["source"] = out.pop("source-test")
-    return out
+        ok = {k: (head(h[k]).argmax(1) == y[k]).float() for k in ("source-val", "source-test", "target-test")}
+    return {"source": float(ok["source-test"].mean()), "source-val": float(ok["source-val"].mean()),
+            "source-val_worst_group": _worst(ok["source-val"], val_groups),
+            "target": float(ok["target-test"].mean()), "worst_group": _worst(ok["target-test"], groups)}
 
 
 def _unit_r2(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -136,16 +140,22 @@ class Stage:
             "target-val": object_shift("target-val", 0, n=s.target_val, size=s.size),
             "target-test": object_shift("target-test", 0, n=s.target_test, size=s.size),
         }
-        self.key = fingerprint(MODEL, str(sizes))
+        self.keys = {  # one cache key per dataset: changing one size keeps the others' passes
+            "pool": fingerprint(MODEL, s.size, "pool", s.pool_train),
+            "source-val": fingerprint(MODEL, s.size, "val", s.pool_val),
+            "source-test": fingerprint(MODEL, s.size, "test", s.pool_test),
+            "target-val": fingerprint(MODEL, s.size, "target-val", s.target_val),
+            "target-test": fingerprint(MODEL, s.size, "target-test", s.target_test),
+        }
         self.h: dict[str, torch.Tensor] = {}
         for name, ds in self.data.items():
             if name == "pool":
-                got = cached("xgir-imagenet", f"{self.key}-maps-pool",
+                got = cached("xgir-imagenet", f"{self.keys[name]}-maps-pool",
                              lambda ds=ds: dict(zip(("h", "maps"), pooled_maps(self.model, ds.images, POOL),
                                                     strict=True)))
                 self.h[name], self.maps = got["h"], got["maps"]
             else:
-                self.h[name] = cached("xgir-imagenet", f"{self.key}-h-{name}",
+                self.h[name] = cached("xgir-imagenet", f"{self.keys[name]}-h-{name}",
                                       lambda ds=ds: pooled_maps(self.model, ds.images, POOL)[0])
         pool = self.data["pool"]
         self.mean_image = pool.images.mean(0)
@@ -178,7 +188,7 @@ class Stage:
                 out.append(pooled_maps(self.model, pool.images[i : i + 256] * s + x0 * (1 - s), POOL)[0])
             return torch.cat(out)
 
-        return cached("xgir-imagenet", f"{self.key}-core-{fingerprint(sup)}-{empty}", compute)
+        return cached("xgir-imagenet", f"{self.keys['pool']}-core-{fingerprint(sup)}-{empty}", compute)
 
     def responses(self, core: str, config: XGIRConfig) -> torch.Tensor:
         """r over the pool for ``config.response`` (core: f(x') - f(x0); core-vs-whole: f(x') - h)."""
@@ -212,13 +222,14 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
         y = {"source-val": st.data["source-val"].labels[vi], "source-test": st.data["source-test"].labels[ti],
              "target-test": tt.labels}
         hs, ys = st.h["pool"][idx], pool.labels[idx]
+        vg = st.data["source-val"].groups[vi]
         erm = fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed)
         if seed == seeds[0] and p in sz.erm_core_ps:
             st.set_erm_support(p, erm)
-        rows = {"ERM head": _accuracies(erm, h, y, tt.groups)}
+        rows = {"ERM head": _accuracies(erm, h, y, tt.groups, vg)}
         tv = st.data["target-val"]
         dfr, _ = dfr_head(st.h["target-val"], tv.labels, tv.groups, 10, seed=seed)
-        rows["DFR (group labels, reference)"] = _accuracies(dfr, h, y, tt.groups)
+        rows["DFR (group labels, reference)"] = _accuracies(dfr, h, y, tt.groups, vg)
         for name, (core, config, _free) in _methods(seed).items():
             if core == "erm" and p not in sz.erm_core_ps:
                 continue
@@ -227,7 +238,7 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
             r = st.responses(key, config)[idx]
             empty = ~sup.flatten(1).any(1)
             head, rec = retrain_head(hs, r, ys, 10, config, empty, float(sup.float().mean()))
-            rows[name] = {**_accuracies(head, h, y, tt.groups),
+            rows[name] = {**_accuracies(head, h, y, tt.groups, vg),
                           "frac_randomised": rec.frac_units_randomised}
         out[seed] = rows
     kinds = [k for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}") if k in st.supports]
@@ -249,13 +260,14 @@ def diagnostics(st: Stage) -> dict[str, Any]:
             (((r2d > 0.3) & (r2t < 0.05)) | ((r2t > 0.3) & (r2d < 0.05))).float().mean()),
     }
     qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
-    for empty in ("zeros", "mean"):
-        for resp in ("core", "core-vs-whole"):
-            if resp == "core-vs-whole" and empty == "zeros":
-                continue
-            r = st.responses("gt", XGIRConfig(empty=empty, response=resp)).flatten()[::7]
-            out[f"r quantiles (GT core, x0 = {empty}, {resp})"] = [round(float(v), 3) for v in torch.quantile(r, qs)]
-            out[f"share r < 0 (GT core, x0 = {empty}, {resp})"] = float((r < 0).float().mean())
+    for core, empty, resp in (("gt", "mean", "core"), ("gt", "mean", "core-vs-whole"),
+                              (f"erm p={st.sizes.erm_core_ps[0]}", "zeros", "core"), ("pretrained", "mean", "core")):
+        if core not in st.supports:
+            continue
+        r = st.responses(core, XGIRConfig(empty=empty, response=resp)).flatten()[::7]
+        out[f"r quantiles 5/25/50/75/95 % ({core} core, x0 = {empty}, {resp})"] = [
+            round(float(v), 3) for v in torch.quantile(r, qs)]
+        out[f"share r < 0 ({core} core, x0 = {empty}, {resp})"] = float((r < 0).float().mean())
     r = st.responses("gt", XGIRConfig(empty="mean"))
     std = st.h["pool"].std(0).clamp(min=1e-6)
     mean_r = (r / std).mean(0)
@@ -295,19 +307,28 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
         res = per_p[p]["seeds"]
         col = lambda n, m, res=res: [res[s][n][m] for s in seeds]  # noqa: E731
         erm, dfr = np.mean(col("ERM head", "target")), np.mean(col("DFR (group labels, reference)", "target"))
-        gap = lambda n: (np.mean(col(n, "target")) - erm) / (dfr - erm) if dfr != erm else float("nan")  # noqa: E731
+
+        def gap(n: str, col=col, erm=erm, dfr=dfr) -> float:
+            return float((np.mean(col(n, "target")) - erm) / (dfr - erm)) if dfr != erm else float("nan")
+
         present = [n for n in names if n in res[seeds[0]]]
         cand = [n for n in present if n in free]
         best = max(cand, key=lambda n: np.mean(col(n, "source-val")))
+        best_wg = max(cand, key=lambda n: np.mean(col(n, "source-val_worst_group")))
         summary[p] = {"gap": {n: gap(n) for n in present}, "best_on_source_val": best,
+                      "best_on_source_val_worst_group": best_wg,
                       "worst_group": {n: float(np.mean(col(n, "worst_group"))) for n in present}}
         lines += [f"## p = {p}", "", "| method | source acc | target acc | worst-group acc | gap closed | "
-                  "source-val acc | share randomised |", "|---|---|---|---|---|---|---|"]
+                  "source-val acc | source-val worst group | share randomised |", "|---|---|---|---|---|---|---|---|"]
         for n in present:
             fr = [res[s][n].get("frac_randomised", float("nan")) for s in seeds]
-            lines.append(f"| {n}{' **(best on source-val)**' if n == best else ''} | {_mean_std(col(n, 'source'))} "
+            share = np.nanmean(fr) if not np.isnan(fr).all() else 0.0
+            tag = (" **(best on source-val)**" if n == best else "") + (
+                " **(best on source-val worst group)**" if n == best_wg else "")
+            lines.append(f"| {n}{tag} | {_mean_std(col(n, 'source'))} "
                          f"| {_mean_std(col(n, 'target'))} | {_mean_std(col(n, 'worst_group'))} | {gap(n):+.2f} "
-                         f"| {_mean_std(col(n, 'source-val'))} | {np.nanmean(fr) if not np.isnan(fr).all() else 0:.2f} |")
+                         f"| {_mean_std(col(n, 'source-val'))} | {_mean_std(col(n, 'source-val_worst_group'))} "
+                         f"| {share:.2f} |")
         d = per_p[p]["diagnostics"]
         lines += ["", "Support precision on the digit (share of the support's pixels on the object) / share of "
                   "pixels kept: " + "; ".join(f"{k} {d['support_precision'][k]:.2f} / {d['support_share'][k]:.2f}"
@@ -355,7 +376,9 @@ def _plot_gap(summary: dict[float, dict[str, Any]], ps: tuple[float, ...], path:
     ax.plot(pts, [summary[p]["gap"][lit] for p in pts], marker="*", markersize=12, linestyle="none",
             label="note's rule as defined (ERM CAM, x0 = zeros)")
     ax.plot(ps, [summary[p]["gap"][summary[p]["best_on_source_val"]] for p in ps], marker="s", linestyle="--",
-            color="k", label="best on source-val")
+            color="k", label="best on source-val acc")
+    ax.plot(ps, [summary[p]["gap"][summary[p]["best_on_source_val_worst_group"]] for p in ps], marker="^",
+            linestyle="--", color="grey", label="best on source-val worst group")
     ax.axhline(0, color="grey", lw=0.8)
     ax.axhline(1, color="grey", lw=0.8, linestyle=":")
     ax.set_xlabel("source bias p")
