@@ -268,6 +268,17 @@ def diagnostics(st: Stage) -> dict[str, Any]:
         out[f"r quantiles 5/25/50/75/95 % ({core} core, x0 = {empty}, {resp})"] = [
             round(float(v), 3) for v in torch.quantile(r, qs)]
         out[f"share r < 0 ({core} core, x0 = {empty}, {resp})"] = float((r < 0).float().mean())
+    masks = st.data["pool"].masks
+    hw = tuple(masks.shape[-2:])
+    for k in ("pretrained", "novelty"):  # is there a threshold at which the map finds the object?
+        out[f"{k} map: support precision / share at delta1 0.3, 0.5, 0.7, 0.9"] = [
+            (round(support_precision(sp, masks), 3), round(float(sp.float().mean()), 3))
+            for sp in (support_from_heatmaps(st.heatmaps[k], hw, d1) for d1 in (0.3, 0.5, 0.7, 0.9))]
+    u, v = st.maps.shape[-2:]
+    cells = F.adaptive_avg_pool2d(masks[:, None].float(), (u, v))[:, 0].flatten(1)
+    out["object share: mean cell / best cell / the pretrained map's top cell"] = [
+        round(float(cells.mean()), 3), round(float(cells.max(1).values.mean()), 3),
+        round(float(cells.gather(1, st.heatmaps["pretrained"].flatten(1).argmax(1, keepdim=True)).mean()), 3)]
     r = st.responses("gt", XGIRConfig(empty="mean"))
     std = st.h["pool"].std(0).clamp(min=1e-6)
     mean_r = (r / std).mean(0)
