@@ -139,12 +139,11 @@ def run_explain(
             co-occurrence over ``tree_images`` images of the dataset), ``head`` (the head's
             weight vectors, data-free) or ``auto`` (images for embedded datasets, else head).
     """
-    from tqdm.auto import tqdm
-
     from xgir.data.images import is_embedded, load_images
     from xgir.explain import get_explainer
     from xgir.explain.registry import EXPLAINERS, explainer_info
     from xgir.models import get_module, load_model
+    from xgir.progress import iterate
     from xgir.train import predict_logits
 
     if n is not None and n < 1:
@@ -207,7 +206,7 @@ def run_explain(
     if info.targets == "foils":  # foil classes t != prediction: the next-ranked T classes
         tg = logits.topk(min(tg.shape[1] + 1, k), dim=1).indices[:, 1:]
     maps = []
-    for s in tqdm(batches, desc=f"explain {method}", disable=not progress, leave=False):
+    for s in iterate(batches, desc=f"explain {method}", enabled=progress, unit="batch"):
         xb = x_all[s:s + batch_size].to(dev)
         maps.append(explainer(model, xb, tg[s:s + batch_size].to(dev)).detach().float().cpu())
     heat = torch.cat(maps)
@@ -246,12 +245,11 @@ def _row_title(ds: Any, i: int, names: list[str], pred: int) -> str:
 def _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,  # type: ignore[no-untyped-def]
               layer, shallow_layer, tree, level, params, batches, batch_size, dev, progress, source,
               tree_images) -> list[Path]:
-    from tqdm.auto import tqdm
-
     from xgir.data.images import load_images
     from xgir.explain.clusters import ConfusionTree
     from xgir.explain.cwox import cwox, plot_cwox, plot_tree
     from xgir.models import get_module
+    from xgir.progress import iterate
 
     model = loaded.model
     written: list[Path] = []
@@ -280,7 +278,7 @@ def _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,  # type
         raise XgirError(f"unknown --param for cwox: {', '.join(sorted(unknown))}; "
                         "valid: k, mass, delta, relu")
     results = []
-    for s in tqdm(batches, desc="explain cwox", disable=not progress, leave=False):
+    for s in iterate(batches, desc="explain cwox", enabled=progress, unit="batch"):
         results.append(cwox(model, x_all[s:s + batch_size].to(dev), ctree, level=level,
                             deep_layer=layer or None, shallow_layer=shallow_layer or None,
                             **params))

@@ -42,6 +42,7 @@ from xgir.correct.xgir import (
     true_class_heatmaps,
     unit_responses,
 )
+from xgir.correct.xgir_variants import core_heatmaps
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree, top_label_sets
 from xgir.io import fingerprint
@@ -173,11 +174,13 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
         with head_input(head) as got:
             maps = true_class_heatmaps(model, x, y.to(device), deep, batch_size=len(x))
         out["label"] = y.int()
+        if xcfg.core != "explainer":  # a label-free core source (a variant, xgir_variants)
+            maps = core_heatmaps(xcfg.core, model, x, deep, xcfg.top_k)
         if tree is None:
             if len(got) != 1:
                 raise XgirError(f"the head ran {len(got)} times in one Grad-CAM forward; expected once")
             out["h"] = got[0].float().to(dtype).cpu()
-        else:
+        elif xcfg.core == "explainer":
             maps, fb = cwox_true_cluster_heatmaps(model, x, y, tree, level, maps, deep, shallow or "",
                                                   batch_size=len(x))
             out["sum:fallback"] = torch.tensor(fb * len(x), dtype=torch.float64)
@@ -267,5 +270,5 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
                 "supports": [e["support"] for e in ex], "labels": [e["label"] for e in ex]}
     return PassResults(h=h, labels=labels, r=main["r"].float(), empty=main["empty"],
                        support_share=float(main["sum:kept"]) / n_train,
-                       fallback=float(main["sum:fallback"]) / n_train if cwox else None,
+                       fallback=float(main.get("sum:fallback", 0.0)) / n_train if cwox else None,
                        examples=examples, data_mean=data_mean, skipped=skipped)

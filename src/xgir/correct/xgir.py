@@ -60,7 +60,7 @@ class XGIRConfig:
     delta2: float = 0.5
     delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = "quantile"
     empty: EmptyImage = "zeros"
-    response: Literal["core", "core-minus-context"] = "core"
+    response: Literal["core", "core-minus-context", "core-vs-whole"] = "core"
     blur_sigma: float = 4.0
     noise_scale: float = 1.0
     draws: int = 5
@@ -70,6 +70,13 @@ class XGIRConfig:
     weight_decay: float = 0.0
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # variants (not in the method as first defined, docs/correct.md; see xgir.correct.xgir_variants)
+    variant: Literal["note", "swap"] = "note"
+    floor: float | None = None  # signed reading: the per-unit quantile of r taken as "no response"
+    noise: Literal["gaussian", "empirical"] = "gaussian"
+    basis: Literal["units", "pca", "whiten"] = "units"
+    core: Literal["explainer", "pretrained", "novelty"] = "explainer"  # source of the core (xgir correct)
+    top_k: int = 5  # classes of the pretrained head's map (core="pretrained")
 
     # YAML (the ``xgir:`` section of ``xgir correct``) validates this dataclass directly: the same
     # checks in Python and YAML; unknown keys and non-finite numbers are errors there too
@@ -85,8 +92,8 @@ class XGIRConfig:
             _number(self, "delta2", 0, None, lo_open=True, what="delta2 (absolute, positive)")
         if self.empty not in ("zeros", "mean", "blur"):
             raise XgirError(f"empty image must be zeros, mean or blur, got '{self.empty}'")
-        if self.response not in ("core", "core-minus-context"):
-            raise XgirError(f"response must be core or core-minus-context, got '{self.response}'")
+        if self.response not in ("core", "core-minus-context", "core-vs-whole"):
+            raise XgirError(f"response must be core, core-minus-context or core-vs-whole, got '{self.response}'")
         _number(self, "blur_sigma", 0, None, lo_open=True)
         _number(self, "noise_scale", 0, None)
         _number(self, "lr", 0, None, lo_open=True)
@@ -94,6 +101,9 @@ class XGIRConfig:
         for name in ("draws", "head_epochs", "batch_size"):
             _integer(self, name, 1)
         _integer(self, "seed", 0)
+        from xgir.correct.xgir_variants import validate_variant_fields
+
+        validate_variant_fields(self)
 
 
 def _number(cfg: XGIRConfig, name: str, lo: float, hi: float | None, lo_open: bool = False,
@@ -235,6 +245,8 @@ def unit_responses(features: nn.Module, x: torch.Tensor, support: torch.Tensor, 
     if response == "core-minus-context":
         x_context = x * (1 - s) + x0 * s
         return extract_features(features, x_core, batch_size) - extract_features(features, x_context, batch_size)
+    if response == "core-vs-whole":  # a variant: r = f(x') - f(x) (see xgir_variants)
+        return extract_features(features, x_core, batch_size) - extract_features(features, x, batch_size)
     zero_x0 = bool((x0 == 0).all())
     f_core = extract_features(features, x_core, batch_size)
     if zero_x0 or bool((x0 == x0[:1]).all()):
@@ -278,6 +290,10 @@ def retrain_head(
         h: features float[N,D]; r: responses float[N,D]; labels long[N].
         empty_support: bool[N] images whose support was empty (they keep h: lambda = 0).
     """
+    from xgir.correct.xgir_variants import retrain_head_variant, uses_variant
+
+    if uses_variant(config):
+        return retrain_head_variant(h, r, labels, num_classes, config, empty_support, support_fraction)
     if h.shape != r.shape:
         raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
     delta2 = delta2_per_unit(r, config)

@@ -21,6 +21,7 @@ from xgir.data.benchmarks import (
     decoy_digits,
     glyph_pretrain,
 )
+from xgir.data.objects import OBJECT_SPLITS, object_shift
 from xgir.data.real import ImageFolderDataset, load_mnist
 from xgir.data.textures import TEXTURE_FAMILIES
 from xgir.errors import XgirError
@@ -36,6 +37,7 @@ DATASETS: dict[str, tuple[Callable[..., ImageDataset], tuple[str, ...]]] = {
     "background-shift": (background_shift, SHIFT_SPLITS),
     "glyph-pretrain": (glyph_pretrain, GLYPH_SPLITS),
     "mnist": (mnist, ("train", "test")),
+    "object-shift": (object_shift, OBJECT_SPLITS),
 }
 
 

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from skimage.segmentation import slic
 from torch import nn
-from tqdm.auto import tqdm
 
-from xgir.errors import XgirError, warn
+from xgir.errors import XgirError
 from xgir.explain._blackbox import (
     auto_batch_size,
     check_images,
@@ -37,6 +36,7 @@ from xgir.explain._blackbox import (
     score_samples,
     take,
 )
+from xgir.progress import Progress, warn
 
 
 @dataclass
@@ -190,7 +190,7 @@ class LIME:
         group = min(n, bs)
         chunk = max(1, bs // group)
         steps = math.ceil(n / group) * math.ceil(self.n_samples / chunk)
-        bar = tqdm(total=steps, desc="LIME", disable=not self.progress, leave=False)
+        bar = Progress(total=steps, desc="LIME", enabled=self.progress)
         for g0 in range(0, n, group):
             g1 = min(n, g0 + group)
             flat = seg[g0:g1].flatten(1)  # [G,HW]

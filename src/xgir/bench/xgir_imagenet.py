@@ -1,0 +1,410 @@
+"""``xgir bench xgir-imagenet``: XGIR on a frozen ImageNet-pretrained extractor (EfficientNet-Lite0).
+
+Setting (``xgir.data.objects``): font digits at 128 px over the procedural textures, exact
+binary foreground masks; source bias p (texture family = digit with probability p), target
+independent; groups (digit, family). The extractor is the pretrained network up to its
+``_fc`` head (1280 signed units); a new 10-class softmax head trained on the biased source
+set is the model XGIR corrects.
+
+Compute plan: one source pool (aligned + misaligned images) is rendered and passed through the
+network once; each (p, seed) draws its source-train set from it (:func:`bias_subset`), and
+source-val / source-test likewise from their own pools. The images do not change with the
+seed; the subset, the heads, the noise and the random masks do. The last maps M (input of the
+global pool) are kept, so every linear head's CAM (= Grad-CAM at M) costs no backward pass.
+Every f(core) pass is cached on disk (``xgir.io.cached``): a rerun only retrains heads.
+
+Core sources (support s = 1[map / max > DELTA1], upsampled): the ERM head's CAM of the true
+class (the note's IOX; the map of the seed-0 ERM head of each p, shared by the seeds), the
+pretrained ImageNet head's CAM of its top-5 classes, the class-agnostic novelty map, and the
+controls: the exact foreground mask (clean ground truth) and a random blob mask of the same
+size. Settings are fixed before the run (below); the "best variant" of each p is chosen on
+source-val accuracy among annotation-free rows (never on target data). Writes report.md,
+results.json, gap.png, heatmaps.png.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xgir.bench import fmt, one_thread, spread_note
+from xgir.bench.xgir_two_stage import random_supports
+from xgir.correct.dfr import dfr_head
+from xgir.correct.xgir import XGIRConfig, retrain_head, support_from_heatmaps
+from xgir.correct.xgir_variants import (
+    class_cam,
+    novelty_map,
+    pooled_maps,
+    pretrained_cam,
+    support_precision,
+)
+from xgir.data.objects import bias_subset, object_pool, object_shift
+from xgir.io import cached, fingerprint, save_figure, write_json, write_text
+from xgir.train.features import fit_head, linear_probe
+
+SUITE = "xgir-imagenet"
+MODEL, HEAD, POOL = "efficientnet-lite0", "_fc", "_avg_pooling"
+DELTA1 = 0.5  # CAM supports: delta1 = 0.01 keeps ~all pixels of an upsampled 4x4 map (xgir-two-stage report)
+FLOOR = 0.05  # signed reading: the unit's 5 % quantile of r is its "no response"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    size: int = 112
+    pool_train: tuple[int, int] = (1200, 400)  # aligned, misaligned
+    n_train: int = 1000
+    pool_val: tuple[int, int] = (430, 140)
+    n_val: int = 450
+    pool_test: tuple[int, int] = (480, 160)
+    n_test: int = 500
+    target_val: int = 2000
+    target_test: int = 1000
+    ps: tuple[float, ...] = (0.7, 0.8, 0.9, 0.95)
+    erm_core_ps: tuple[float, ...] = (0.9,)  # p at which the ERM head's own CAM is a core (one pass each)
+
+
+QUICK = Sizes(size=64, pool_train=(40, 20), n_train=40, pool_val=(30, 12), n_val=30, pool_test=(30, 12),
+              n_test=30, target_val=120, target_test=60, ps=(0.9,), erm_core_ps=(0.9,))
+
+
+def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
+    """Row name -> (core source, config, annotation-free). The note's rule with today's defaults
+    first, then the signed reading and the variants (labelled 'variant')."""
+    base = XGIRConfig(seed=seed, delta1=DELTA1)
+    signed = replace(base, floor=FLOOR, empty="mean")
+    swap = replace(base, variant="swap", empty="mean")
+    rows: dict[str, tuple[str, XGIRConfig, bool]] = {
+        "note's rule (defaults, x0 = zeros), ERM CAM": ("erm", base, True),
+        "note's rule (defaults, x0 = mean), pretrained core": ("pretrained", replace(base, empty="mean"), True),
+    }
+    rows[f"note, signed (floor q{FLOOR}, x0 = zeros), erm core"] = ("erm", replace(signed, empty="zeros"), True)
+    for core, free in (("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
+        rows[f"note, signed (floor q{FLOOR}, x0 = mean), {core} core"] = (core, signed, free)
+    for core, free in (("pretrained", True), ("gt", False)):
+        rows[f"variant: r = f(x') - f(x) (signed), {core} core"] = (
+            core, replace(signed, response="core-vs-whole"), free)
+        rows[f"variant: signed + empirical noise, {core} core"] = (core, replace(signed, noise="empirical"), free)
+        rows[f"variant: signed in PCA basis, {core} core"] = (core, replace(signed, basis="pca"), free)
+        rows[f"variant: signed in whitened basis, {core} core"] = (core, replace(signed, basis="whiten"), free)
+    rows["variant: context swap (x0 = zeros), erm core"] = ("erm", replace(swap, empty="zeros"), True)
+    for core, free in (("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
+        rows[f"variant: context swap, {core} core"] = (core, swap, free)
+    return rows
+
+
+def _worst(correct: torch.Tensor, groups: torch.Tensor) -> float:
+    return min(float(correct[groups == g].mean()) for g in torch.unique(groups))
+
+
+def _accuracies(head: torch.nn.Module, h: dict[str, torch.Tensor], y: dict[str, torch.Tensor],
+                groups: torch.Tensor, val_groups: torch.Tensor) -> dict[str, float]:
+    """source (source-test), source-val, source-val worst group, target and worst-group (target-test)."""
+    with torch.no_grad():
+        ok = {k: (head(h[k]).argmax(1) == y[k]).float() for k in ("source-val", "source-test", "target-test")}
+    return {"source": float(ok["source-test"].mean()), "source-val": float(ok["source-val"].mean()),
+            "source-val_worst_group": _worst(ok["source-val"], val_groups),
+            "target": float(ok["target-test"].mean()), "worst_group": _worst(ok["target-test"], groups)}
+
+
+def _unit_r2(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    within = torch.zeros(h.shape[1])
+    for c in torch.unique(labels):
+        hc = h[labels == c]
+        within += ((hc - hc.mean(0)) ** 2).sum(0)
+    return 1 - within / len(h) / h.var(0, unbiased=False).clamp(min=1e-12)
+
+
+class Stage:
+    """Data, features, maps and responses of one size setting, cached on disk."""
+
+    def __init__(self, sizes: Sizes, progress: bool = False) -> None:
+        from xgir.models import load_model
+
+        self.sizes, self.progress = sizes, progress
+        loaded = load_model(MODEL)
+        self.model = loaded.model
+        from xgir.models.split import get_module
+
+        self.imagenet_head = get_module(self.model, HEAD)
+        s = sizes
+        self.data = {
+            "pool": object_pool(0, *s.pool_train, size=s.size, part="train"),
+            "source-val": object_pool(0, *s.pool_val, size=s.size, part="val"),
+            "source-test": object_pool(0, *s.pool_test, size=s.size, part="test"),
+            "target-val": object_shift("target-val", 0, n=s.target_val, size=s.size),
+            "target-test": object_shift("target-test", 0, n=s.target_test, size=s.size),
+        }
+        self.keys = {  # one cache key per dataset: changing one size keeps the others' passes
+            "pool": fingerprint(MODEL, s.size, "pool", s.pool_train),
+            "source-val": fingerprint(MODEL, s.size, "val", s.pool_val),
+            "source-test": fingerprint(MODEL, s.size, "test", s.pool_test),
+            "target-val": fingerprint(MODEL, s.size, "target-val", s.target_val),
+            "target-test": fingerprint(MODEL, s.size, "target-test", s.target_test),
+        }
+        self.h: dict[str, torch.Tensor] = {}
+        for name, ds in self.data.items():
+            if name == "pool":
+                got = cached("xgir-imagenet", f"{self.keys[name]}-maps-pool",
+                             lambda ds=ds: dict(zip(("h", "maps"), pooled_maps(self.model, ds.images, POOL),
+                                                    strict=True)))
+                self.h[name], self.maps = got["h"], got["maps"]
+            else:
+                self.h[name] = cached("xgir-imagenet", f"{self.keys[name]}-h-{name}",
+                                      lambda ds=ds: pooled_maps(self.model, ds.images, POOL)[0])
+        pool = self.data["pool"]
+        self.mean_image = pool.images.mean(0)
+        self.f0 = {k: pooled_maps(self.model, x0[None], POOL)[0][0]
+                   for k, x0 in (("zeros", torch.zeros_like(self.mean_image)), ("mean", self.mean_image))}
+        self.supports: dict[str, torch.Tensor] = {"gt": pool.masks}
+        self.supports["random"] = random_supports(pool.masks, 12345)
+        hw = tuple(pool.images.shape[-2:])
+        self.heatmaps = {"pretrained": pretrained_cam(self.maps, self.imagenet_head),
+                         "novelty": novelty_map(self.maps)}
+        for k in ("pretrained", "novelty"):
+            self.supports[k] = support_from_heatmaps(self.heatmaps[k], hw, DELTA1)
+
+    def set_erm_support(self, p: float, head: torch.nn.Linear) -> None:
+        """The ERM head's CAM of the true class (over the whole pool) as the 'erm' core."""
+        pool = self.data["pool"]
+        self.heatmaps[f"erm p={p}"] = cam = class_cam(self.maps, head, pool.labels)
+        self.supports[f"erm p={p}"] = support_from_heatmaps(cam, tuple(pool.images.shape[-2:]), DELTA1)
+
+    def core_features(self, core: str, empty: str) -> torch.Tensor:
+        """f(x * s + x0 * (1 - s)) over the pool, float[N,D] (cached)."""
+        sup = self.supports[core]
+        pool = self.data["pool"]
+
+        def compute() -> torch.Tensor:
+            x0 = torch.zeros_like(self.mean_image) if empty == "zeros" else self.mean_image
+            out = []
+            for i in range(0, len(pool.images), 256):
+                s = sup[i : i + 256, None].float()
+                out.append(pooled_maps(self.model, pool.images[i : i + 256] * s + x0 * (1 - s), POOL)[0])
+            return torch.cat(out)
+
+        return cached("xgir-imagenet", f"{self.keys['pool']}-core-{fingerprint(sup)}-{empty}", compute)
+
+    def responses(self, core: str, config: XGIRConfig) -> torch.Tensor:
+        """r over the pool for ``config.response`` (core: f(x') - f(x0); core-vs-whole: f(x') - h)."""
+        fc = self.core_features(core, config.empty)
+        if config.response == "core-vs-whole":
+            return fc - self.h["pool"]
+        return fc - self.f0[config.empty]
+
+
+def probes(st: Stage) -> dict[str, float]:
+    """Linear probes fitted on target-val features, scored on target-test: digit and texture."""
+    tv, tt = st.data["target-val"], st.data["target-test"]
+    return {"digit": linear_probe(st.h["target-val"], tv.labels, st.h["target-test"], tt.labels),
+            "texture": linear_probe(st.h["target-val"], tv.extras["texture"], st.h["target-test"],
+                                    tt.extras["texture"])}
+
+
+def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict[str, Any]:
+    """Every method at bias p for each seed: {seed: {row: accuracies}}, plus diagnostics."""
+    pool = st.data["pool"]
+    sz = st.sizes
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    diag: dict[str, Any] = {}
+    tt = st.data["target-test"]
+    for seed in seeds:
+        idx = bias_subset(pool.extras["aligned"], p, sz.n_train, seed)
+        vi = bias_subset(st.data["source-val"].extras["aligned"], p, sz.n_val, seed)
+        ti = bias_subset(st.data["source-test"].extras["aligned"], p, sz.n_test, seed)
+        h = {"source-val": st.h["source-val"][vi], "source-test": st.h["source-test"][ti],
+             "target-test": st.h["target-test"]}
+        y = {"source-val": st.data["source-val"].labels[vi], "source-test": st.data["source-test"].labels[ti],
+             "target-test": tt.labels}
+        hs, ys = st.h["pool"][idx], pool.labels[idx]
+        vg = st.data["source-val"].groups[vi]
+        erm = fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed)
+        if seed == seeds[0] and p in sz.erm_core_ps:
+            st.set_erm_support(p, erm)
+        rows = {"ERM head": _accuracies(erm, h, y, tt.groups, vg)}
+        tv = st.data["target-val"]
+        dfr, _ = dfr_head(st.h["target-val"], tv.labels, tv.groups, 10, seed=seed)
+        rows["DFR (group labels, reference)"] = _accuracies(dfr, h, y, tt.groups, vg)
+        for name, (core, config, _free) in _methods(seed).items():
+            if core == "erm" and p not in sz.erm_core_ps:
+                continue
+            key = f"erm p={p}" if core == "erm" else core
+            sup = st.supports[key][idx]
+            r = st.responses(key, config)[idx]
+            empty = ~sup.flatten(1).any(1)
+            head, rec = retrain_head(hs, r, ys, 10, config, empty, float(sup.float().mean()))
+            rows[name] = {**_accuracies(head, h, y, tt.groups, vg),
+                          "frac_randomised": rec.frac_units_randomised}
+        out[seed] = rows
+    kinds = [k for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}") if k in st.supports]
+    diag["support_precision"] = {k: support_precision(st.supports[k], pool.masks) for k in kinds}
+    diag["support_share"] = {k: float(st.supports[k].float().mean()) for k in kinds}
+    return {"seeds": out, "diagnostics": diag}
+
+
+def diagnostics(st: Stage) -> dict[str, Any]:
+    """Unit selectivity (target-val R^2 for digit and texture), distributions of r (GT core)."""
+    tv = st.data["target-val"]
+    r2d, r2t = _unit_r2(st.h["target-val"], tv.labels), _unit_r2(st.h["target-val"], tv.extras["texture"])
+    out: dict[str, Any] = {
+        "unit_r2_digit_median": float(r2d.median()), "unit_r2_texture_median": float(r2t.median()),
+        "share_units_digit_gt_texture": float((r2d > r2t).float().mean()),
+        "share_units_digit_r2_above_0.3": float((r2d > 0.3).float().mean()),
+        "share_units_texture_r2_above_0.3": float((r2t > 0.3).float().mean()),
+        "share_units_selective (one R^2 > 0.3, other < 0.05)": float(
+            (((r2d > 0.3) & (r2t < 0.05)) | ((r2t > 0.3) & (r2d < 0.05))).float().mean()),
+    }
+    qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
+    for core, empty, resp in (("gt", "mean", "core"), ("gt", "mean", "core-vs-whole"),
+                              (f"erm p={st.sizes.erm_core_ps[0]}", "zeros", "core"), ("pretrained", "mean", "core")):
+        if core not in st.supports:
+            continue
+        r = st.responses(core, XGIRConfig(empty=empty, response=resp)).flatten()[::7]
+        out[f"r quantiles 5/25/50/75/95 % ({core} core, x0 = {empty}, {resp})"] = [
+            round(float(v), 3) for v in torch.quantile(r, qs)]
+        out[f"share r < 0 ({core} core, x0 = {empty}, {resp})"] = float((r < 0).float().mean())
+    masks = st.data["pool"].masks
+    hw = tuple(masks.shape[-2:])
+    for k in ("pretrained", "novelty"):  # is there a threshold at which the map finds the object?
+        out[f"{k} map: support precision / share at delta1 0.3, 0.5, 0.7, 0.9"] = [
+            (round(support_precision(sp, masks), 3), round(float(sp.float().mean()), 3))
+            for sp in (support_from_heatmaps(st.heatmaps[k], hw, d1) for d1 in (0.3, 0.5, 0.7, 0.9))]
+    u, v = st.maps.shape[-2:]
+    cells = F.adaptive_avg_pool2d(masks[:, None].float(), (u, v))[:, 0].flatten(1)
+    out["object share: mean cell / best cell / the pretrained map's top cell"] = [
+        round(float(cells.mean()), 3), round(float(cells.max(1).values.mean()), 3),
+        round(float(cells.gather(1, st.heatmaps["pretrained"].flatten(1).argmax(1, keepdim=True)).mean()), 3)]
+    r = st.responses("gt", XGIRConfig(empty="mean"))
+    std = st.h["pool"].std(0).clamp(min=1e-6)
+    mean_r = (r / std).mean(0)
+    corr = lambda a, b: float(np.corrcoef(a.numpy(), b.numpy())[0, 1])  # noqa: E731
+    out["corr(unit mean r / std, digit R^2)"] = corr(mean_r, r2d)
+    out["corr(unit mean r / std, texture R^2)"] = corr(mean_r, r2t)
+    return out
+
+
+def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
+    start = time.time()
+    out = Path(out)
+    sizes = QUICK if quick else Sizes()
+    with one_thread() if quick else _threads(2):
+        st = Stage(sizes)
+        t_feat = time.time() - start
+        probe = probes(st)
+        per_p = {p: run_p(st, p, seeds) for p in sizes.ps}
+        diag = diagnostics(st)
+    names = list(dict.fromkeys(n for p in sizes.ps for n in per_p[p]["seeds"][seeds[0]]))
+    free = {n for n, (_c, _cfg, f) in _methods(0).items() if f}
+    lines = [f"# XGIR on a frozen ImageNet extractor ({MODEL}, object-shift at {sizes.size} px)", "",
+             f"Seeds {seeds}{' (quick)' if quick else ''}; " + spread_note(len(seeds))
+             + f" Source-train {sizes.n_train} "
+             f"images drawn from a pool of {sum(sizes.pool_train)} at each p; DFR on target-val "
+             f"({sizes.target_val}, 100 groups); scores on target-test ({sizes.target_test}). delta1 = {DELTA1} "
+             f"for map supports; note's defaults otherwise (delta2 = pooled quantile 0.5, 5 draws). "
+             "'gap closed' = (target - ERM) / (DFR - ERM), per p.", "",
+             f"Linear probes (fitted on target-val, scored on target-test): digit {probe['digit']:.3f}, "
+             f"texture {probe['texture']:.3f} (goals 0.85 / 0.95).", ""]
+    summary: dict[float, dict[str, Any]] = {}
+    for p in sizes.ps:
+        res = per_p[p]["seeds"]
+        col = lambda n, m, res=res: [res[s][n][m] for s in seeds]  # noqa: E731
+        erm, dfr = np.mean(col("ERM head", "target")), np.mean(col("DFR (group labels, reference)", "target"))
+
+        def gap(n: str, col=col, erm=erm, dfr=dfr) -> float:
+            return float((np.mean(col(n, "target")) - erm) / (dfr - erm)) if dfr != erm else float("nan")
+
+        present = [n for n in names if n in res[seeds[0]]]
+        cand = [n for n in present if n in free]
+        best = max(cand, key=lambda n: np.mean(col(n, "source-val")))
+        best_wg = max(cand, key=lambda n: np.mean(col(n, "source-val_worst_group")))
+        summary[p] = {"gap": {n: gap(n) for n in present}, "best_on_source_val": best,
+                      "best_on_source_val_worst_group": best_wg,
+                      "worst_group": {n: float(np.mean(col(n, "worst_group"))) for n in present}}
+        lines += [f"## p = {p}", "", "| method | source acc | target acc | worst-group acc | gap closed | "
+                  "source-val acc | source-val worst group | share randomised |", "|---|---|---|---|---|---|---|---|"]
+        for n in present:
+            fr = [res[s][n].get("frac_randomised", float("nan")) for s in seeds]
+            share = np.nanmean(fr) if not np.isnan(fr).all() else 0.0
+            tag = (" **(best on source-val)**" if n == best else "") + (
+                " **(best on source-val worst group)**" if n == best_wg else "")
+            lines.append(f"| {n}{tag} | {fmt(col(n, 'source'))} "
+                         f"| {fmt(col(n, 'target'))} | {fmt(col(n, 'worst_group'))} | {gap(n):+.2f} "
+                         f"| {fmt(col(n, 'source-val'))} | {fmt(col(n, 'source-val_worst_group'))} "
+                         f"| {share:.2f} |")
+        d = per_p[p]["diagnostics"]
+        lines += ["", "Support precision on the digit (share of the support's pixels on the object) / share of "
+                  "pixels kept: " + "; ".join(f"{k} {d['support_precision'][k]:.2f} / {d['support_share'][k]:.2f}"
+                                              for k in d["support_precision"]), ""]
+    lines += ["## Diagnostics", ""] + [f"- {k}: {v}" for k, v in diag.items()]
+    lines += ["", f"Feature and response passes {t_feat:.0f} s (cached after the first run); total run time "
+              f"{time.time() - start:.0f} s."]
+    _plot_gap(summary, sizes.ps, out / "gap.png")
+    _plot_examples(st, sizes.erm_core_ps[0], out / "heatmaps.png")
+    results = {"seeds": seeds, "quick": quick, "sizes": str(sizes), "probes": probe,
+               "per_p": {str(p): per_p[p] for p in sizes.ps}, "summary": {str(p): v for p, v in summary.items()},
+               "diagnostics": diag}
+    write_json(out / "results.json", results)
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+    return results
+
+
+class _threads:
+    """torch on ``n`` threads inside the block (the 1280-unit network is worth two)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)
+
+
+def _plot_gap(summary: dict[float, dict[str, Any]], ps: tuple[float, ...], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    rows = {"note's rule (defaults, x0 = mean), pretrained core": "note's rule (defaults, x0 = mean), pretrained core",
+            "note, signed, pretrained core": f"note, signed (floor q{FLOOR}, x0 = mean), pretrained core",
+            "swap, pretrained core": "variant: context swap, pretrained core",
+            "swap, GT core (upper bound)": "variant: context swap, gt core",
+            "swap, random mask (control)": "variant: context swap, random core"}
+    for label, n in rows.items():
+        ax.plot(ps, [summary[p]["gap"][n] for p in ps], marker="o", label=label)
+    lit = "note's rule (defaults, x0 = zeros), ERM CAM"
+    pts = [p for p in ps if lit in summary[p]["gap"]]
+    ax.plot(pts, [summary[p]["gap"][lit] for p in pts], marker="*", markersize=12, linestyle="none",
+            label="note's rule as defined (ERM CAM, x0 = zeros)")
+    ax.plot(ps, [summary[p]["gap"][summary[p]["best_on_source_val"]] for p in ps], marker="s", linestyle="--",
+            color="k", label="best on source-val acc")
+    ax.plot(ps, [summary[p]["gap"][summary[p]["best_on_source_val_worst_group"]] for p in ps], marker="^",
+            linestyle="--", color="grey", label="best on source-val worst group")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axhline(1, color="grey", lw=0.8, linestyle=":")
+    ax.set_xlabel("source bias p")
+    ax.set_ylabel("gap closed (ERM = 0, DFR = 1)")
+    ax.legend(fontsize=7)
+    ax.set_title("XGIR on EfficientNet-Lite0 features")
+    save_figure(fig, path)
+
+
+def _plot_examples(st: Stage, p: float, path: Path) -> None:
+    from xgir.viz import heatmap_grid
+
+    pool = st.data["pool"]
+    idx = torch.arange(6)
+    size = tuple(pool.images.shape[-2:])
+    up = lambda m: F.interpolate(m[idx][:, None].float(), size=size, mode="bilinear")[:, 0]  # noqa: E731
+    maps = [up(st.heatmaps[f"erm p={p}"]), up(st.heatmaps["pretrained"]), up(st.heatmaps["novelty"])]
+    sups = [st.supports[k][idx].float() for k in (f"erm p={p}", "pretrained", "novelty", "gt", "random")]
+    heatmap_grid(pool.images[idx], torch.stack(maps + sups, dim=1), path,
+                 row_titles=[f"y={int(v)}" for v in pool.labels[idx]],
+                 col_titles=[f"ERM CAM p={p}", "ImageNet top-5 CAM", "novelty", "s: ERM", "s: ImageNet",
+                             "s: novelty", "s: GT", "s: random"])

@@ -1,0 +1,280 @@
+"""Variants of XGIR (not in the method as first defined, docs/correct.md; each labelled as a variant)
+and sources of the core.
+
+The note's rule (:mod:`xgir.correct.xgir`) reads r = f(x') - f(x0) as "how much the unit
+responds to the core" with 0 as "no response". That holds for non-negative features next
+to an empty x0 the network has seen; an ImageNet network's pooled features are signed
+(batch norm, swish) and a black x0 is far from its data, so r < 0 for most units and every
+quantile of r is clamped to 1e-6. The variants below, selected by :class:`XGIRConfig`
+fields (``variant``, ``floor``, ``noise``, ``basis``, ``response="core-vs-whole"``):
+
+- **signed floor** (``floor=q``): lambda = (delta2 - min(delta2, r)) / (delta2 - r_lo), r_lo the
+  per-unit q-quantile of r: the unit's own "no response" level replaces 0. With r >= 0 and
+  r_lo = 0 it is the note's formula. Clipped to [0, 1].
+- **core vs whole** (``response="core-vs-whole"``): r = f(x') - f(x), the change of the unit
+  when the context is replaced by x0: a unit that the context drives drops.
+- **empirical noise** (``noise="empirical"``): eps(u) is the unit's value in another training
+  image drawn at random (for each image and unit), not a Gaussian.
+- **decorrelated basis** (``basis="pca"`` / ``"whiten"``): the rule runs on the coordinates
+  z = (h - mu) V (divided by sqrt(eigenvalue) for whiten) of the principal axes of h over the
+  training set, and h' = z' V^T + mu: one direction can carry a factor that many units share.
+- **context swap** (``variant="swap"``): h'_i = f(core_i) + (h_j - f(core_j)) for a random
+  other image j, as if features added up: the core's features plus another image's context
+  contribution. From r = f(core) - f(x0) with one x0 for all images this is
+  r_i + h_j - r_j. The head is trained on {h} and ``draws`` swaps.
+
+Sources of the core (heatmaps float[N,u,v] at the last spatial stage, from the maps M that a
+global-average-pooled linear head reads, so CAM = Grad-CAM there):
+:func:`class_cam` (the biased head's map of the true class, the note's IOX),
+:func:`pretrained_cam` (the pretrained network's own head, probability-weighted over its top-k
+classes: it sees objects, not the new head's shortcut), :func:`novelty_map` (class-agnostic:
+how far each cell's features lie from the image's median cell, the odd one out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from xgir.errors import XgirError
+from xgir.train.erm import model_device
+from xgir.train.features import fit_head
+
+if TYPE_CHECKING:
+    from xgir.correct.xgir import XGIRConfig, XGIRRecord
+
+VARIANTS = ("note", "swap")
+NOISES = ("gaussian", "empirical")
+BASES = ("units", "pca", "whiten")
+CORES = ("explainer", "pretrained", "novelty")
+
+
+def validate_variant_fields(config: XGIRConfig) -> None:
+    """XgirError for a bad variant field of ``config`` (called by XGIRConfig.__post_init__)."""
+    if config.variant not in VARIANTS:
+        raise XgirError(f"variant must be one of {', '.join(VARIANTS)}, got '{config.variant}'")
+    if config.noise not in NOISES:
+        raise XgirError(f"noise must be one of {', '.join(NOISES)}, got '{config.noise}'")
+    if config.basis not in BASES:
+        raise XgirError(f"basis must be one of {', '.join(BASES)}, got '{config.basis}'")
+    if config.core not in CORES:
+        raise XgirError(f"core must be one of {', '.join(CORES)}, got '{config.core}'")
+    if config.floor is not None and not 0 <= config.floor < 1:
+        raise XgirError(f"floor (a quantile of r) must be in [0, 1), got {config.floor}")
+    if config.top_k < 1:
+        raise XgirError(f"top_k must be >= 1, got {config.top_k}")
+
+
+def uses_variant(config: XGIRConfig) -> bool:
+    """True when ``config`` asks for anything beyond the note's rule."""
+    return (config.variant != "note" or config.floor is not None or config.noise != "gaussian"
+            or config.basis != "units")
+
+
+# ---------------------------------------------------------------- maps and cores
+@torch.no_grad()
+def pooled_maps(model: nn.Module, images: torch.Tensor, pool: str, batch_size: int = 64,
+                dtype: torch.dtype = torch.float16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of the global pooling module ``pool`` (the maps M float[N,D,u,v], stored in
+    ``dtype``) and the features h = mean of M over space, float[N,D] (float32), in one pass."""
+    from xgir.models.split import get_module
+
+    module = get_module(model, pool)
+    device = model_device(model)
+    grabbed: list[torch.Tensor] = []
+    handle = module.register_forward_pre_hook(lambda _m, args: grabbed.append(args[0].detach()))
+    maps, feats = [], []
+    try:
+        for i in range(0, len(images), batch_size):
+            grabbed.clear()
+            model(images[i : i + batch_size].to(device))
+            m = grabbed[0].float()
+            feats.append(m.mean(dim=(2, 3)).cpu())
+            maps.append(m.to(dtype).cpu())
+    finally:
+        handle.remove()
+    return torch.cat(feats), torch.cat(maps)
+
+
+def cam_from_weights(maps: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """relu(sum_d w[n,d] M[n,d]): maps float[N,D,u,v], per-image weights w float[N,D] -> float[N,u,v].
+    For a linear head on global-average-pooled M this equals Grad-CAM at M (up to 1/(uv))."""
+    return torch.einsum("ndij,nd->nij", maps.float(), w.float()).clamp(min=0)
+
+
+def class_cam(maps: torch.Tensor, head: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
+    """The head's map of class ``labels`` long[N] (IOX of a linear head): float[N,u,v]."""
+    return cam_from_weights(maps, head.weight.detach()[labels])
+
+
+def pretrained_cam(maps: torch.Tensor, head: nn.Linear, k: int = 5) -> torch.Tensor:
+    """The pretrained head's map of its own top-``k`` classes, weighted by their softmax
+    probability (no label used): float[N,u,v]."""
+    w = head.weight.detach().float()
+    logits = head(maps.float().mean(dim=(2, 3)))
+    prob, top = logits.softmax(dim=1).topk(k, dim=1)
+    weights = torch.einsum("nk,nkd->nd", prob, w[top])
+    return cam_from_weights(maps, weights)
+
+
+def novelty_map(maps: torch.Tensor) -> torch.Tensor:
+    """Class-agnostic saliency: the distance of each cell's feature vector (units standardised
+    over the image's cells) to the image's median cell, float[N,u,v]. The background fills
+    most cells, so the cells that differ from the median hold the odd one out (the object)."""
+    m = maps.float().flatten(2)  # [N,D,P]
+    z = (m - m.mean(dim=2, keepdim=True)) / m.std(dim=2, keepdim=True).clamp(min=1e-3)
+    med = z.median(dim=2, keepdim=True).values
+    dist = (z - med).norm(dim=1)
+    return dist.view(maps.shape[0], *maps.shape[2:])
+
+
+def support_precision(support: torch.Tensor, masks: torch.Tensor) -> float:
+    """Share of the support's pixels on the object: bool[N,H,W] twice -> float."""
+    return float((support & masks).sum() / support.sum().clamp(min=1))
+
+
+# ---------------------------------------------------------------- the intervention
+def signed_lambda(r: torch.Tensor, delta2: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """lambda = (delta2 - min(delta2, r)) / (delta2 - floor), clipped to [0, 1]: r float[N,D],
+    delta2 and floor float[D] (delta2 > floor). floor = 0 gives the note's formula."""
+    d, lo = delta2.to(r), floor.to(r)
+    if bool((d <= lo).any()):
+        raise XgirError("delta2 must lie above the floor for every unit (choose a higher delta2 quantile)")
+    return ((d - torch.minimum(d.expand_as(r), r)) / (d - lo)).clamp(0.0, 1.0)
+
+
+def thresholds(r: torch.Tensor, config: XGIRConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(delta2, floor) per unit, float[D] each, for the signed rule. delta2: absolute, pooled
+    quantile or per-unit quantile as in the note (no clamp at 1e-6); floor: the per-unit
+    ``config.floor`` quantile of r (or 0)."""
+    d = r.shape[1]
+    if config.delta2_mode == "absolute":
+        delta2 = torch.full((d,), float(config.delta2))
+    elif config.delta2_mode == "unit-quantile":
+        delta2 = torch.quantile(r, config.delta2, dim=0)
+    else:
+        pooled = r.flatten()
+        if pooled.numel() > 1_000_000:
+            pooled = pooled[:: pooled.numel() // 1_000_000 + 1]
+        delta2 = torch.quantile(pooled, config.delta2).expand(d).clone()
+    floor = torch.quantile(r, config.floor, dim=0) if config.floor is not None else torch.zeros(d)
+    return delta2, torch.minimum(floor, delta2 - 1e-6)
+
+
+def decorrelating_basis(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu float[D], B float[D,D]) with z = (h - mu) B the coordinates on the principal axes of h
+    (``"pca"``), divided by their standard deviation (``"whiten"``), or B = I (``"units"``)."""
+    mu = h.mean(dim=0)
+    if kind == "units":
+        return mu, torch.eye(h.shape[1])
+    cov = torch.cov((h - mu).T.double())
+    evals, evecs = torch.linalg.eigh(cov)
+    b = evecs.flip(1)
+    if kind == "whiten":
+        b = b / evals.flip(0).clamp(min=1e-8 * float(evals.max())).sqrt()
+    return mu, b.float()
+
+
+def empirical_noise(h: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """eps[k,n,u] = h[j,u] for a random training image j per (draw, image, unit): float[draws,N,D]."""
+    n, d = h.shape
+    idx = torch.randint(n, (draws, n, d), generator=generator)
+    return h.T.gather(1, idx.permute(2, 0, 1).reshape(d, -1)).T.reshape(draws, n, d)
+
+
+def swap_features(h: torch.Tensor, r: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """h'_i = r_i + (h_j - r_j), j a random other image (one permutation per draw): h, r
+    float[N,D] -> float[draws*N,D] (draw-major)."""
+    n = len(h)
+    out = []
+    for _ in range(draws):
+        j = torch.randperm(n, generator=generator)
+        out.append(r + (h[j] - r[j]))
+    return torch.cat(out)
+
+
+def variant_features(h: torch.Tensor, r: torch.Tensor, config: XGIRConfig, generator: torch.Generator,
+                     empty_support: torch.Tensor | None = None) -> tuple[torch.Tensor, int, dict[str, Any]]:
+    """The training features of a variant: (features float[M,D], M // N copies of the labels,
+    stats). Images with an empty support keep h."""
+    keep = empty_support if empty_support is not None else torch.zeros(len(h), dtype=torch.bool)
+    if config.variant == "swap":
+        r_used = torch.where(keep[:, None], h, r)  # no core: the image keeps all of h
+        return torch.cat([h, swap_features(h, r_used, config.draws, generator)]), config.draws + 1, {
+            "frac_units_randomised": float("nan"), "frac_units_fully_randomised": float("nan"),
+            "delta2_used": [], "floor_used": []}
+    mu, b = decorrelating_basis(h, config.basis)
+    z, rz = (h - mu) @ b, r @ b
+    delta2, floor = thresholds(rz, config)
+    lam = signed_lambda(rz, delta2, floor)
+    lam[keep] = 0.0
+    if config.noise == "empirical":
+        eps = empirical_noise(z, config.draws, generator)
+        eps = z.mean(0) + config.noise_scale * (eps - z.mean(0))
+    else:
+        eps = z.mean(0) + config.noise_scale * z.std(0) * torch.randn(config.draws, *z.shape, generator=generator)
+    z_new = ((1 - lam) * z + lam * eps).reshape(-1, z.shape[1])
+    h_new = z_new @ torch.linalg.pinv(b) + mu if config.basis != "units" else z_new + mu
+    return h_new, config.draws, {
+        "frac_units_randomised": float(lam.mean()),
+        "frac_units_fully_randomised": float((lam >= 1).float().mean()),
+        "delta2_used": delta2.tolist(), "floor_used": floor.tolist()}
+
+
+def retrain_head_variant(
+    h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig,
+    empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
+) -> tuple[nn.Linear, XGIRRecord]:
+    """:func:`xgir.correct.xgir.retrain_head` for the variants: h, r float[N,D], labels long[N]."""
+    from xgir.correct.xgir import XGIRRecord
+
+    if h.shape != r.shape:
+        raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
+    g = torch.Generator().manual_seed(config.seed)
+    feats, copies, stats = variant_features(h, r, config, g, empty_support)
+    head = fit_head(feats, labels.repeat(copies), num_classes, epochs=config.head_epochs, lr=config.lr,
+                    batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed)
+    sample = r[:: max(1, len(r) // 2000)]
+    qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
+    record = XGIRRecord(
+        config=asdict(config), delta2_used=stats["delta2_used"],
+        frac_units_randomised=stats["frac_units_randomised"],
+        frac_units_fully_randomised=stats["frac_units_fully_randomised"],
+        frac_randomised_per_class={},
+        r_quantiles={f"q{int(q * 100)}": torch.quantile(sample, q, dim=0).tolist() for q in qs},
+        support_fraction=support_fraction,
+        empty_supports=int(empty_support.sum()) if empty_support is not None else 0,
+    )
+    return head, record
+
+
+def core_heatmaps(kind: str, model: nn.Module, x: torch.Tensor, layer: str, top_k: int = 5) -> torch.Tensor:
+    """Label-free core maps float[N,u,v] at ``layer`` for ``xgir correct`` (``XGIRConfig.core``):
+    ``"pretrained"``: Grad-CAM of the model's own top-``top_k`` classes, weighted by their softmax
+    probability (the pretrained head's view when the model is the pretrained network);
+    ``"novelty"``: :func:`novelty_map` of the layer's activations."""
+    from xgir.explain._hooks import LayerCapture
+    from xgir.explain.gradcam import grad_cam_layers
+    from xgir.models.split import get_module
+
+    if kind == "novelty":
+        module = get_module(model, layer)
+        with torch.no_grad(), LayerCapture(module) as cap:
+            model(x)
+            act = cap.get(module)
+        if act.ndim != 4:
+            raise XgirError(f"the novelty core needs a layer with output [N,C,u,v]; '{layer}' gives {tuple(act.shape)}")
+        return novelty_map(act.detach())
+    if kind != "pretrained":
+        raise XgirError(f"unknown core source '{kind}'; choose explainer, pretrained or novelty")
+
+    def targets(logits: torch.Tensor) -> list[list[torch.Tensor]]:
+        prob, top = logits.softmax(dim=1).topk(min(top_k, logits.shape[1]), dim=1)
+        w = torch.zeros_like(logits).scatter(1, top, prob)
+        return [[row] for row in w.cpu()]
+
+    _, (maps,) = grad_cam_layers(model, x, [(layer, targets)], upsample=False)
+    return maps[:, 0].detach()
