@@ -25,7 +25,7 @@ import torch
 from skimage.segmentation import slic
 from torch import nn
 
-from xgir.errors import XgirError
+from xgir.errors import XgirError, warn
 from xgir.explain._blackbox import (
     auto_batch_size,
     check_images,
@@ -36,7 +36,7 @@ from xgir.explain._blackbox import (
     score_samples,
     take,
 )
-from xgir.progress import Progress, warn
+from xgir.progress import Progress
 
 
 @dataclass
