@@ -45,6 +45,7 @@ from xgir.correct.xgir_variants import (
     support_precision,
 )
 from xgir.data.objects import bias_subset, object_pool, object_shift
+from xgir.errors import XgirError
 from xgir.io import cached, fingerprint, save_figure, write_json, write_text
 from xgir.train.features import fit_head, linear_probe
 
@@ -131,7 +132,10 @@ class Stage:
         self.model = loaded.model
         from xgir.models.split import get_module
 
-        self.imagenet_head = get_module(self.model, HEAD)
+        head = get_module(self.model, HEAD)
+        if not isinstance(head, torch.nn.Linear):
+            raise XgirError(f"{MODEL}'s head '{HEAD}' is a {type(head).__name__}, not nn.Linear")
+        self.imagenet_head = head
         s = sizes
         self.data = {
             "pool": object_pool(0, *s.pool_train, size=s.size, part="train"),
@@ -151,19 +155,19 @@ class Stage:
         for name, ds in self.data.items():
             if name == "pool":
                 got = cached("xgir-imagenet", f"{self.keys[name]}-maps-pool",
-                             lambda ds=ds: dict(zip(("h", "maps"), pooled_maps(self.model, ds.images, POOL),
-                                                    strict=True)))
+                             lambda ds=ds: dict(zip(("h", "maps"),  # type: ignore[misc]  # default-arg lambda
+                                                    pooled_maps(self.model, ds.images, POOL), strict=True)))
                 self.h[name], self.maps = got["h"], got["maps"]
             else:
                 self.h[name] = cached("xgir-imagenet", f"{self.keys[name]}-h-{name}",
-                                      lambda ds=ds: pooled_maps(self.model, ds.images, POOL)[0])
+                                      lambda ds=ds: pooled_maps(self.model, ds.images, POOL)[0])  # type: ignore[misc]
         pool = self.data["pool"]
         self.mean_image = pool.images.mean(0)
         self.f0 = {k: pooled_maps(self.model, x0[None], POOL)[0][0]
                    for k, x0 in (("zeros", torch.zeros_like(self.mean_image)), ("mean", self.mean_image))}
-        self.supports: dict[str, torch.Tensor] = {"gt": pool.masks}
-        self.supports["random"] = random_supports(pool.masks, 12345)
-        hw = tuple(pool.images.shape[-2:])
+        self.supports: dict[str, torch.Tensor] = {"gt": _present(pool.masks, "masks")}
+        self.supports["random"] = random_supports(_present(pool.masks, "masks"), 12345)
+        hw = (int(pool.images.shape[-2]), int(pool.images.shape[-1]))
         self.heatmaps = {"pretrained": pretrained_cam(self.maps, self.imagenet_head),
                          "novelty": novelty_map(self.maps)}
         for k in ("pretrained", "novelty"):
@@ -173,7 +177,8 @@ class Stage:
         """The ERM head's CAM of the true class (over the whole pool) as the 'erm' core."""
         pool = self.data["pool"]
         self.heatmaps[f"erm p={p}"] = cam = class_cam(self.maps, head, pool.labels)
-        self.supports[f"erm p={p}"] = support_from_heatmaps(cam, tuple(pool.images.shape[-2:]), DELTA1)
+        self.supports[f"erm p={p}"] = support_from_heatmaps(
+            cam, (int(pool.images.shape[-2]), int(pool.images.shape[-1])), DELTA1)
 
     def core_features(self, core: str, empty: str) -> torch.Tensor:
         """f(x * s + x0 * (1 - s)) over the pool, float[N,D] (cached)."""
@@ -222,14 +227,14 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
         y = {"source-val": st.data["source-val"].labels[vi], "source-test": st.data["source-test"].labels[ti],
              "target-test": tt.labels}
         hs, ys = st.h["pool"][idx], pool.labels[idx]
-        vg = st.data["source-val"].groups[vi]
+        vg = _present(st.data["source-val"].groups, "groups")[vi]
         erm = fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed)
         if seed == seeds[0] and p in sz.erm_core_ps:
             st.set_erm_support(p, erm)
-        rows = {"ERM head": _accuracies(erm, h, y, tt.groups, vg)}
+        rows = {"ERM head": _accuracies(erm, h, y, _present(tt.groups, "groups"), vg)}
         tv = st.data["target-val"]
-        dfr, _ = dfr_head(st.h["target-val"], tv.labels, tv.groups, 10, seed=seed)
-        rows["DFR (group labels, reference)"] = _accuracies(dfr, h, y, tt.groups, vg)
+        dfr, _ = dfr_head(st.h["target-val"], tv.labels, _present(tv.groups, "groups"), 10, seed=seed)
+        rows["DFR (group labels, reference)"] = _accuracies(dfr, h, y, _present(tt.groups, "groups"), vg)
         for name, (core, config, _free) in _methods(seed).items():
             if core == "erm" and p not in sz.erm_core_ps:
                 continue
@@ -238,11 +243,11 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
             r = st.responses(key, config)[idx]
             empty = ~sup.flatten(1).any(1)
             head, rec = retrain_head(hs, r, ys, 10, config, empty, float(sup.float().mean()))
-            rows[name] = {**_accuracies(head, h, y, tt.groups, vg),
+            rows[name] = {**_accuracies(head, h, y, _present(tt.groups, "groups"), vg),
                           "frac_randomised": rec.frac_units_randomised}
         out[seed] = rows
     kinds = [k for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}") if k in st.supports]
-    diag["support_precision"] = {k: support_precision(st.supports[k], pool.masks) for k in kinds}
+    diag["support_precision"] = {k: support_precision(st.supports[k], _present(pool.masks, "masks")) for k in kinds}
     diag["support_share"] = {k: float(st.supports[k].float().mean()) for k in kinds}
     return {"seeds": out, "diagnostics": diag}
 
@@ -264,12 +269,13 @@ def diagnostics(st: Stage) -> dict[str, Any]:
                               (f"erm p={st.sizes.erm_core_ps[0]}", "zeros", "core"), ("pretrained", "mean", "core")):
         if core not in st.supports:
             continue
-        r = st.responses(core, XGIRConfig(empty=empty, response=resp)).flatten()[::7]
+        cfg = XGIRConfig(empty=empty, response=resp)  # type: ignore[arg-type]  # literals from the tuple above
+        r = st.responses(core, cfg).flatten()[::7]
         out[f"r quantiles 5/25/50/75/95 % ({core} core, x0 = {empty}, {resp})"] = [
             round(float(v), 3) for v in torch.quantile(r, qs)]
         out[f"share r < 0 ({core} core, x0 = {empty}, {resp})"] = float((r < 0).float().mean())
-    masks = st.data["pool"].masks
-    hw = tuple(masks.shape[-2:])
+    masks = _present(st.data["pool"].masks, "masks")
+    hw = (int(masks.shape[-2]), int(masks.shape[-1]))
     for k in ("pretrained", "novelty"):  # is there a threshold at which the map finds the object?
         out[f"{k} map: support precision / share at delta1 0.3, 0.5, 0.7, 0.9"] = [
             (round(support_precision(sp, masks), 3), round(float(sp.float().mean()), 3))
@@ -408,3 +414,10 @@ def _plot_examples(st: Stage, p: float, path: Path) -> None:
                  row_titles=[f"y={int(v)}" for v in pool.labels[idx]],
                  col_titles=[f"ERM CAM p={p}", "ImageNet top-5 CAM", "novelty", "s: ERM", "s: ImageNet",
                              "s: novelty", "s: GT", "s: random"])
+
+
+def _present(value: torch.Tensor | None, what: str) -> torch.Tensor:
+    """``value``; XgirError when the object-shift data lack it (they always carry masks and groups)."""
+    if value is None:
+        raise XgirError(f"object-shift data without {what}")
+    return value

@@ -121,7 +121,7 @@ def _image_spec(images: str | list[str] | None, data: str | None, split: str) ->
 
 
 def run_explain(
-    model_path: str | Path, data: str | list[str] | None, method: str, out: Path, split: str = "",
+    model_path: str | Path, data: str | None, method: str, out: Path, split: str = "",
     n: int | None = None, seed: int = 0, layer: str = "", shallow_layer: str = "",
     target: str = "pred", tree: Path | None = None, level: float | None = None, tree_images: int = 1000,
     params: dict[str, Any] | None = None, batch_size: int = 16, device: str = "cpu",
@@ -242,7 +242,7 @@ def _row_title(ds: Any, i: int, names: list[str], pred: int) -> str:
     return f"{head} pred={names[pred]}"
 
 
-def _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,  # type: ignore[no-untyped-def]
+def _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,
               layer, shallow_layer, tree, level, params, batches, batch_size, dev, progress, source,
               tree_images) -> list[Path]:
     from xgir.data.images import load_images

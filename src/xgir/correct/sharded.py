@@ -50,7 +50,7 @@ BatchFn = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, Any]]
 class PassesSection(StrictModel):
     """``passes:`` in the ``xgir correct`` config: how the per-image passes are stored."""
 
-    chunk_images: int = Field(2048, gt=0)  # images per chunk file (the unit of resuming)
+    chunk_images: int = Field(default=2048, gt=0)  # images per chunk file (the unit of resuming)
     store: Literal["float16", "float32"] = "float16"  # dtype of source-train h and r on disk
     resume: bool = True  # false: recompute every chunk
 

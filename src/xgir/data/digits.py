@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ def render_digits(
     size: int,
     digit_size: float,
     generator: torch.Generator,
-    **affine_kwargs: float,
+    **affine_kwargs: Any,
 ) -> torch.Tensor:
     """Draw base digits into ``size`` x ``size`` canvases through random affines.
 

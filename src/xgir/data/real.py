@@ -35,7 +35,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             raise XgirError(f"{path}: corrupt gzip data ({err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise XgirError(f"{path} is not an IDX file (bad magic number)")
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    dtype: np.dtype = np.dtype(_IDX_DTYPES[raw[2]])  # type: ignore[call-overload]  # numpy stubs: str|type
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -153,7 +153,7 @@ class ImageFolderDataset:
             candidate = folder / f"{path.stem}{suffix}"
             if candidate.is_file():
                 grey = to_rgb(self._open(candidate)).convert("L")
-                arr = np.asarray(self.preprocess.geometry(grey, Image.NEAREST), dtype=np.uint8)
+                arr = np.asarray(self.preprocess.geometry(grey, Image.Resampling.NEAREST), dtype=np.uint8)
                 return torch.from_numpy(arr > 127)
         raise XgirError(f"no mask for {path} in {folder} (expected {path.stem}.png or similar)")
 
@@ -173,10 +173,10 @@ class ImageFolderDataset:
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             items = [self[int(i)] for i in idx]
-            batch = {"image": torch.stack([it["image"] for it in items]),
+            batch = {"image": torch.stack([_tensor(it["image"]) for it in items]),
                      "label": self.labels[idx], "index": idx}
             if self.mask_root is not None:
-                batch["mask"] = torch.stack([it["mask"] for it in items])
+                batch["mask"] = torch.stack([_tensor(it["mask"]) for it in items])
             yield batch
 
     def load(self, n: int | None = None) -> ImageDataset:
@@ -185,8 +185,14 @@ class ImageFolderDataset:
         index = torch.arange(n)
         items = [self[int(i)] for i in index]
         c, s = self.preprocess.channels, self.size
-        images = torch.stack([it["image"] for it in items]) if items else torch.zeros(0, c, s, s)
-        masks = torch.stack([it["mask"] for it in items]) if self.mask_root is not None and items else None
+        images = torch.stack([_tensor(it["image"]) for it in items]) if items else torch.zeros(0, c, s, s)
+        masks = torch.stack([_tensor(it["mask"]) for it in items]) if self.mask_root is not None and items else None
         return ImageDataset(images=images, labels=self.labels[:n].clone(), masks=masks,
                             classes=list(self.classes), name=self.name,
                             files=[str(f) for f in self.files[:n]])
+
+
+def _tensor(value: torch.Tensor | int) -> torch.Tensor:
+    """An item's tensor field (``image``, ``mask``), narrowed for the type checker."""
+    assert isinstance(value, torch.Tensor)
+    return value

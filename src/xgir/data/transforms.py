@@ -82,7 +82,7 @@ class Preprocess:
         ``resample`` is a PIL filter (default bilinear; pass ``Image.NEAREST`` for masks)."""
         from PIL import Image
 
-        resample = Image.BILINEAR if resample is None else resample
+        resample = Image.Resampling.BILINEAR if resample is None else resample
         img = image
         if self.fit == "crop":
             w, h = img.size

@@ -149,7 +149,7 @@ def get_baseline(spec: Any = "zero", **params: Any) -> Baseline:
     if isinstance(spec, (int, float, torch.Tensor)) and not isinstance(spec, bool):
         return ConstantBaseline(spec)
     if callable(spec):
-        return spec  # type: ignore[no-any-return]
+        return spec
     raise XgirError(
         f"cannot use {spec!r} as a baseline: give a name, a number, a tensor or a callable"
     )

@@ -138,7 +138,7 @@ def as_targets(targets: Any, n: int, num_classes: int) -> Targets:
     if per_image and len(targets) != n:
         raise XgirError(f"a list of lists gives per-image targets: got {len(targets)} rows for {n} images "
                         "(write a cluster as a tuple, e.g. [(1, 2), (3, 4)] for two clusters)")
-    rows: list[Sequence[Any]] = list(targets) if per_image else [targets] * n  # type: ignore[list-item]
+    rows: list[Sequence[Any]] = list(targets) if per_image else [targets] * n
     t_count = len(rows[0])
     if any(len(r) != t_count for r in rows):
         raise XgirError("every image must have the same number of targets")

@@ -41,7 +41,7 @@ def _activation(old: nn.Module) -> nn.Module:
 
 
 def _block_class(base: type) -> type:
-    class DistinctActMBConvBlock(base):  # type: ignore[misc, valid-type]
+    class DistinctActMBConvBlock(base):
         """MBConvBlock whose activations are distinct modules (forward as the package's)."""
 
         def forward(self, inputs: torch.Tensor, drop_connect_rate: float | None = None) -> torch.Tensor:
@@ -67,7 +67,7 @@ def _block_class(base: type) -> type:
 
 
 def _net_class(base: type) -> type:
-    class DistinctActEfficientNet(base):  # type: ignore[misc, valid-type]
+    class DistinctActEfficientNet(base):
         """EfficientNet whose stem and head activations are distinct modules."""
 
         def extract_features(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -88,9 +88,9 @@ _CLASSES: dict[type, type] = {}
 def distinct_activations(net: nn.Module) -> nn.Module:
     """Give each activation use of an ``efficientnet_lite_pytorch.EfficientNet`` its own module,
     in place (the shared ``_swish`` attributes are removed). Returns ``net``."""
-    act = net._swish
-    for block in net._blocks:
-        shared = block._swish
+    act = net.get_submodule("_swish")
+    for block in list(net.get_submodule("_blocks").children()):
+        shared = block.get_submodule("_swish")
         block._act_expand = _activation(shared)
         block._act_depthwise = _activation(shared)
         if block.has_se:

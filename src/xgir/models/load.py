@@ -92,8 +92,9 @@ def attach_normalization(model: nn.Module, mean: Sequence[float], std: Sequence[
     A forward pre-hook, so ``model``'s layer names, type and state_dict are unchanged and
     gradients flow to x. Returns ``model``.
     """
-    if getattr(model, "_xgir_normalization", None) is not None:
-        model._xgir_normalization.remove()  # type: ignore[union-attr]
+    handle = getattr(model, "_xgir_normalization", None)  # a RemovableHandle (not a module attribute)
+    if handle is not None:
+        handle.remove()
     if mean:
         model._xgir_normalization = model.register_forward_pre_hook(_Normalize(mean, std))  # type: ignore[assignment]
     return model
@@ -247,7 +248,8 @@ def _from_checkpoint(path: Path) -> LoadedModel:
 
     net, state = load_checkpoint(path)
     arch, params, meta = state["arch"], state.get("params", {}), state.get("meta", {})
-    k = net.fc.out_features if isinstance(getattr(net, "fc", None), nn.Linear) else 0
+    fc = getattr(net, "fc", None)
+    k = fc.out_features if isinstance(fc, nn.Linear) else 0
     classes = list(meta.get("classes") or [str(i) for i in range(k)])
     import inspect
 
