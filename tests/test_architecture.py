@@ -26,3 +26,11 @@ def test_type_check_is_clean():
     run = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "Success: no issues found" in run.stdout
+
+
+def test_correct_package_exports_its_public_names():
+    import xgir.correct as correct
+
+    for name in correct.__all__:
+        obj = getattr(correct, name)
+        assert obj.__module__.startswith("xgir.correct."), (name, obj.__module__)

@@ -145,3 +145,14 @@ def test_bad_inputs():
         epg(torch.ones(2, 4, 4), mask.float() * 0.5)
     with pytest.raises(XgirError, match="tolerance"):
         pointing_game(torch.rand(2, 4, 4), mask, tolerance=-1)
+
+
+def test_boxes_from_masks_margin_grows_and_clips():
+    m = torch.zeros(2, 6, 6, dtype=torch.bool)
+    m[0, 2, 3] = True  # one pixel
+    box = boxes_from_masks(m, margin=1)
+    assert box[0].sum() == 9 and box[0, 1:4, 2:5].all()  # 3 x 3 around the pixel
+    assert boxes_from_masks(m, margin=10)[0].all()  # clipped to the image
+    assert not box[1].any() and not boxes_from_masks(m, margin=10)[1].any()  # empty stays empty
+    with pytest.raises(XgirError, match="margin"):
+        boxes_from_masks(m, margin=-1)

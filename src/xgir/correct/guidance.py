@@ -34,6 +34,7 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
+from xgir.metrics.localisation import boxes_from_masks
 from xgir.models.split import get_module
 
 EPS = 1e-8
@@ -209,24 +210,6 @@ def attribution_map(
 
 
 # ----------------------------------------------------------------- masks
-def boxes_from_masks(masks: torch.Tensor, margin: int = 0) -> torch.Tensor:
-    """Coarse masks: the bounding box of each mask (grown by ``margin`` px), bool[N,H,W].
-    An empty mask stays empty."""
-    if masks.ndim != 3:
-        raise XgirError(f"masks must be [N,H,W], got shape {tuple(masks.shape)}")
-    n, h, w = masks.shape
-    rows, cols = masks.any(2), masks.any(1)
-    ar_h, ar_w = torch.arange(h), torch.arange(w)
-    big = 10**9
-    r0 = torch.where(rows, ar_h, big).amin(1) - margin
-    r1 = torch.where(rows, ar_h, -1).amax(1) + margin
-    c0 = torch.where(cols, ar_w, big).amin(1) - margin
-    c1 = torch.where(cols, ar_w, -1).amax(1) + margin
-    in_r = (ar_h.view(1, h) >= r0.view(n, 1)) & (ar_h.view(1, h) <= r1.view(n, 1))
-    in_c = (ar_w.view(1, w) >= c0.view(n, 1)) & (ar_w.view(1, w) <= c1.view(n, 1))
-    return in_r.unsqueeze(2) & in_c.unsqueeze(1)
-
-
 def annotation_flags(n: int, fraction: float, seed: int = 0) -> torch.Tensor:
     """bool[n]: round(fraction * n) images (at least 1 when fraction > 0) chosen at random."""
     if not 0.0 <= fraction <= 1.0:

@@ -13,22 +13,16 @@ import torch
 from torch import nn
 
 from xgir.errors import XgirError
+from xgir.explain._hooks import check_images
 from xgir.explain.targets import Targets, as_targets
 
 
-def check_images(model: nn.Module, x: Any, name: str = "x") -> torch.Tensor:
-    """``x`` as float[N,C,H,W] on the model's device; a clear error for anything else."""
-    if not isinstance(x, torch.Tensor):
-        raise XgirError(f"{name} must be a tensor of images [N,C,H,W], not {type(x).__name__}")
-    if x.ndim != 4:
-        raise XgirError(f"{name} must be 4-D [N,C,H,W], got shape {tuple(x.shape)}; "
-                        "add a batch axis with x[None]")
-    if 0 in x.shape:
-        raise XgirError(f"{name} is empty: shape {tuple(x.shape)}")
-    if not x.is_floating_point():
+def images_for(model: nn.Module, x: Any, name: str = "x") -> torch.Tensor:
+    """``x`` (integer images are cast to float) checked by :func:`xgir.explain._hooks.check_images`,
+    and on the model's device; a clear error for anything else."""
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
         x = x.float()
-    if not bool(torch.isfinite(x).all()):
-        raise XgirError(f"{name} holds NaN or infinite values; clean the images first")
+    check_images(x, name)
     param = next(model.parameters(), None)
     if param is not None and param.device != x.device:
         raise XgirError(f"the model is on {param.device} but {name} is on {x.device}; "
@@ -59,7 +53,7 @@ def prepare(model: nn.Module, x: Any, targets: Any, batch_size: int
     Returns:
         (x float[N,C,H,W], targets on x's device, clean probabilities float[N,K]).
     """
-    x = check_images(model, x)
+    x = images_for(model, x)
     probs = predict_probs(model, x, batch_size)
     tg = as_targets(targets, x.shape[0], probs.shape[1]).to(x.device)
     return x, tg, probs

@@ -19,18 +19,20 @@ from xgir.errors import XgirError
 from xgir.models import get_module
 
 
-def check_images(x: torch.Tensor) -> None:
-    """Raise XgirError unless ``x`` is a finite float tensor [N,C,H,W] with N >= 1."""
+def check_images(x: torch.Tensor, name: str = "images") -> None:
+    """Raise XgirError unless ``x`` is a finite float tensor [N,C,H,W] with N, C, H, W >= 1
+    (the one image check of every explainer)."""
     if not isinstance(x, torch.Tensor):
-        raise XgirError(f"images must be a tensor [N,C,H,W], got {type(x).__name__}")
+        raise XgirError(f"{name} must be a tensor [N,C,H,W], got {type(x).__name__}")
     if x.ndim != 4:
-        raise XgirError(f"images must be [N,C,H,W], got shape {tuple(x.shape)}")
+        raise XgirError(f"{name} must be [N,C,H,W] (4-D), got shape {tuple(x.shape)}; "
+                        "add a batch axis with x[None]")
     if not x.is_floating_point():
-        raise XgirError(f"images must be floating point, got {x.dtype}")
-    if x.shape[0] == 0:
-        raise XgirError("the image batch is empty")
+        raise XgirError(f"{name} must be floating point, got {x.dtype}")
+    if 0 in x.shape:
+        raise XgirError(f"the {name} batch is empty: shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
-        raise XgirError("images contain NaN or infinite values")
+        raise XgirError(f"{name} contain NaN or infinite values; clean the images first")
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.explain._blackbox import auto_batch_size, check_images, check_positive, predict_probs, prepare, take
+from xgir.explain._blackbox import auto_batch_size, check_positive, images_for, predict_probs, prepare, take
 from xgir.models.split import get_module
 from xgir.progress import Progress
 
@@ -238,7 +238,7 @@ class IASSA:
     @torch.no_grad()
     def fit(self, model: nn.Module, x: torch.Tensor, targets: Any) -> IassaFit:
         """Run IASSA; the heatmaps with the HAR of every refinement round."""
-        bs = auto_batch_size(check_images(model, x), self.batch_size)
+        bs = auto_batch_size(images_for(model, x), self.batch_size)
         x, tg, probs = prepare(model, x, targets, bs)
         n, c, h, w = x.shape
         t = tg.shape[1]

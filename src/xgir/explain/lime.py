@@ -28,9 +28,9 @@ from torch import nn
 from xgir.errors import XgirError, warn
 from xgir.explain._blackbox import (
     auto_batch_size,
-    check_images,
     check_positive,
     generator,
+    images_for,
     predict_probs,
     prepare,
     score_samples,
@@ -169,7 +169,7 @@ class LIME:
     @torch.no_grad()
     def fit(self, model: nn.Module, x: torch.Tensor, targets: Any) -> LimeFit:
         """Run LIME and return the heatmaps with the samples, weights and fits behind them."""
-        bs = auto_batch_size(check_images(model, x), self.batch_size)
+        bs = auto_batch_size(images_for(model, x), self.batch_size)
         x, tg, _ = prepare(model, x, targets, bs)
         n, c, h, w = x.shape
         seg = self.segments(x)

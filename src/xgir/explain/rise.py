@@ -26,9 +26,9 @@ from torch import nn
 from xgir.errors import XgirError
 from xgir.explain._blackbox import (
     auto_batch_size,
-    check_images,
     check_positive,
     generator,
+    images_for,
     predict_probs,
     prepare,
     score_samples,
@@ -100,7 +100,7 @@ class RISE:
     @torch.no_grad()
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         """Saliency float[N,T,H,W] of each image for each target (see module docstring)."""
-        bs = auto_batch_size(check_images(model, x), self.batch_size)
+        bs = auto_batch_size(images_for(model, x), self.batch_size)
         x, tg, _ = prepare(model, x, targets, bs)
         n, c, h, w = x.shape
         t = tg.shape[1]

@@ -109,10 +109,9 @@ def seg_epg(heatmaps: torch.Tensor, seg_masks: torch.Tensor, empty: str = "raise
     return epg(heatmaps, seg_masks, empty=empty)
 
 
-def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """The tight bounding box of each mask as a mask: bool[...,H,W] -> bool[...,H,W].
-
-    An empty mask gives an empty box.
+def boxes_from_masks(masks: torch.Tensor, margin: int = 0) -> torch.Tensor:
+    """The tight bounding box of each mask, grown by ``margin`` px (clipped to the image), as a
+    mask: bool[...,H,W] -> bool[...,H,W]. An empty mask gives an empty box.
     """
     if masks.ndim < 2:
         raise XgirError(f"masks must be [...,H,W], got shape {tuple(masks.shape)}")
@@ -122,10 +121,13 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     rows, cols = m.any(-1), m.any(-2)  # [...,H], [...,W]
     ar_h = torch.arange(h, device=m.device)
     ar_w = torch.arange(w, device=m.device)
-    top = torch.where(rows, ar_h, h).amin(-1)
-    bottom = torch.where(rows, ar_h, -1).amax(-1)
-    left = torch.where(cols, ar_w, w).amin(-1)
-    right = torch.where(cols, ar_w, -1).amax(-1)
+    if margin < 0:
+        raise XgirError(f"box margin must be >= 0 pixels, got {margin}")
+    big = h + w + 2 * margin + 1  # an empty mask's box stays empty whatever the margin
+    top = torch.where(rows, ar_h, big).amin(-1) - margin
+    bottom = torch.where(rows, ar_h, -big).amax(-1) + margin
+    left = torch.where(cols, ar_w, big).amin(-1) - margin
+    right = torch.where(cols, ar_w, -big).amax(-1) + margin
     in_rows = (ar_h >= top[..., None]) & (ar_h <= bottom[..., None])
     in_cols = (ar_w >= left[..., None]) & (ar_w <= right[..., None])
     return in_rows[..., :, None] & in_cols[..., None, :]
@@ -136,7 +138,7 @@ def box_epg(heatmaps: torch.Tensor, masks: torch.Tensor, empty: str = "raise") -
     return epg(heatmaps, boxes_from_masks(masks), empty=empty)
 
 
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
+def minmax_normalise(maps: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each [H,W] map to [0, 1]; a constant map becomes all zeros."""
     lo = maps.amin((-2, -1), keepdim=True)
     hi = maps.amax((-2, -1), keepdim=True)
@@ -156,7 +158,7 @@ def iou(
     if not 0.0 <= float(threshold) <= 1.0:
         raise XgirError(f"threshold must lie in [0, 1], got {threshold}")
     maps, m, is_empty, squeeze = _prepare(heatmaps, masks, empty)
-    norm = _minmax(maps.clamp(min=0))
+    norm = minmax_normalise(maps.clamp(min=0))
     salient = (norm >= threshold) & (norm > 0)
     inter = (salient & m).sum((-2, -1)).float()
     union = (salient | m).sum((-2, -1)).float()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.errors import XgirError
+from xgir.metrics.localisation import minmax_normalise
 from xgir.progress import iterate
 
 ExplainerFn = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
@@ -76,13 +77,6 @@ def _gaussian_window(
     return k / k.sum()
 
 
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
-    lo = maps.amin((-2, -1), keepdim=True)
-    hi = maps.amax((-2, -1), keepdim=True)
-    span = hi - lo
-    return torch.where(span > 0, (maps - lo) / span.clamp(min=1e-30), 0.0)
-
-
 def ssim(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -107,7 +101,7 @@ def ssim(
     x = a.reshape(-1, 1, h, w).double()
     y = b.reshape(-1, 1, h, w).double()
     if normalise:
-        x, y = _minmax(x), _minmax(y)
+        x, y = minmax_normalise(x), minmax_normalise(y)
     k = _gaussian_window(sigma, size, x.device, x.dtype)
 
     def blur(z: torch.Tensor) -> torch.Tensor:
