@@ -121,11 +121,11 @@ def _image_spec(images: str | list[str] | None, data: str | None, split: str) ->
 
 
 def run_explain(
-    model_path: str | Path, data: str | None, method: str, out: Path, split: str = "",
+    model_path: str | Path, data: str | None, method: str, out: Path, *, split: str = "",
     n: int | None = None, seed: int = 0, layer: str = "", shallow_layer: str = "",
     target: str = "pred", tree: Path | None = None, level: float | None = None, tree_images: int = 1000,
     params: dict[str, Any] | None = None, batch_size: int = 16, device: str = "cpu",
-    progress: bool = True, *, images: str | list[str] | None = None, tree_source: str = "auto",
+    progress: bool = True, images: str | list[str] | None = None, tree_source: str = "auto",
 ) -> list[Path]:
     """Explain images with ``method``; returns the written files.
 
@@ -365,8 +365,9 @@ def register(app: typer.Typer) -> None:
         """Explain a classifier on images: heatmap overlays (PNG) and raw maps (.npy)."""
         if method not in METHODS:
             raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-        written = run_explain(model, data, method, out, split, n, seed, layer, shallow_layer,
-                              target, tree, level, tree_images, parse_params(param), batch_size,
-                              device, images=list(images) + list(more_images or []) or None,
+        written = run_explain(model, data, method, out, split=split, n=n, seed=seed, layer=layer,
+                              shallow_layer=shallow_layer, target=target, tree=tree, level=level,
+                              tree_images=tree_images, params=parse_params(param), batch_size=batch_size,
+                              device=device, images=list(images) + list(more_images or []) or None,
                               tree_source=tree_source)
         typer.echo(f"wrote {len(written)} files to {out}")

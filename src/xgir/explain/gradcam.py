@@ -79,6 +79,7 @@ def grad_cam_layers(
     model: nn.Module,
     x: torch.Tensor,
     requests: Sequence[tuple[str | nn.Module, TargetsOrFn]],
+    *,
     relu: bool = True,
     upsample: bool = True,
     strategy: str = "batched",
@@ -136,6 +137,7 @@ def grad_cam(
     x: torch.Tensor,
     targets: Any,
     layer: str | nn.Module,
+    *,
     relu: bool = True,
     upsample: bool = True,
     strategy: str = "batched",
@@ -154,7 +156,7 @@ def grad_cam(
     Returns:
         float[N,T,H,W] (float[N,T,u,v] without upsampling), on x's device.
     """
-    return grad_cam_layers(model, x, [(layer, targets)], relu, upsample, strategy)[1][0]
+    return grad_cam_layers(model, x, [(layer, targets)], relu=relu, upsample=upsample, strategy=strategy)[1][0]
 
 
 class GradCAM:
@@ -177,4 +179,4 @@ class GradCAM:
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         check_images(x)
         layer = self.layer if self.layer is not None else default_layer(model, x)
-        return grad_cam(model, x, targets, layer, self.relu, self.upsample, self.strategy)
+        return grad_cam(model, x, targets, layer, relu=self.relu, upsample=self.upsample, strategy=self.strategy)
