@@ -107,6 +107,19 @@ def _cophenetic_similarity(z: np.ndarray, k: int) -> np.ndarray:
     return np.clip(sim, 0.0, 1.0)
 
 
+def average_linkage(sim: np.ndarray) -> np.ndarray:
+    """SciPy linkage matrix float[K-1,4] of average-linkage clustering on the distance
+    ``clip(1 - sim, 0, 1)`` of a class similarity float[K,K] (empty for K = 1)."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    if len(sim) == 1:
+        return np.zeros((0, 4))
+    dist = np.clip(1.0 - sim, 0.0, 1.0)
+    np.fill_diagonal(dist, 0.0)
+    return linkage(squareform(dist, checks=False), method="average")
+
+
 class ConfusionTree:
     """Average-linkage tree of the labels on distance 1 - co-occurrence similarity.
 
@@ -143,21 +156,13 @@ class ConfusionTree:
                         classes: Sequence[str] | None = None,
                         meta: dict[str, Any] | None = None) -> ConfusionTree:
         """Build the tree from per-image top label sets."""
-        from scipy.cluster.hierarchy import linkage
-        from scipy.spatial.distance import squareform
-
         if num_classes < 1:
             raise XgirError("a confusion tree needs at least one class")
         if len(top_labels) == 0:
             raise XgirError("no top label sets to build a confusion tree from")
         counts = cooccurrence(top_labels, num_classes)
         sim = jaccard_similarity(counts)
-        if num_classes == 1:
-            z = np.zeros((0, 4))
-        else:
-            dist = np.clip(1.0 - sim, 0.0, 1.0)
-            np.fill_diagonal(dist, 0.0)
-            z = linkage(squareform(dist, checks=False), method="average")
+        z = average_linkage(sim)
         meta = {"images": len(top_labels), **(meta or {})}
         return cls(z, sim, counts, classes, meta)
 
@@ -189,9 +194,6 @@ class ConfusionTree:
             head: the final ``nn.Linear`` (or its weight matrix float[K,D]).
             classes: K class names.
         """
-        from scipy.cluster.hierarchy import linkage
-        from scipy.spatial.distance import squareform
-
         weight = head.weight if isinstance(head, nn.Module) else head
         if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
             raise XgirError("from_head needs a Linear layer or a weight matrix [K,D]")
@@ -199,12 +201,7 @@ class ConfusionTree:
         k = w.shape[0]
         sim = (w @ w.T).clamp(0.0, 1.0).numpy()
         np.fill_diagonal(sim, 1.0)
-        if k == 1:
-            z = np.zeros((0, 4))
-        else:
-            dist = np.clip(1.0 - sim, 0.0, 1.0)
-            np.fill_diagonal(dist, 0.0)
-            z = linkage(squareform(dist, checks=False), method="average")
+        z = average_linkage(sim)
         if classes is not None and len(classes) != k:
             raise XgirError(f"{len(classes)} class names for a head with {k} outputs")
         return cls(z, sim, np.zeros((k, k), dtype=np.int64), classes,
