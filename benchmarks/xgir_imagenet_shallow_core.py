@@ -14,7 +14,6 @@ from xgir.bench.xgir_imagenet import Sizes, Stage, _accuracies
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import XGIRConfig, retrain_head, support_from_heatmaps
 from xgir.correct.xgir_variants import core_heatmaps, support_precision
-from xgir.data.objects import bias_subset
 from xgir.io import cached
 from xgir.train.features import fit_head
 
@@ -34,15 +33,7 @@ tt, tv = st.data["target-test"], st.data["target-val"]
 for p in sz.ps:
     res = {"erm": [], "dfr": [], "swap": []}
     for seed in (0, 1, 2):
-        idx = bias_subset(pool.extras["aligned"], p, sz.n_train, seed)
-        vi = bias_subset(st.data["source-val"].extras["aligned"], p, sz.n_val, seed)
-        ti = bias_subset(st.data["source-test"].extras["aligned"], p, sz.n_test, seed)
-        h = {"source-val": st.h["source-val"][vi], "source-test": st.h["source-test"][ti],
-             "target-test": st.h["target-test"]}
-        y = {"source-val": st.data["source-val"].labels[vi], "source-test": st.data["source-test"].labels[ti],
-             "target-test": tt.labels}
-        vg = st.data["source-val"].groups[vi]
-        hs, ys = st.h["pool"][idx], pool.labels[idx]
+        idx, hs, ys, h, y, vg = st.draw(p, seed)
         res["erm"].append(_accuracies(fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed), h, y, tt.groups, vg))
         res["dfr"].append(_accuracies(dfr_head(st.h["target-val"], tv.labels, tv.groups, 10, seed=seed)[0], h, y,
                                       tt.groups, vg))

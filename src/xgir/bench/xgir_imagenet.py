@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from xgir.bench import fmt, one_thread, spread_note
-from xgir.bench.xgir_two_stage import random_supports
+from xgir.bench.xgir_two_stage import random_supports, unit_r2
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import XGIRConfig, retrain_head, support_from_heatmaps
 from xgir.correct.xgir_variants import (
@@ -47,6 +47,7 @@ from xgir.correct.xgir_variants import (
 from xgir.data.objects import bias_subset, object_pool, object_shift
 from xgir.errors import XgirError
 from xgir.io import cached, fingerprint, save_figure, write_json, write_text
+from xgir.metrics.shift import group_accuracy
 from xgir.train.features import fit_head, linear_probe
 
 SUITE = "xgir-imagenet"
@@ -100,7 +101,7 @@ def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
 
 
 def _worst(correct: torch.Tensor, groups: torch.Tensor) -> float:
-    return min(float(correct[groups == g].mean()) for g in torch.unique(groups))
+    return float(group_accuracy(correct.bool(), groups)[1].min())
 
 
 def _accuracies(head: torch.nn.Module, h: dict[str, torch.Tensor], y: dict[str, torch.Tensor],
@@ -111,14 +112,6 @@ def _accuracies(head: torch.nn.Module, h: dict[str, torch.Tensor], y: dict[str, 
     return {"source": float(ok["source-test"].mean()), "source-val": float(ok["source-val"].mean()),
             "source-val_worst_group": _worst(ok["source-val"], val_groups),
             "target": float(ok["target-test"].mean()), "worst_group": _worst(ok["target-test"], groups)}
-
-
-def _unit_r2(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    within = torch.zeros(h.shape[1])
-    for c in torch.unique(labels):
-        hc = h[labels == c]
-        within += ((hc - hc.mean(0)) ** 2).sum(0)
-    return 1 - within / len(h) / h.var(0, unbiased=False).clamp(min=1e-12)
 
 
 class Stage:
@@ -173,6 +166,21 @@ class Stage:
         for k in ("pretrained", "novelty"):
             self.supports[k] = support_from_heatmaps(self.heatmaps[k], hw, DELTA1)
 
+    def draw(self, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor],
+                                                  dict[str, torch.Tensor], torch.Tensor]:
+        """The splits of bias ``p`` and ``seed``: source-train pool indices, their features and labels,
+        the features and labels of source-val, source-test and target-test, and source-val groups."""
+        sz, pool = self.sizes, self.data["pool"]
+        val, test = self.data["source-val"], self.data["source-test"]
+        idx = bias_subset(pool.extras["aligned"], p, sz.n_train, seed)
+        vi = bias_subset(val.extras["aligned"], p, sz.n_val, seed)
+        ti = bias_subset(test.extras["aligned"], p, sz.n_test, seed)
+        h = {"source-val": self.h["source-val"][vi], "source-test": self.h["source-test"][ti],
+             "target-test": self.h["target-test"]}
+        y = {"source-val": val.labels[vi], "source-test": test.labels[ti],
+             "target-test": self.data["target-test"].labels}
+        return idx, self.h["pool"][idx], pool.labels[idx], h, y, _present(val.groups, "groups")[vi]
+
     def set_erm_support(self, p: float, head: torch.nn.Linear) -> None:
         """The ERM head's CAM of the true class (over the whole pool) as the 'erm' core."""
         pool = self.data["pool"]
@@ -219,15 +227,7 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
     diag: dict[str, Any] = {}
     tt = st.data["target-test"]
     for seed in seeds:
-        idx = bias_subset(pool.extras["aligned"], p, sz.n_train, seed)
-        vi = bias_subset(st.data["source-val"].extras["aligned"], p, sz.n_val, seed)
-        ti = bias_subset(st.data["source-test"].extras["aligned"], p, sz.n_test, seed)
-        h = {"source-val": st.h["source-val"][vi], "source-test": st.h["source-test"][ti],
-             "target-test": st.h["target-test"]}
-        y = {"source-val": st.data["source-val"].labels[vi], "source-test": st.data["source-test"].labels[ti],
-             "target-test": tt.labels}
-        hs, ys = st.h["pool"][idx], pool.labels[idx]
-        vg = _present(st.data["source-val"].groups, "groups")[vi]
+        idx, hs, ys, h, y, vg = st.draw(p, seed)
         erm = fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed)
         if seed == seeds[0] and p in sz.erm_core_ps:
             st.set_erm_support(p, erm)
@@ -255,7 +255,7 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
 def diagnostics(st: Stage) -> dict[str, Any]:
     """Unit selectivity (target-val R^2 for digit and texture), distributions of r (GT core)."""
     tv = st.data["target-val"]
-    r2d, r2t = _unit_r2(st.h["target-val"], tv.labels), _unit_r2(st.h["target-val"], tv.extras["texture"])
+    r2d, r2t = unit_r2(st.h["target-val"], tv.labels), unit_r2(st.h["target-val"], tv.extras["texture"])
     out: dict[str, Any] = {
         "unit_r2_digit_median": float(r2d.median()), "unit_r2_texture_median": float(r2t.median()),
         "share_units_digit_gt_texture": float((r2d > r2t).float().mean()),

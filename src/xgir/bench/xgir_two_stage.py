@@ -195,7 +195,7 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
     return {"rows": rows, "sweep": sweep, "records": records, "extra": extra}
 
 
-def _unit_r2(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def unit_r2(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Share of each unit's variance explained by a label (between-class / total), float[D]."""
     within = torch.zeros(h.shape[1])
     for c in torch.unique(labels):
@@ -213,8 +213,8 @@ def _diagnostics(h: dict[str, torch.Tensor], data: dict[str, Any], r_gt: torch.T
     them; and oracle heads that randomise (lambda = 1) the k units with the highest texture
     R^2 (uses texture labels: a diagnostic of the mechanism, not a method)."""
     tv = data["target-val"]
-    r2_digit = _unit_r2(h["target-val"], tv.labels)
-    r2_texture = _unit_r2(h["target-val"], tv.extras["texture"])
+    r2_digit = unit_r2(h["target-val"], tv.labels)
+    r2_texture = unit_r2(h["target-val"], tv.extras["texture"])
     hs = h["source-train"]
     std = hs.std(0)
     r_std = (r_gt / std.clamp(min=1e-6)).mean(0)
