@@ -11,36 +11,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 import _sharded_models
-from _pipeline_models import tiny_resnet
+from _pipeline_models import tiny_resnet, write_folder
 from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
 from xgir.correct.sharded import STOP_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ("cat", "dog", "owl")
-
-
-def _write_folder(root, n_per_class, seed, target=False):
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True)
-        for i in range(n_per_class):
-            img = rng.integers(0, 80, size=(32, 32, 3)).astype(np.uint8)
-            if target:
-                img[..., 2] += 100
-            img[4 + 9 * c : 12 + 9 * c, 10:22] = 230
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     base = tmp_path_factory.mktemp("sharded")
-    _write_folder(base / "train", 6, 0)  # 18 images: chunks of 4 -> 5 chunks, the last one short
-    _write_folder(base / "test", 3, 1)
-    _write_folder(base / "target", 3, 2, target=True)
+    write_folder(base / "train", 6, 0)  # 18 images: chunks of 4 -> 5 chunks, the last one short
+    write_folder(base / "test", 3, 1)
+    write_folder(base / "target", 3, 2, target=True)
     torch.save(tiny_resnet(seed=1).state_dict(), base / "w.pt")
     return base
 

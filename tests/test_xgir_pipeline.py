@@ -3,14 +3,12 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors.torch import save_file
 
-from _pipeline_models import tiny_resnet
+from _pipeline_models import CLASSES, tiny_resnet, write_folder
 from xgir.cli import main
 from xgir.config import load_config
 from xgir.correct.pipeline import ModelSection, Normalized, XGIRRunConfig, build_user_model, run_xgir_pipeline
@@ -18,33 +16,16 @@ from xgir.correct.xgir import support_from_heatmaps, true_class_heatmaps, xgir_r
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError
 
-CLASSES = ("cat", "dog", "owl")
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
-
-
-def _write_folder(root, n_per_class, seed, target=False):
-    """Class c: a bright square at a class-specific place on noise; in the target split the
-    background colour changes (a small shift)."""
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True)
-        for i in range(n_per_class):
-            img = rng.integers(0, 80, size=(32, 32, 3)).astype(np.uint8)
-            if target:
-                img[..., 2] += 100
-            y0 = 4 + 9 * c
-            img[y0 : y0 + 8, 10:22] = 230
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("imagefolder")
     return {
-        "source_train": _write_folder(base / "train", 8, 0),
-        "source_test": _write_folder(base / "test", 4, 1),
-        "target_test": _write_folder(base / "target", 4, 2, target=True),
+        "source_train": write_folder(base / "train", 8, 0),
+        "source_test": write_folder(base / "test", 4, 1),
+        "target_test": write_folder(base / "target", 4, 2, target=True),
     }
 
 
