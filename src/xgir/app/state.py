@@ -23,6 +23,7 @@ from xgir.correct.feedback import FeedbackStore
 from xgir.errors import XgirError
 from xgir.models import LoadedModel
 from xgir.models.bayes import bayes_layers, predictive, sampling
+from xgir.models.modes import eval_mode
 
 
 @dataclass
@@ -59,9 +60,9 @@ def predict(model: nn.Module, images: torch.Tensor, samples: int = 10, batch_siz
 
 @contextlib.contextmanager
 def mean_network(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and, for a Bayesian model, its mean network (explanations are of the mean)."""
-    model.eval()
-    with sampling(model, False) if is_bayesian(model) else contextlib.nullcontext():
+    """Eval mode (each submodule's mode restored after) and, for a Bayesian model, its mean
+    network (explanations are of the mean)."""
+    with eval_mode(model), sampling(model, False) if is_bayesian(model) else contextlib.nullcontext():
         yield model
 
 
