@@ -252,7 +252,17 @@ def load_torch(path: str | os.PathLike, what: str = "file", accepts: str = "",
 
 
 def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts and tensors (for cache keys)."""
+    """A short stable hash of JSON-able parts and tensors (for cache keys): 16 hex digits;
+    dict key order does not matter, tensor values, shapes and dtypes do.
+
+    >>> import torch
+    >>> fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    True
+    >>> fingerprint(torch.zeros(2)) == fingerprint(torch.zeros(2, dtype=torch.float64))
+    False
+    >>> len(fingerprint("features", 3))
+    16
+    """
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, torch.Tensor):

@@ -35,6 +35,16 @@ class Preprocess:
         mean, std: per-channel normalisation applied by the model to [0, 1] images; empty
             tuples mean none.
         channels: 3 (RGB) or 1 (grey).
+
+    A 640 x 480 photo to a 224 px ImageNet input (shorter side to 256, centre crop):
+
+    >>> from PIL import Image
+    >>> pre = Preprocess(size=224)
+    >>> pre.shorter_side
+    256
+    >>> x = pre(Image.new("RGB", (640, 480), (255, 0, 0)))
+    >>> tuple(x.shape), float(x[0].min()), float(x[1].max())
+    ((3, 224, 224), 1.0, 0.0)
     """
 
     size: int

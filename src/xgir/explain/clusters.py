@@ -46,6 +46,10 @@ def top_label_sets(probs: torch.Tensor, k: int = 5, mass: float | None = 0.95) -
 
     Args:
         probs: float[N,K] class probabilities (rows sum to 1).
+
+    >>> import torch
+    >>> top_label_sets(torch.tensor([[0.6, 0.3, 0.05, 0.05], [0.97, 0.01, 0.01, 0.01]]), k=3, mass=0.9)
+    [[0, 1], [0]]
     """
     if probs.ndim != 2:
         raise XgirError(f"probabilities must be [N,K], got shape {tuple(probs.shape)}")
@@ -155,7 +159,16 @@ class ConfusionTree:
     def from_top_labels(cls, top_labels: Sequence[Sequence[int]], num_classes: int,
                         classes: Sequence[str] | None = None,
                         meta: dict[str, Any] | None = None) -> ConfusionTree:
-        """Build the tree from per-image top label sets."""
+        """Build the tree from per-image top label sets.
+
+        Classes 0 and 1 are confused with each other, 2 and 3 likewise:
+
+        >>> tree = ConfusionTree.from_top_labels([[0, 1], [1, 0], [2, 3], [3, 2], [2]], num_classes=4)
+        >>> tree.clusters(tree.default_level)
+        [(0, 1), (2, 3)]
+        >>> sorted(tree.cluster_of(1, tree.default_level))
+        [0, 1]
+        """
         if num_classes < 1:
             raise XgirError("a confusion tree needs at least one class")
         if len(top_labels) == 0:

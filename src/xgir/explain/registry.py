@@ -104,7 +104,12 @@ EXPLAINERS: dict[str, ExplainerInfo] = {
 
 
 def explainer_info(name: str) -> ExplainerInfo:
-    """The declaration of ``name``; XgirError listing the registered names otherwise."""
+    """The declaration of ``name``; XgirError listing the registered names otherwise.
+
+    >>> info = explainer_info("ig")
+    >>> info.signed, info.needs_layer, info.baseline, info.targets
+    (True, False, 'baseline', 'classes')
+    """
     if name not in EXPLAINERS:
         raise XgirError(f"unknown explainer '{name}'; choose one of: {', '.join(sorted(EXPLAINERS))}")
     return EXPLAINERS[name]

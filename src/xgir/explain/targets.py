@@ -107,7 +107,19 @@ def _spec(spec: Any, k: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
 
 
 def as_targets(targets: Any, n: int, num_classes: int) -> Targets:
-    """Normalise ``targets`` (see module docstring) for ``n`` images and ``num_classes`` logits."""
+    """Normalise ``targets`` (see module docstring) for ``n`` images and ``num_classes`` logits.
+
+    Class 2 and the cluster {0, 1} for each of two images (T = 2); a cluster scores
+    logsumexp of its members' logits:
+
+    >>> import torch
+    >>> t = as_targets([2, (0, 1)], n=2, num_classes=3)
+    >>> t.shape
+    (2, 2)
+    >>> t.scores(torch.tensor([[0., 0., 1.], [1., 1., 0.]]))
+    tensor([[1.0000, 0.6931],
+            [0.0000, 1.6931]])
+    """
     k = num_classes
     if isinstance(targets, Targets):
         if targets.shape[0] != n:

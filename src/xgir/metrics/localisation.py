@@ -13,6 +13,19 @@ float[N,T], with no reduction over images.
 - Empty masks: ``empty="raise"`` (default) raises :class:`XgirError`;
   ``empty="nan"`` returns NaN for the maps whose mask is empty (average with
   ``torch.nanmean`` and report how many were left out).
+
+Example (one 3x3 map, the object is the right column's top two pixels)::
+
+    >>> import torch
+    >>> from xgir.metrics.localisation import epg, iou, pointing_game
+    >>> a = torch.tensor([[[0., 1., 3.], [0., 0., 0.], [-1., 0., 0.]]])
+    >>> m = torch.zeros(1, 3, 3, dtype=torch.bool); m[0, :2, 2] = True
+    >>> epg(a, m)  # 3 of the 4 units of positive mass lie on the object
+    tensor([0.7500])
+    >>> iou(a, m, threshold=0.5)  # salient {(0,2)} against the 2-pixel mask
+    tensor([0.5000])
+    >>> pointing_game(a, m, tolerance=0)
+    tensor([1.])
 """
 
 from __future__ import annotations
@@ -112,6 +125,14 @@ def seg_epg(heatmaps: torch.Tensor, seg_masks: torch.Tensor, empty: str = "raise
 def boxes_from_masks(masks: torch.Tensor, margin: int = 0) -> torch.Tensor:
     """The tight bounding box of each mask, grown by ``margin`` px (clipped to the image), as a
     mask: bool[...,H,W] -> bool[...,H,W]. An empty mask gives an empty box.
+
+    >>> import torch
+    >>> m = torch.zeros(4, 4, dtype=torch.bool); m[1, 1] = m[2, 2] = True
+    >>> boxes_from_masks(m).int()
+    tensor([[0, 0, 0, 0],
+            [0, 1, 1, 0],
+            [0, 1, 1, 0],
+            [0, 0, 0, 0]], dtype=torch.int32)
     """
     if masks.ndim < 2:
         raise XgirError(f"masks must be [...,H,W], got shape {tuple(masks.shape)}")
@@ -139,7 +160,13 @@ def box_epg(heatmaps: torch.Tensor, masks: torch.Tensor, empty: str = "raise") -
 
 
 def minmax_normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each [H,W] map to [0, 1]; a constant map becomes all zeros."""
+    """Min-max normalise each [H,W] map to [0, 1]; a constant map becomes all zeros.
+
+    >>> import torch
+    >>> minmax_normalise(torch.tensor([[1., 3.], [2., 5.]]))
+    tensor([[0.0000, 0.5000],
+            [0.2500, 1.0000]])
+    """
     lo = maps.amin((-2, -1), keepdim=True)
     hi = maps.amax((-2, -1), keepdim=True)
     span = hi - lo
@@ -167,7 +194,11 @@ def iou(
 
 
 def default_tolerance(height: int) -> float:
-    """The pointing-game tolerance in pixels: 15 px at 224 px, scaled to ``height``."""
+    """The pointing-game tolerance in pixels: 15 px at 224 px, scaled to ``height``.
+
+    >>> default_tolerance(112)
+    7.5
+    """
     return 15.0 * height / 224.0
 
 
@@ -210,6 +241,12 @@ def irrelevant_overlap(
     the irrelevant mask, sum(|A| * M_irr) / sum(|A|) (|A| normalised to sum 1 per map, as in
     Bekkemoen's thesis, table 6.4). Lower is better. An all-zero map scores 0.
     Returns float[N] or float[N,T] in [0, 1].
+
+    >>> import torch
+    >>> a = torch.tensor([[[0., 1., 3.], [0., 0., 0.], [-1., 0., 0.]]])
+    >>> irr = torch.zeros(1, 3, 3, dtype=torch.bool); irr[0, :2, 2] = True
+    >>> irrelevant_overlap(a, irr)  # |A| = 5 in all, 3 of it on the mask
+    tensor([0.6000])
     """
     maps, m, is_empty, squeeze = _prepare(heatmaps, irrelevant_masks, empty, what="irrelevant mask")
     mag = maps.abs()
