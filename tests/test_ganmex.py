@@ -302,7 +302,7 @@ def test_train_bad_input(tmp_path):
     with pytest.raises(XgirError, match="not found"):
         load_generator(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(XgirError, match="cannot read"):
+    with pytest.raises(XgirError, match="junk.pt is not a torch file"):
         load_generator(tmp_path / "junk.pt")
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.errors import XgirError
+from xgir.io import load_torch
 
 
 class _ResBlock(nn.Module):
@@ -123,13 +124,7 @@ class Critic(nn.Module):
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a GANMEX checkpoint written by :func:`train_ganmex`."""
-    path = Path(path)
-    if not path.is_file():
-        raise XgirError(f"GANMEX checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's problem
-        raise XgirError(f"cannot read GANMEX checkpoint {path}: {err}") from None
+    state = load_torch(path, "GANMEX checkpoint", "give a checkpoint written by xgir.train.ganmex.train_ganmex")
     if not isinstance(state, dict) or "generator" not in state or "config" not in state:
         raise XgirError(f"{path} is not a GANMEX checkpoint (no generator/config)")
     return state

@@ -28,6 +28,7 @@ from torch import nn
 
 from xgir.data.transforms import Preprocess
 from xgir.errors import XgirError
+from xgir.io import load_torch
 
 SPEC_FORMS = ("a built-in name ({names}), an xgir checkpoint file (.pt), or a factory "
               "'package.module:function'")
@@ -161,21 +162,23 @@ def import_factory(spec: str) -> Any:
     if not callable(obj):
         raise XgirError(f"model.factory '{spec}' is a {type(obj).__name__}, not a callable")
     return obj
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state_dict (``.safetensors``, or a ``.pt`` holding it or ``{"state_dict": ...}``)
     into ``model``; one clear line when the file is missing, unreadable or does not fit."""
     path = Path(path)
-    if not path.is_file():
+    if path.suffix != ".safetensors":
+        state: Any = load_torch(path, "model.weights", "give a state_dict saved with torch.save or .safetensors")
+    elif not path.is_file():
         raise XgirError(f"model.weights not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    else:
+        from safetensors.torch import load_file
 
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        raise XgirError(f"cannot read model.weights {path}: {str(err).splitlines()[0]}") from None
+        try:
+            state = load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - corrupt or foreign file
+            raise XgirError(f"cannot read model.weights {path}: {str(err).splitlines()[0]}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -193,8 +196,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                                  ("shape mismatches", shapes)) if v]
         raise XgirError(f"model.weights {path} do not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state)
-
-
 
 
 # ---- one entry point ------------------------------------------------------------------------
