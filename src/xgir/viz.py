@@ -38,6 +38,7 @@ def _show(ax: plt.Axes, image: torch.Tensor) -> None:
 def sample_grid(
     images: torch.Tensor,
     path: str | os.PathLike,
+    *,
     titles: Sequence[str] | None = None,
     masks: dict[str, torch.Tensor] | None = None,
     ncols: int = 8,
@@ -67,6 +68,7 @@ def heatmap_grid(
     images: torch.Tensor,
     heatmaps: torch.Tensor,
     path: str | os.PathLike,
+    *,
     row_titles: Sequence[str] | None = None,
     col_titles: Sequence[str] | None = None,
     alpha: float = 0.5,

@@ -41,6 +41,7 @@ DECOY_SIZES = {"train": 5000, "test": 2000}
 
 def decoy_digits(
     split: str = "train",
+    *,
     seed: int = 0,
     n: int | None = None,
     decoys: bool = True,
@@ -115,6 +116,7 @@ _SHIFT_POOLS = {
 
 def background_shift(
     split: str = "source-train",
+    *,
     seed: int = 0,
     n: int | None = None,
     p: float = 0.95,
@@ -164,7 +166,7 @@ GLYPH_SPLITS = ("train", "val")
 GLYPH_SIZES = {"train": 20000, "val": 2000}
 
 
-def glyph_pretrain(split: str = "train", seed: int = 0, n: int | None = None, size: int = 32) -> ImageDataset:
+def glyph_pretrain(split: str = "train", *, seed: int = 0, n: int | None = None, size: int = 32) -> ImageDataset:
     """glyph-pretrain: font characters (digits and capitals, 36 classes) on textures drawn
     independently of the character. labels = character; extras["texture"] = family.
     Masks are the glyph pixels (ink > 0.5)."""

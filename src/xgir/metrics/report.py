@@ -146,6 +146,7 @@ def evaluate_explainers(
     model: nn.Module,
     dataset: ImageDataset,
     explainers: Mapping[str, Any],
+    *,
     targets: str | torch.Tensor = "label",
     n: int | None = 64,
     out_dir: str | Path | None = None,

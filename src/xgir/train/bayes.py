@@ -29,6 +29,7 @@ def fit_bayes(
     model: nn.Module,
     dataset: ImageDataset,
     epochs: int,
+    *,
     lr: float = 1e-3,
     batch_size: int = 128,
     seed: int = 0,

@@ -195,6 +195,7 @@ def train_ganmex(
     classifier: nn.Module,
     images: torch.Tensor,
     cfg: GanmexConfig | None = None,
+    *,
     checkpoint: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
