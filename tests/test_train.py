@@ -42,7 +42,8 @@ def test_two_stage_pipeline_writes_results(tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(saved["splits"]) == {"source-test", "target-test"}
     assert "worst_group" in saved["splits"]["target-test"]
-    assert 0.0 <= results["probe"]["digit"] <= 1.0
+    # the features encode the texture family (chance 0.1) after one pretraining epoch
+    assert results["probe"]["texture"] > 0.3
     assert (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "report.md").exists()
     # the extractor is frozen: the second run hits the cache and gives the same numbers
     again = run_training(cfg, progress=False)
