@@ -139,7 +139,7 @@ def test_gradcam_matches_captum():
     model = LeNet(width=4, hidden=8).eval()
     x = torch.rand(4, 1, 28, 28)
     y = torch.tensor([3, 1, 0, 7])
-    ours = G.gradcam_map(model, x, y, "conv2", create_graph=False)
+    ours = G.attribution_map(model, x, y, "gradcam", layer="conv2", create_graph=False)
     ref = LayerGradCam(model, model.conv2).attribute(x, target=y, relu_attributions=False)
     ref = LayerAttribution.interpolate(ref, (28, 28), interpolate_mode="bilinear")[:, 0]
     assert torch.allclose(ours, ref, atol=1e-5)

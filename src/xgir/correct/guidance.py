@@ -18,9 +18,9 @@ are differentiable in the model's parameters (``create_graph=True``) so the loss
 - ``grad``: d s_y / dx summed over channels (s_y = the true-class logit)
 - ``input_x_grad``: sum_c x * d s_y / dx
 - ``gradcam``: signed Grad-CAM at a named layer, sum_k mean_hw(d s_y / dA_k) A_k, upsampled
-  bilinearly to the input (our own small implementation: a forward hook keeps the layer's
-  output, ``torch.autograd.grad(..., create_graph=True)`` gives its gradient, so the map is a
-  differentiable function of the weights). The losses use its positive part.
+  bilinearly to the input: :func:`xgir.explain.gradcam.grad_cam` with ``differentiable=True``
+  (the explainer's own implementation, keeping the graph so the map is a differentiable
+  function of the weights). The losses use its positive part.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
+from xgir.explain.gradcam import grad_cam
 from xgir.metrics.localisation import boxes_from_masks
-from xgir.models.split import get_module
 
 EPS = 1e-8
 MAP_LOSSES = ("energy", "energy*", "l1", "ppce")
@@ -143,45 +143,6 @@ def rrr_loss(
 
 
 # ----------------------------------------------------------------- attributions
-def gradcam_map(
-    model: nn.Module,
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    layer: str,
-    create_graph: bool = True,
-    upsample: bool = True,
-) -> torch.Tensor:
-    """Signed Grad-CAM float[N,H,W] of the ``labels`` logits at layer ``layer``.
-
-    sum_k mean_hw(d s_y / dA_k) * A_k, bilinearly upsampled to the input size when ``upsample``
-    (else at the layer's resolution). Differentiable in the parameters when ``create_graph``.
-    """
-    module = get_module(model, layer)
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
-        store["a"] = out
-
-    handle = module.register_forward_hook(keep)
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    if "a" not in store:
-        raise XgirError(f"layer '{layer}' was not called in the forward pass")
-    act = store["a"]
-    if act.ndim != 4:
-        raise XgirError(
-            f"Grad-CAM needs a conv layer with [N,K,h,w] output; '{layer}' gives {tuple(act.shape)}"
-        )
-    score = logits.gather(1, labels.view(-1, 1)).sum()
-    (grad,) = torch.autograd.grad(score, act, create_graph=create_graph)
-    cam = (grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)
-    if upsample:
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return cam[:, 0]
-
-
 def attribution_map(
     model: nn.Module,
     x: torch.Tensor,
@@ -198,7 +159,7 @@ def attribution_map(
     if method == "gradcam":
         if layer is None:
             raise XgirError("attribution 'gradcam' needs a layer name, e.g. layer='conv2'")
-        return gradcam_map(model, x, labels, layer, create_graph=create_graph)
+        return grad_cam(model, x, labels, layer, relu=False, differentiable=create_graph)[:, 0]
     if method not in ("grad", "input_x_grad"):
         raise XgirError(f"unknown attribution '{method}'; choose one of: {', '.join(ATTRIBUTIONS)}")
     x = x.detach().requires_grad_(True)
