@@ -125,7 +125,7 @@ def proposals(state: AppState, image_id: int) -> tuple[np.ndarray, list[int]]:
     y = state.label(image_id)
     y = int(state.preds.pred[image_id]) if y is None else y
     compactness = COMPACTNESS.get(int(x.shape[1]), 0.1)
-    seg = superpixels(x[0], PROPOSALS["n_segments"], compactness)
+    seg = superpixels(x[0], n_segments=PROPOSALS["n_segments"], compactness=compactness)
     with state.model_lock:  # the model is frozen: the input carries the graph Grad-CAM needs
         regions = propose_regions(state.loaded.model, x.clone().requires_grad_(True), torch.tensor([y]),
                                   state.shallow_layer, compactness=compactness, **PROPOSALS)[0]

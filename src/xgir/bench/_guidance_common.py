@@ -24,7 +24,7 @@ OVERLAP_EXPLAINERS = ("Saliency", "DeepLIFT", "Occlusion", "Grad-CAM")
 
 
 def explain_maps(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str = "relu2", window: int = 4, stride: int = 2
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layer: str = "relu2", window: int = 4, stride: int = 2
 ) -> dict[str, torch.Tensor]:
     """Heatmaps float[N,H,W] of the ``y`` logits by Saliency (|grad|), DeepLIFT (zero baseline),
     Occlusion (``window`` px squares to zero, ``stride``), all from Captum, and Grad-CAM at
@@ -61,12 +61,13 @@ def overlap(maps: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def overlaps(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, layer: str = "relu2", batch_size: int = 100
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, layer: str = "relu2",
+    batch_size: int = 100,
 ) -> dict[str, float]:
     """Overlap of each explainer's maps with ``mask`` over the images x (in batches)."""
     sums = dict.fromkeys(OVERLAP_EXPLAINERS, 0.0)
     for i in range(0, len(x), batch_size):
-        maps = explain_maps(model, x[i : i + batch_size], y[i : i + batch_size], layer)
+        maps = explain_maps(model, x[i : i + batch_size], y[i : i + batch_size], layer=layer)
         for k in sums:
             sums[k] += overlap(maps[k], mask[i : i + batch_size]) * len(maps[k])
     return {k: v / len(x) for k, v in sums.items()}

@@ -57,7 +57,7 @@ def _check_map_mask(attr: torch.Tensor, mask: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------- map losses
-def energy_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+def energy_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
     """1 - sum(A+ M) / sum(A+) per sample (0 when all positive attribution is inside M)."""
     _check_map_mask(attr, mask)
     pos = attr.clamp(min=0).flatten(1)
@@ -67,7 +67,7 @@ def energy_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> 
 
 
 def energy_star_loss(
-    attr: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, reduce: bool = True
+    attr: torch.Tensor, mask: torch.Tensor, *, alpha: float = 0.5, reduce: bool = True
 ) -> torch.Tensor:
     """1 - EPG / area(M)^alpha per sample; area = fraction of the image covered by M."""
     _check_map_mask(attr, mask)
@@ -84,14 +84,14 @@ def _normalise(attr: torch.Tensor) -> torch.Tensor:
     return pos / (pos.amax(1, keepdim=True) + EPS)
 
 
-def l1_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+def l1_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
     """Mean over pixels of the max-normalised A+ outside M per sample."""
     _check_map_mask(attr, mask)
     per = (_normalise(attr) * (~mask).flatten(1).float()).mean(1)
     return per.mean() if reduce else per
 
 
-def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
     """Per-pixel cross-entropy inside M: -sum(M log(A+/max A+)) / sum(M) per sample
     (0 when the normalised map is 1 on the whole mask; the log is clamped at log 1e-6)."""
     _check_map_mask(attr, mask)
@@ -102,17 +102,17 @@ def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> to
 
 
 def map_loss(
-    name: str, attr: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, reduce: bool = True
+    name: str, attr: torch.Tensor, mask: torch.Tensor, *, alpha: float = 0.5, reduce: bool = True
 ) -> torch.Tensor:
     """The map loss ``name`` (one of ``MAP_LOSSES``) of attribution maps and relevant masks."""
     if name == "energy":
-        return energy_loss(attr, mask, reduce)
+        return energy_loss(attr, mask, reduce=reduce)
     if name == "energy*":
-        return energy_star_loss(attr, mask, alpha, reduce)
+        return energy_star_loss(attr, mask, alpha=alpha, reduce=reduce)
     if name == "l1":
-        return l1_loss(attr, mask, reduce)
+        return l1_loss(attr, mask, reduce=reduce)
     if name == "ppce":
-        return ppce_loss(attr, mask, reduce)
+        return ppce_loss(attr, mask, reduce=reduce)
     raise XgirError(f"unknown guidance loss '{name}'; choose one of: {', '.join(LOSSES)}")
 
 
@@ -122,6 +122,7 @@ def rrr_loss(
     x: torch.Tensor,
     mask: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     reduce: bool = True,
 ) -> torch.Tensor:
     """Right for the right reasons: sum over pixels and channels of ((1 - M) * grad)^2.
@@ -147,6 +148,7 @@ def attribution_map(
     model: nn.Module,
     x: torch.Tensor,
     labels: torch.Tensor,
+    *,
     method: str = "grad",
     layer: str | None = None,
     create_graph: bool = True,
@@ -171,7 +173,7 @@ def attribution_map(
 
 
 # ----------------------------------------------------------------- masks
-def annotation_flags(n: int, fraction: float, seed: int = 0) -> torch.Tensor:
+def annotation_flags(n: int, fraction: float, *, seed: int = 0) -> torch.Tensor:
     """bool[n]: round(fraction * n) images (at least 1 when fraction > 0) chosen at random."""
     if not 0.0 <= fraction <= 1.0:
         raise XgirError(f"annotated fraction must be in [0, 1], got {fraction}")
@@ -216,8 +218,8 @@ class Guidance:
             return rrr_loss(model, x, masks)
         if self.loss == "rrr*":
             return rrr_loss(model, x, masks, labels)
-        attr = attribution_map(model, x, labels, self.attribution, self.layer)
-        return map_loss(self.loss, attr, masks, self.alpha)
+        attr = attribution_map(model, x, labels, method=self.attribution, layer=self.layer)
+        return map_loss(self.loss, attr, masks, alpha=self.alpha)
 
 
 def _batch_masks(
@@ -236,6 +238,7 @@ def _batch_masks(
 def guidance_term(
     guidance: Guidance,
     weight: float,
+    *,
     mask_key: str = "mask",
     invert: bool = False,
     box: bool = False,
@@ -280,6 +283,7 @@ def calibrate_lambda(
     model: nn.Module,
     dataset: ImageDataset,
     guidance: Guidance,
+    *,
     mask_key: str = "mask",
     invert: bool = False,
     box: bool = False,
@@ -334,6 +338,7 @@ def fine_tune_guided(
     model: nn.Module,
     dataset: ImageDataset,
     guidance: Guidance,
+    *,
     weight: float | None = None,
     epochs: int = 3,
     lr: float = 1e-3,
@@ -353,25 +358,16 @@ def fine_tune_guided(
     """
     from xgir.train import fit_classifier
 
-    flags = annotation_flags(len(dataset), fraction, seed)
+    masks = {"mask_key": mask_key, "invert": invert, "box": box, "box_margin": box_margin}
+    flags = annotation_flags(len(dataset), fraction, seed=seed)
     data = with_annotations(dataset, flags)
     if weight is None:
-        weight = calibrate_lambda(
-            model,
-            data,
-            guidance,
-            mask_key,
-            invert,
-            box,
-            box_margin,
-            batch_size=batch_size,
-            seed=seed,
-        )
-    extra = guidance_term(guidance, weight, mask_key, invert, box, box_margin)
+        weight = calibrate_lambda(model, data, guidance, batch_size=batch_size, seed=seed, **masks)
+    extra = guidance_term(guidance, weight, **masks)
     fit_classifier(
         model,
         data,
-        epochs,
+        epochs=epochs,
         lr=lr,
         batch_size=batch_size,
         seed=seed,

@@ -23,6 +23,7 @@ class SimulatedAnnotator:
         self,
         irrelevant: torch.Tensor,
         relevant: torch.Tensor | None = None,
+        *,
         min_overlap: float = 0.5,
         max_relevant: float = 0.1,
         name: str = "simulated",
@@ -50,7 +51,7 @@ class SimulatedAnnotator:
         )
 
     def annotate(
-        self, image_ids: Sequence[int], regions: Sequence[Sequence[np.ndarray]], round: int = 0
+        self, image_ids: Sequence[int], regions: Sequence[Sequence[np.ndarray]], *, round: int = 0
     ) -> list[FeedbackRecord]:
         return [
             FeedbackRecord(int(i), k, r, self.accepts(int(i), r), self.name, True, round)

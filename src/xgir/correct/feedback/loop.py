@@ -30,6 +30,7 @@ def collect_feedback(
     store: FeedbackStore,
     annotator: SimulatedAnnotator,
     layer: str,
+    *,
     round: int = 0,
     mass: float = 0.5,
     max_regions: int = 5,
@@ -42,10 +43,10 @@ def collect_feedback(
     for start in range(0, len(ids), batch_size):
         chunk = torch.as_tensor(ids[start : start + batch_size], dtype=torch.long)
         regions = propose_regions(
-            model, dataset.images[chunk], dataset.labels[chunk], layer, mass, max_regions
+            model, dataset.images[chunk], dataset.labels[chunk], layer, mass=mass, max_regions=max_regions
         )
         n_regions += sum(len(r) for r in regions)
-        records += annotator.annotate(chunk.tolist(), regions, round)
+        records += annotator.annotate(chunk.tolist(), regions, round=round)
     store.add(records)
     accepted = sum(r.accepted for r in records)
     return {"images": len(ids), "regions": n_regions, "accepted": accepted}
@@ -58,6 +59,7 @@ def active_feedback_loop(
     annotator: SimulatedAnnotator,
     fine_tune: FineTune,
     layer: str,
+    *,
     rounds: int = 1,
     per_round: int = 50,
     strategy: str = "random",
@@ -90,7 +92,7 @@ def active_feedback_loop(
         else:
             ids = select_uncertain(model, dataset, candidates, per_round, seed=seed * 1000 + r)
         counts = collect_feedback(
-            model, dataset, ids, store, annotator, layer, r, mass, max_regions
+            model, dataset, ids, store, annotator, layer, round=r, mass=mass, max_regions=max_regions
         )
         masks, has = store.feedback_masks()
         model = fine_tune(model, dataset, masks, has)

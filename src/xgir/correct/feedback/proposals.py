@@ -25,7 +25,7 @@ def saliency_for_proposals(
     """Input gradient (summed over channels) times upsampled signed Grad-CAM, float[N,H,W]."""
     from xgir.correct.guidance import attribution_map
 
-    grad = attribution_map(model, images, labels, "grad", create_graph=False).detach()
+    grad = attribution_map(model, images, labels, method="grad", create_graph=False).detach()
     cam = grad_cam(model, images, labels, layer, relu=False)[:, 0]
     return grad * cam
 
@@ -44,7 +44,7 @@ def mass_threshold(saliency: torch.Tensor, mass: float) -> torch.Tensor:
     return keep.view_as(saliency)
 
 
-def superpixels(image: torch.Tensor, n_segments: int = 40, compactness: float = 0.1) -> np.ndarray:
+def superpixels(image: torch.Tensor, *, n_segments: int = 40, compactness: float = 0.1) -> np.ndarray:
     """SLIC segments int[H,W] of one image float[C,H,W] in [0,1]."""
     from skimage.segmentation import slic
 
@@ -63,6 +63,7 @@ def propose_regions(
     images: torch.Tensor,
     labels: torch.Tensor,
     layer: str,
+    *,
     mass: float = 0.5,
     max_regions: int = 5,
     n_segments: int = 40,
@@ -101,7 +102,7 @@ def propose_regions(
     reduce = np.mean if rank == "mean" else np.sum
     out: list[list[np.ndarray]] = []
     for i in range(len(images)):
-        seg = superpixels(images[i], n_segments, compactness)
+        seg = superpixels(images[i], n_segments=n_segments, compactness=compactness)
         ids = np.unique(seg[keep[i]])
         scored = sorted(((float(reduce(strength[i][seg == k])), int(k)) for k in ids), reverse=True)
         out.append([seg == k for _, k in scored[:max_regions]])
@@ -109,7 +110,7 @@ def propose_regions(
 
 
 
-def select_random(candidates: Sequence[int] | torch.Tensor, k: int, seed: int = 0) -> list[int]:
+def select_random(candidates: Sequence[int] | torch.Tensor, k: int, *, seed: int = 0) -> list[int]:
     """``k`` ids drawn uniformly without replacement from ``candidates``."""
     cand = torch.as_tensor(list(candidates), dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
@@ -121,6 +122,7 @@ def select_uncertain(
     dataset: ImageDataset,
     candidates: Sequence[int] | torch.Tensor,
     k: int,
+    *,
     samples: int = 8,
     score: str = "mutual_information",
     seed: int = 0,

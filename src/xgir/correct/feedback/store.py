@@ -58,6 +58,7 @@ class FeedbackStore:
         num_images: int | None = None,
         height: int | None = None,
         width: int | None = None,
+        *,
         timeout: float = 30.0,
     ) -> None:
         self.path = Path(path)
