@@ -196,7 +196,7 @@ class GradCAM:
         upsample: bilinear upsampling to the input size (else float[N,T,u,v]).
     """
 
-    def __init__(self, layer: str | None = None, relu: bool = True, upsample: bool = True,
+    def __init__(self, *, layer: str | None = None, relu: bool = True, upsample: bool = True,
                  strategy: str = "batched") -> None:
         self.layer = layer
         self.relu = relu
