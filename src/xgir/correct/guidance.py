@@ -358,12 +358,12 @@ def fine_tune_guided(
     """
     from xgir.train import fit_classifier
 
-    masks = {"mask_key": mask_key, "invert": invert, "box": box, "box_margin": box_margin}
     flags = annotation_flags(len(dataset), fraction, seed=seed)
     data = with_annotations(dataset, flags)
     if weight is None:
-        weight = calibrate_lambda(model, data, guidance, batch_size=batch_size, seed=seed, **masks)
-    extra = guidance_term(guidance, weight, **masks)
+        weight = calibrate_lambda(model, data, guidance, mask_key=mask_key, invert=invert, box=box,
+                                  box_margin=box_margin, batch_size=batch_size, seed=seed)
+    extra = guidance_term(guidance, weight, mask_key=mask_key, invert=invert, box=box, box_margin=box_margin)
     fit_classifier(
         model,
         data,
