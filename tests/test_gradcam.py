@@ -180,6 +180,8 @@ def test_runs_on_cuda(resnet, images):
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         gpu = grad_cam(model.cuda(), images.cuda(), torch.tensor([[0, 1]] * 4), "layer3")
         assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+        diff = grad_cam(model, images.cuda(), torch.tensor([[0, 1]] * 4), "layer3", differentiable=True)
+        assert diff.requires_grad and torch.allclose(diff.detach(), gpu, atol=1e-5)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
         tf32 = grad_cam(model, images.cuda(), torch.tensor([[0, 1]] * 4), "layer3").cpu()
         assert (tf32 - cpu).abs().max() <= 1e-2 * cpu.abs().max()
