@@ -74,7 +74,7 @@ def test_objective_masks_activations_and_scores_their_density_at_zero():
     assert parts["loss"].item() == pytest.approx((kl + nll - 0.5 * dens).item(), rel=1e-5)
     # has_feedback switches images off
     off = BF.feedback_objective(
-        model, x, y, fb, torch.tensor([False, True, False]), 100, 0.5, samples=2
+        model, x, y, fb, torch.tensor([False, True, False]), num_train=100, lambda_fb=0.5, samples=2
     )
     assert 0 < off["masked"].item()
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import xgir
 from xgir.correct import feedback as FB
 from xgir.errors import XgirError
 from xgir.models import LeNet
@@ -176,7 +177,7 @@ def test_store_killed_process_mid_write_leaves_no_partial_rows(tmp_path):
         recs = [FB.FeedbackRecord(i, 50 + i, (0, 0, 2, 2), True, "sim") for i in range(6)]
         store.add(recs)
     """)
-    src = str(Path(FB.__file__).parents[2])
+    src = str(Path(xgir.__file__).parents[1])
     proc = subprocess.run(
         [sys.executable, "-c", script], env={"PYTHONPATH": src}, capture_output=True, timeout=60
     )

@@ -86,6 +86,71 @@ def test_registry_default_layer_modes_and_grad_state(resnet, images):
     assert all(p.grad is None for p in resnet.parameters())  # no parameter gradients written
 
 
+# ---- the differentiable option (what the Grad-CAM guidance losses train through) ----------
+
+@pytest.mark.parametrize("strategy", ["batched", "loop"])
+def test_differentiable_equals_plain_and_reaches_every_layer(resnet, images, strategy):
+    targets = torch.tensor([[0, 3], [1, 2], [4, 0], [5, 1]])
+    plain = grad_cam(resnet, images, targets, "layer2", relu=False, strategy=strategy)
+    diff = grad_cam(resnet, images, targets, "layer2", relu=False, strategy=strategy, differentiable=True)
+    assert not plain.requires_grad and diff.requires_grad
+    assert float(plain.abs().max()) > 0.05
+    assert torch.allclose(diff, plain, atol=1e-6, rtol=0)
+    (g_stem, g_block, g_fc) = torch.autograd.grad(diff.square().sum(), [
+        resnet.stem[0].weight, resnet.layer2[0].conv1.weight, resnet.fc.weight])
+    # before the layer (stem), inside it and after it (fc, through alpha): all non-zero
+    assert all(float(g.abs().sum()) > 0 for g in (g_stem, g_block, g_fc))
+    assert all(p.grad is None for p in resnet.parameters())
+
+
+class _SmoothNet(torch.nn.Module):
+    """conv -> tanh -> conv (the Grad-CAM layer) -> tanh -> mean pool -> linear: smooth, so its
+    maps have second derivatives everywhere (gradcheck needs that; ReLU nets are piecewise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(3, 3, 3)
+        self.fc = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        a = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))
+        return self.fc(a.mean((2, 3)))
+
+
+def test_differentiable_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    net = _SmoothNet().double().eval()
+    x = torch.rand(2, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    names = [n for n, _ in net.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_(True) for p in net.parameters())
+
+    class Functional(torch.nn.Module):  # the net with the parameters gradcheck perturbs
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.weights = dict(zip(names, params, strict=True))
+
+        def forward(self, inp):
+            return torch.func.functional_call(self.net, self.weights, (inp,))
+
+    model = Functional()
+
+    def maps(*weights):
+        model.weights = dict(zip(names, weights, strict=True))
+        return grad_cam(model, x, torch.tensor([[1, 3], [0, 2]]), "net.conv2", relu=False,
+                        differentiable=True)
+
+    out = maps(*params)
+    assert out.shape == (2, 2, 6, 6) and out.dtype == torch.float64
+    assert torch.allclose(out, grad_cam(model, x, torch.tensor([[1, 3], [0, 2]]), "net.conv2", relu=False),
+                          atol=1e-12, rtol=0)
+    grads = dict(zip(names, torch.autograd.grad(out.square().sum(), params, allow_unused=True), strict=True))
+    assert grads.pop("fc.bias") is None  # d logit / dA does not involve the output bias
+    assert all(float(g.abs().sum()) > 1e-6 for g in grads.values())  # every other one, conv1 included
+    assert torch.autograd.gradcheck(maps, params, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
 def test_errors(resnet, images):
     with pytest.raises(XgirError, match="available: .*layer3"):
         grad_cam(resnet, images, 0, "layer9")
@@ -115,6 +180,8 @@ def test_runs_on_cuda(resnet, images):
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         gpu = grad_cam(model.cuda(), images.cuda(), torch.tensor([[0, 1]] * 4), "layer3")
         assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+        diff = grad_cam(model, images.cuda(), torch.tensor([[0, 1]] * 4), "layer3", differentiable=True)
+        assert diff.requires_grad and torch.allclose(diff.detach(), gpu, atol=1e-5)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
         tf32 = grad_cam(model, images.cuda(), torch.tensor([[0, 1]] * 4), "layer3").cpu()
         assert (tf32 - cpu).abs().max() <= 1e-2 * cpu.abs().max()

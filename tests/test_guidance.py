@@ -139,7 +139,7 @@ def test_gradcam_matches_captum():
     model = LeNet(width=4, hidden=8).eval()
     x = torch.rand(4, 1, 28, 28)
     y = torch.tensor([3, 1, 0, 7])
-    ours = G.gradcam_map(model, x, y, "conv2", create_graph=False)
+    ours = G.attribution_map(model, x, y, method="gradcam", layer="conv2", create_graph=False)
     ref = LayerGradCam(model, model.conv2).attribute(x, target=y, relu_attributions=False)
     ref = LayerAttribution.interpolate(ref, (28, 28), interpolate_mode="bilinear")[:, 0]
     assert torch.allclose(ours, ref, atol=1e-5)
@@ -149,12 +149,12 @@ def test_attribution_grad_and_input_x_grad():
     model = Linear2(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 1.0]]))
     x = torch.full((1, 1, 2, 2), 0.5)
     y = torch.tensor([0])
-    g = G.attribution_map(model, x, y, "grad", create_graph=False)
+    g = G.attribution_map(model, x, y, method="grad", create_graph=False)
     assert torch.allclose(g, torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]))
-    ixg = G.attribution_map(model, x, y, "input_x_grad", create_graph=False)
+    ixg = G.attribution_map(model, x, y, method="input_x_grad", create_graph=False)
     assert torch.allclose(ixg, 0.5 * g)
     with pytest.raises(XgirError, match="unknown attribution"):
-        G.attribution_map(model, x, y, "nope")
+        G.attribution_map(model, x, y, method="nope")
 
 
 def test_boxes_from_masks():

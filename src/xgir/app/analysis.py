@@ -106,13 +106,13 @@ def cwox_image(state: AppState, image_id: int, level: float = 0.5, k: int = 5) -
         raise XgirError(f"level is a distance in [0, 1], got {level}")
 
     def tree() -> ConfusionTree:
-        top = top_label_sets(state.preds.probs, k, 0.95)
+        top = top_label_sets(state.preds.probs, k=k, mass=0.95)
         return ConfusionTree.from_top_labels(top, state.preds.probs.shape[1], state.classes)
 
     t = state.cache.get(("tree", k), tree)
     x = state.images.images[image_id : image_id + 1]
     with state.model_lock, mean_network(state.loaded.model) as model:
-        res = cwox(model, x, t, level, state.deep_layer, state.shallow_layer, k=k)
+        res = cwox(model, x, t, level=level, deep_layer=state.deep_layer, shallow_layer=state.shallow_layer, k=k)
     return res[0]
 
 
@@ -125,7 +125,7 @@ def proposals(state: AppState, image_id: int) -> tuple[np.ndarray, list[int]]:
     y = state.label(image_id)
     y = int(state.preds.pred[image_id]) if y is None else y
     compactness = COMPACTNESS.get(int(x.shape[1]), 0.1)
-    seg = superpixels(x[0], PROPOSALS["n_segments"], compactness)
+    seg = superpixels(x[0], n_segments=PROPOSALS["n_segments"], compactness=compactness)
     with state.model_lock:  # the model is frozen: the input carries the graph Grad-CAM needs
         regions = propose_regions(state.loaded.model, x.clone().requires_grad_(True), torch.tensor([y]),
                                   state.shallow_layer, compactness=compactness, **PROPOSALS)[0]

@@ -83,7 +83,7 @@ def _overlaps(state: AppState, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     from xgir.bench._guidance_common import explain_maps, overlap
 
     window = max(4, x.shape[-1] // 7)
-    maps = explain_maps(model, x, y, state.shallow_layer, window=window, stride=max(1, window // 2))
+    maps = explain_maps(model, x, y, layer=state.shallow_layer, window=window, stride=max(1, window // 2))
     return {k: overlap(v, mask) for k, v in maps.items()}, maps
 
 
@@ -119,9 +119,10 @@ def _train(state: AppState, model: nn.Module, p: dict[str, Any], data: ImageData
     data = with_annotations(data, has)
     weight = p["weight"]
     if weight is None:
-        weight = calibrate_lambda(model, data, g, "feedback", invert=True, batch_size=p["batch_size"], seed=p["seed"])
-    fit_classifier(model, data, p["epochs"], lr=p["lr"], batch_size=p["batch_size"], seed=p["seed"],
-                   extra_loss=guidance_term(g, weight, "feedback", invert=True), progress=False)
+        weight = calibrate_lambda(model, data, g, mask_key="feedback", invert=True, batch_size=p["batch_size"],
+                                  seed=p["seed"])
+    fit_classifier(model, data, epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], seed=p["seed"],
+                   extra_loss=guidance_term(g, weight, mask_key="feedback", invert=True), progress=False)
     return {"weight": weight}
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xgir.bench import one_thread
+from xgir.explain.gradcam import grad_cam
 from xgir.io import write_json, write_text
 from xgir.models.bayes import bayes_layers, sampling
 
@@ -23,15 +24,14 @@ OVERLAP_EXPLAINERS = ("Saliency", "DeepLIFT", "Occlusion", "Grad-CAM")
 
 
 def explain_maps(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str = "relu2", window: int = 4, stride: int = 2
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layer: str = "relu2", window: int = 4, stride: int = 2
 ) -> dict[str, torch.Tensor]:
     """Heatmaps float[N,H,W] of the ``y`` logits by Saliency (|grad|), DeepLIFT (zero baseline),
-    Occlusion (``window`` px squares to zero, ``stride``) and Grad-CAM at ``layer`` (default
-    the rectified last conv maps ``relu2``; ReLU on the map,
-    bilinear upsampling), all from Captum; a Bayesian model is explained by its mean network."""
-    from captum.attr import DeepLift, LayerAttribution, LayerGradCam, Occlusion, Saliency
-
-    from xgir.models.split import get_module
+    Occlusion (``window`` px squares to zero, ``stride``), all from Captum, and Grad-CAM at
+    ``layer`` (:func:`xgir.explain.gradcam.grad_cam`, equal to Captum's LayerGradCam; default
+    the rectified last conv maps ``relu2``; ReLU on the map, bilinear upsampling); a Bayesian
+    model is explained by its mean network."""
+    from captum.attr import DeepLift, Occlusion, Saliency
 
     was = model.training
     model.eval()
@@ -48,8 +48,7 @@ def explain_maps(
             )
             .sum(1),
         }
-        cam = LayerGradCam(model, get_module(model, layer)).attribute(x, target=y, relu_attributions=True)
-        out["Grad-CAM"] = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+        out["Grad-CAM"] = grad_cam(model, x, y, layer, relu=True, upsample=True)[:, 0]
     model.train(was)
     return {k: v.detach() for k, v in out.items()}
 
@@ -62,12 +61,13 @@ def overlap(maps: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def overlaps(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, layer: str = "relu2", batch_size: int = 100
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, layer: str = "relu2",
+    batch_size: int = 100,
 ) -> dict[str, float]:
     """Overlap of each explainer's maps with ``mask`` over the images x (in batches)."""
     sums = dict.fromkeys(OVERLAP_EXPLAINERS, 0.0)
     for i in range(0, len(x), batch_size):
-        maps = explain_maps(model, x[i : i + batch_size], y[i : i + batch_size], layer)
+        maps = explain_maps(model, x[i : i + batch_size], y[i : i + batch_size], layer=layer)
         for k in sums:
             sums[k] += overlap(maps[k], mask[i : i + batch_size]) * len(maps[k])
     return {k: v / len(x) for k, v in sums.items()}

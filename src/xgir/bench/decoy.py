@@ -135,8 +135,8 @@ def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
                 model,
                 tr,
                 Guidance(loss, "grad"),
-                None,
-                s.guide_epochs,
+                weight=None,
+                epochs=s.guide_epochs,
                 seed=seed,
                 fraction=frac,
                 mask_key="decoy_mask",
@@ -192,7 +192,8 @@ def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
             ids = select_random(range(len(tr)), k, seed=seed)
         else:
             ids = select_uncertain(bayes, tr, range(len(tr)), k, seed=seed)
-        counts = collect_feedback(bayes, tr, ids, store, annotator, "relu2", 0, s.mass, s.max_regions)
+        counts = collect_feedback(bayes, tr, ids, store, annotator, "relu2", round=0, mass=s.mass,
+                                  max_regions=s.max_regions)
         fb_masks, has = store.feedback_masks()
         store.close()
         decoy = tr.extras["decoy_mask"]

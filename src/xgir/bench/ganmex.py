@@ -91,7 +91,7 @@ def _foils(pred: torch.Tensor, k: int = 10) -> torch.Tensor:
 def _ig_maps(model: torch.nn.Module, x: torch.Tensor, foils: torch.Tensor, baseline: Any,
              steps: int, chunk: int = 8) -> torch.Tensor:
     """One-vs-one IG maps float[N,T,H,W] in chunks of images (bounded memory)."""
-    outs = [one_vs_one(model, x[i:i + chunk], foils[i:i + chunk], baseline, "ig", n_steps=steps,
+    outs = [one_vs_one(model, x[i:i + chunk], foils[i:i + chunk], baseline, method="ig", n_steps=steps,
                        internal_batch_size=512)
             for i in range(0, len(x), chunk)]
     return torch.cat(outs)

@@ -162,8 +162,8 @@ def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
                 model,
                 tr,
                 Guidance(loss, "grad"),
-                None,
-                s.guide_epochs,
+                weight=None,
+                epochs=s.guide_epochs,
                 seed=seed,
                 fraction=frac,
                 mask_key="mask",
@@ -200,7 +200,8 @@ def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
     store = FeedbackStore(path, len(tr), 32, 32)
     ids = select_random(range(len(tr)), k, seed=seed)
     counts = collect_feedback(
-        bayes, tr, ids, store, SimulatedAnnotator(~tr_masks, tr_masks), "relu2", 0, s.mass, s.max_regions
+        bayes, tr, ids, store, SimulatedAnnotator(~tr_masks, tr_masks), "relu2", round=0, mass=s.mass,
+        max_regions=s.max_regions,
     )
     fb_masks, has = store.feedback_masks()
     store.close()

@@ -33,7 +33,7 @@ from xgir.progress import Progress
 LOG_2PI = math.log(2 * math.pi)
 
 
-def pool_feedback(feedback: torch.Tensor, size: tuple[int, int], dilate: int = 0) -> torch.Tensor:
+def pool_feedback(feedback: torch.Tensor, size: tuple[int, int], *, dilate: int = 0) -> torch.Tensor:
     """Max-pool feedback bool[N,H,W] to the layer size (h, w): bool[N,1,h,w]; ``dilate`` > 0 grows
     the pooled region by that many cells (a square neighbourhood)."""
     if feedback.ndim != 3:
@@ -52,6 +52,7 @@ def feedback_objective(
     y: torch.Tensor,
     feedback: torch.Tensor,
     has_feedback: torch.Tensor | None = None,
+    *,
     num_train: int = 1,
     lambda_fb: float = 1e-4,
     samples: int = 1,
@@ -85,7 +86,7 @@ def feedback_objective(
     masked_total = 0.0
     for _ in range(samples):
         a, mean, var = last_conv(x)
-        region = pool_feedback(feedback, (a.shape[-2], a.shape[-1]), dilate) & has_feedback.view(-1, 1, 1, 1)
+        region = pool_feedback(feedback, (a.shape[-2], a.shape[-1]), dilate=dilate) & has_feedback.view(-1, 1, 1, 1)
         # which activations affect the output: gradient of the log-likelihood through the head
         a_d = a.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -131,6 +132,7 @@ def fine_tune_feedback(
     dataset: ImageDataset,
     feedback: torch.Tensor,
     has_feedback: torch.Tensor | None = None,
+    *,
     epochs: int = 10,
     lr: float = 1e-3,
     batch_size: int = 128,
@@ -171,11 +173,11 @@ def fine_tune_feedback(
                 batch["label"],
                 batch["feedback"],
                 batch["has_feedback"],
-                len(dataset),
-                lambda_fb,
-                samples,
-                kl_weight,
-                dilate,
+                num_train=len(dataset),
+                lambda_fb=lambda_fb,
+                samples=samples,
+                kl_weight=kl_weight,
+                dilate=dilate,
             )
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()

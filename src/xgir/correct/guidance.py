@@ -18,9 +18,9 @@ are differentiable in the model's parameters (``create_graph=True``) so the loss
 - ``grad``: d s_y / dx summed over channels (s_y = the true-class logit)
 - ``input_x_grad``: sum_c x * d s_y / dx
 - ``gradcam``: signed Grad-CAM at a named layer, sum_k mean_hw(d s_y / dA_k) A_k, upsampled
-  bilinearly to the input (our own small implementation: a forward hook keeps the layer's
-  output, ``torch.autograd.grad(..., create_graph=True)`` gives its gradient, so the map is a
-  differentiable function of the weights). The losses use its positive part.
+  bilinearly to the input: :func:`xgir.explain.gradcam.grad_cam` with ``differentiable=True``
+  (the explainer's own implementation, keeping the graph so the map is a differentiable
+  function of the weights). The losses use its positive part.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
+from xgir.explain.gradcam import grad_cam
 from xgir.metrics.localisation import boxes_from_masks
-from xgir.models.split import get_module
 
 EPS = 1e-8
 MAP_LOSSES = ("energy", "energy*", "l1", "ppce")
@@ -57,7 +57,7 @@ def _check_map_mask(attr: torch.Tensor, mask: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------- map losses
-def energy_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+def energy_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
     """1 - sum(A+ M) / sum(A+) per sample (0 when all positive attribution is inside M)."""
     _check_map_mask(attr, mask)
     pos = attr.clamp(min=0).flatten(1)
@@ -67,7 +67,7 @@ def energy_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> 
 
 
 def energy_star_loss(
-    attr: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, reduce: bool = True
+    attr: torch.Tensor, mask: torch.Tensor, *, alpha: float = 0.5, reduce: bool = True
 ) -> torch.Tensor:
     """1 - EPG / area(M)^alpha per sample; area = fraction of the image covered by M."""
     _check_map_mask(attr, mask)
@@ -84,14 +84,14 @@ def _normalise(attr: torch.Tensor) -> torch.Tensor:
     return pos / (pos.amax(1, keepdim=True) + EPS)
 
 
-def l1_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+def l1_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
     """Mean over pixels of the max-normalised A+ outside M per sample."""
     _check_map_mask(attr, mask)
     per = (_normalise(attr) * (~mask).flatten(1).float()).mean(1)
     return per.mean() if reduce else per
 
 
-def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
     """Per-pixel cross-entropy inside M: -sum(M log(A+/max A+)) / sum(M) per sample
     (0 when the normalised map is 1 on the whole mask; the log is clamped at log 1e-6)."""
     _check_map_mask(attr, mask)
@@ -102,17 +102,17 @@ def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, reduce: bool = True) -> to
 
 
 def map_loss(
-    name: str, attr: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, reduce: bool = True
+    name: str, attr: torch.Tensor, mask: torch.Tensor, *, alpha: float = 0.5, reduce: bool = True
 ) -> torch.Tensor:
     """The map loss ``name`` (one of ``MAP_LOSSES``) of attribution maps and relevant masks."""
     if name == "energy":
-        return energy_loss(attr, mask, reduce)
+        return energy_loss(attr, mask, reduce=reduce)
     if name == "energy*":
-        return energy_star_loss(attr, mask, alpha, reduce)
+        return energy_star_loss(attr, mask, alpha=alpha, reduce=reduce)
     if name == "l1":
-        return l1_loss(attr, mask, reduce)
+        return l1_loss(attr, mask, reduce=reduce)
     if name == "ppce":
-        return ppce_loss(attr, mask, reduce)
+        return ppce_loss(attr, mask, reduce=reduce)
     raise XgirError(f"unknown guidance loss '{name}'; choose one of: {', '.join(LOSSES)}")
 
 
@@ -122,6 +122,7 @@ def rrr_loss(
     x: torch.Tensor,
     mask: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     reduce: bool = True,
 ) -> torch.Tensor:
     """Right for the right reasons: sum over pixels and channels of ((1 - M) * grad)^2.
@@ -143,49 +144,11 @@ def rrr_loss(
 
 
 # ----------------------------------------------------------------- attributions
-def gradcam_map(
-    model: nn.Module,
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    layer: str,
-    create_graph: bool = True,
-    upsample: bool = True,
-) -> torch.Tensor:
-    """Signed Grad-CAM float[N,H,W] of the ``labels`` logits at layer ``layer``.
-
-    sum_k mean_hw(d s_y / dA_k) * A_k, bilinearly upsampled to the input size when ``upsample``
-    (else at the layer's resolution). Differentiable in the parameters when ``create_graph``.
-    """
-    module = get_module(model, layer)
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
-        store["a"] = out
-
-    handle = module.register_forward_hook(keep)
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    if "a" not in store:
-        raise XgirError(f"layer '{layer}' was not called in the forward pass")
-    act = store["a"]
-    if act.ndim != 4:
-        raise XgirError(
-            f"Grad-CAM needs a conv layer with [N,K,h,w] output; '{layer}' gives {tuple(act.shape)}"
-        )
-    score = logits.gather(1, labels.view(-1, 1)).sum()
-    (grad,) = torch.autograd.grad(score, act, create_graph=create_graph)
-    cam = (grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)
-    if upsample:
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return cam[:, 0]
-
-
 def attribution_map(
     model: nn.Module,
     x: torch.Tensor,
     labels: torch.Tensor,
+    *,
     method: str = "grad",
     layer: str | None = None,
     create_graph: bool = True,
@@ -198,7 +161,7 @@ def attribution_map(
     if method == "gradcam":
         if layer is None:
             raise XgirError("attribution 'gradcam' needs a layer name, e.g. layer='conv2'")
-        return gradcam_map(model, x, labels, layer, create_graph=create_graph)
+        return grad_cam(model, x, labels, layer, relu=False, differentiable=create_graph)[:, 0]
     if method not in ("grad", "input_x_grad"):
         raise XgirError(f"unknown attribution '{method}'; choose one of: {', '.join(ATTRIBUTIONS)}")
     x = x.detach().requires_grad_(True)
@@ -210,7 +173,7 @@ def attribution_map(
 
 
 # ----------------------------------------------------------------- masks
-def annotation_flags(n: int, fraction: float, seed: int = 0) -> torch.Tensor:
+def annotation_flags(n: int, fraction: float, *, seed: int = 0) -> torch.Tensor:
     """bool[n]: round(fraction * n) images (at least 1 when fraction > 0) chosen at random."""
     if not 0.0 <= fraction <= 1.0:
         raise XgirError(f"annotated fraction must be in [0, 1], got {fraction}")
@@ -255,8 +218,8 @@ class Guidance:
             return rrr_loss(model, x, masks)
         if self.loss == "rrr*":
             return rrr_loss(model, x, masks, labels)
-        attr = attribution_map(model, x, labels, self.attribution, self.layer)
-        return map_loss(self.loss, attr, masks, self.alpha)
+        attr = attribution_map(model, x, labels, method=self.attribution, layer=self.layer)
+        return map_loss(self.loss, attr, masks, alpha=self.alpha)
 
 
 def _batch_masks(
@@ -275,6 +238,7 @@ def _batch_masks(
 def guidance_term(
     guidance: Guidance,
     weight: float,
+    *,
     mask_key: str = "mask",
     invert: bool = False,
     box: bool = False,
@@ -319,6 +283,7 @@ def calibrate_lambda(
     model: nn.Module,
     dataset: ImageDataset,
     guidance: Guidance,
+    *,
     mask_key: str = "mask",
     invert: bool = False,
     box: bool = False,
@@ -373,6 +338,7 @@ def fine_tune_guided(
     model: nn.Module,
     dataset: ImageDataset,
     guidance: Guidance,
+    *,
     weight: float | None = None,
     epochs: int = 3,
     lr: float = 1e-3,
@@ -392,25 +358,16 @@ def fine_tune_guided(
     """
     from xgir.train import fit_classifier
 
-    flags = annotation_flags(len(dataset), fraction, seed)
+    flags = annotation_flags(len(dataset), fraction, seed=seed)
     data = with_annotations(dataset, flags)
     if weight is None:
-        weight = calibrate_lambda(
-            model,
-            data,
-            guidance,
-            mask_key,
-            invert,
-            box,
-            box_margin,
-            batch_size=batch_size,
-            seed=seed,
-        )
-    extra = guidance_term(guidance, weight, mask_key, invert, box, box_margin)
+        weight = calibrate_lambda(model, data, guidance, mask_key=mask_key, invert=invert, box=box,
+                                  box_margin=box_margin, batch_size=batch_size, seed=seed)
+    extra = guidance_term(guidance, weight, mask_key=mask_key, invert=invert, box=box, box_margin=box_margin)
     fit_classifier(
         model,
         data,
-        epochs,
+        epochs=epochs,
         lr=lr,
         batch_size=batch_size,
         seed=seed,

@@ -58,7 +58,7 @@ class LayerCapture:
             ``torch.enable_grad()`` after the forward pass.
     """
 
-    def __init__(self, modules: nn.Module | Sequence[nn.Module], cut: bool = False) -> None:
+    def __init__(self, modules: nn.Module | Sequence[nn.Module], *, cut: bool = False) -> None:
         mods = [modules] if isinstance(modules, nn.Module) else list(modules)
         self.modules: list[nn.Module] = []
         for m in mods:

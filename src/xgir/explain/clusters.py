@@ -40,7 +40,7 @@ it groups {tabby, tiger cat, Egyptian cat} and {espresso, cup, coffee mug}, 278 
 VERSION = 1
 
 
-def top_label_sets(probs: torch.Tensor, k: int = 5, mass: float | None = 0.95) -> list[list[int]]:
+def top_label_sets(probs: torch.Tensor, *, k: int = 5, mass: float | None = 0.95) -> list[list[int]]:
     """Each row's top labels, most probable first: the smallest prefix of the sorted classes
     whose probabilities sum past ``mass`` (``None``: always k), at most ``k``.
 
@@ -69,13 +69,13 @@ def top_label_sets(probs: torch.Tensor, k: int = 5, mass: float | None = 0.95) -
 
 
 @torch.no_grad()
-def model_top_labels(model: nn.Module, images: torch.Tensor, k: int = 5, mass: float | None = 0.95,
+def model_top_labels(model: nn.Module, images: torch.Tensor, *, k: int = 5, mass: float | None = 0.95,
                      batch_size: int = 256) -> list[list[int]]:
     """:func:`top_label_sets` of the model's softmax outputs on ``images`` float[N,C,H,W]."""
     from xgir.models.inference import predict as predict_logits
 
     logits = predict_logits(model, images, batch_size=batch_size)
-    return top_label_sets(torch.softmax(logits, dim=1), k, mass)
+    return top_label_sets(torch.softmax(logits, dim=1), k=k, mass=mass)
 
 
 def cooccurrence(top_labels: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
@@ -136,7 +136,7 @@ class ConfusionTree:
     """
 
     def __init__(self, linkage: np.ndarray, similarity: np.ndarray, counts: np.ndarray,
-                 classes: Sequence[str] | None = None, meta: dict[str, Any] | None = None) -> None:
+                 classes: Sequence[str] | None = None, *, meta: dict[str, Any] | None = None) -> None:
         k = similarity.shape[0]
         self.linkage = np.asarray(linkage, dtype=float).reshape(max(k - 1, 0), 4)
         self.similarity = np.asarray(similarity, dtype=float)
@@ -157,7 +157,7 @@ class ConfusionTree:
     # ---- fitting -------------------------------------------------------------------------
     @classmethod
     def from_top_labels(cls, top_labels: Sequence[Sequence[int]], num_classes: int,
-                        classes: Sequence[str] | None = None,
+                        classes: Sequence[str] | None = None, *,
                         meta: dict[str, Any] | None = None) -> ConfusionTree:
         """Build the tree from per-image top label sets.
 
@@ -177,10 +177,10 @@ class ConfusionTree:
         sim = jaccard_similarity(counts)
         z = average_linkage(sim)
         meta = {"images": len(top_labels), **(meta or {})}
-        return cls(z, sim, counts, classes, meta)
+        return cls(z, sim, counts, classes, meta=meta)
 
     @classmethod
-    def fit(cls, model: nn.Module, dataset: ImageDataset, k: int = 5, mass: float | None = 0.95,
+    def fit(cls, model: nn.Module, dataset: ImageDataset, *, k: int = 5, mass: float | None = 0.95,
             batch_size: int = 256) -> ConfusionTree:
         """Fit on the model's top label sets over ``dataset`` (the model is not switched to eval
         mode: call ``model.eval()`` first)."""
@@ -190,13 +190,13 @@ class ConfusionTree:
             raise XgirError("cannot fit a confusion tree on an empty dataset")
         logits = predict_logits(model, dataset.images, batch_size=batch_size)
         num_classes = int(logits.shape[1])
-        top = top_label_sets(torch.softmax(logits, dim=1), k, mass)
+        top = top_label_sets(torch.softmax(logits, dim=1), k=k, mass=mass)
         classes = dataset.classes if len(dataset.classes) == num_classes else None
         return cls.from_top_labels(top, num_classes, classes,
                                    meta={"k": k, "mass": mass, "dataset": dataset.name})
 
     @classmethod
-    def from_head(cls, head: nn.Module | torch.Tensor, classes: Sequence[str] | None = None,
+    def from_head(cls, head: nn.Module | torch.Tensor, classes: Sequence[str] | None = None, *,
                   meta: dict[str, Any] | None = None) -> ConfusionTree:
         """Data-free tree from the classifier head's weight vectors: average-linkage
         clustering of the K rows of ``head.weight`` (float[K,D]) on the cosine distance
@@ -218,7 +218,7 @@ class ConfusionTree:
         if classes is not None and len(classes) != k:
             raise XgirError(f"{len(classes)} class names for a head with {k} outputs")
         return cls(z, sim, np.zeros((k, k), dtype=np.int64), classes,
-                   {"source": "head", "distance": "cosine", "linkage": "average", "level": HEAD_LEVEL,
+                   meta={"source": "head", "distance": "cosine", "linkage": "average", "level": HEAD_LEVEL,
                     **(meta or {})})
 
     # ---- cutting -------------------------------------------------------------------------
@@ -318,4 +318,4 @@ class ConfusionTree:
                 sim, counts = _cophenetic_similarity(z, k), np.zeros((k, k), dtype=np.int64)
         except (KeyError, ValueError, TypeError) as err:
             raise XgirError(f"{path}: malformed confusion tree ({err})") from None
-        return cls(z, sim, counts, data.get("classes"), data.get("meta"))
+        return cls(z, sim, counts, data.get("classes"), meta=data.get("meta"))

@@ -62,7 +62,7 @@ def contrast_clusters(maps: torch.Tensor, valid: torch.Tensor | None = None) -> 
 
 
 def contrast_within_clusters(class_maps: torch.Tensor, group: torch.Tensor,
-                             cluster_maps: torch.Tensor, delta: float = 50.0) -> torch.Tensor:
+                             cluster_maps: torch.Tensor, *, delta: float = 50.0) -> torch.Tensor:
     """Class maps contrasted within their cluster on the delta-percentile support of H(C_i).
 
     Args:
@@ -167,6 +167,7 @@ def cwox(
     model: nn.Module,
     x: torch.Tensor,
     partition: Partition = None,
+    *,
     level: float | None = None,
     deep_layer: str | None = None,
     shallow_layer: str | None = None,
@@ -200,7 +201,7 @@ def cwox(
 
     def cluster_targets(logits: torch.Tensor) -> Targets:
         probs = torch.softmax(logits.float(), dim=1)
-        top = top_label_sets(probs, k, mass)
+        top = top_label_sets(probs, k=k, mass=mass)
         p_cpu = probs.cpu()
         plan["probs"] = p_cpu
         rows, cprobs = [], []
@@ -241,7 +242,7 @@ def cwox(
         for j, (_, ci) in enumerate(mem):
             group[i, j] = ci
     group = group.to(g_classes.device)
-    hc = contrast_within_clusters(g_classes, group, h, delta)
+    hc = contrast_within_clusters(g_classes, group, h, delta=delta)
 
     images = []
     g_clusters, h, g_classes, hc = (t.detach().cpu() for t in (g_clusters, h, g_classes, hc))
@@ -272,7 +273,7 @@ class CWOX:
     for the full method (top classes, clusters from a tree, class maps).
     """
 
-    def __init__(self, layer: str | None = None, relu: bool = True) -> None:
+    def __init__(self, *, layer: str | None = None, relu: bool = True) -> None:
         self.layer = layer
         self.relu = relu
 
@@ -288,7 +289,7 @@ def _label(classes: Sequence[int], names: Sequence[str] | None) -> str:
 
 
 def plot_cwox(result: CwoxResult | CwoxImage, image: torch.Tensor, path: str | os.PathLike,
-              index: int = 0, class_names: Sequence[str] | None = None, alpha: float = 0.5) -> Path:
+              *, index: int = 0, class_names: Sequence[str] | None = None, alpha: float = 0.5) -> Path:
     """Draw a CWOX-2s explanation like the paper: the image, then one row per cluster with its
     contrastive cluster map followed (after a gap) by the contrastive maps of its classes.
 
@@ -343,7 +344,7 @@ def plot_cwox(result: CwoxResult | CwoxImage, image: torch.Tensor, path: str | o
     return save_figure(fig, path)
 
 
-def plot_tree(tree: ConfusionTree, path: str | os.PathLike, labels: Sequence[int] | None = None,
+def plot_tree(tree: ConfusionTree, path: str | os.PathLike, *, labels: Sequence[int] | None = None,
               level: float | None = None, title: str = "") -> Path:
     """Draw the confusion tree (restricted to ``labels``, e.g. the classes in some images' top
     labels; default all when K <= 60) as a dendrogram with class names, and the cut ``level``

@@ -59,7 +59,7 @@ class GanmexBaseline:
     one-vs-one attribution of the predicted class, use :func:`one_vs_one`.
     """
 
-    def __init__(self, generator: Generator, batch_size: int = 256) -> None:
+    def __init__(self, generator: Generator, *, batch_size: int = 256) -> None:
         self.generator = generator.eval()
         self.batch_size = batch_size
 
@@ -98,6 +98,7 @@ def one_vs_one(
     x: torch.Tensor,
     foils: torch.Tensor,
     baseline: GanmexBaseline | Any,
+    *,
     method: Method = "ig",
     score: Literal["predicted", "contrast"] = "predicted",
     predicted: torch.Tensor | None = None,
@@ -157,7 +158,7 @@ class GanmexExplainer:
     attribution of the predicted class against each foil class t with G(x, t) as the
     baseline (see :func:`one_vs_one`). The *targets* of this explainer are the foils."""
 
-    def __init__(self, generator: Generator | str | Path, method: Method = "ig",
+    def __init__(self, generator: Generator | str | Path, *, method: Method = "ig",
                  score: Literal["predicted", "contrast"] = "predicted", **params: Any) -> None:
         if not isinstance(generator, Generator):
             generator = load_generator(generator)
@@ -169,6 +170,6 @@ class GanmexExplainer:
             targets = torch.full((x.shape[0],), targets)
         if not isinstance(targets, torch.Tensor) or targets.is_floating_point():
             raise XgirError("ganmex explainer targets are foil classes: an int or long [N] / [N,T]")
-        return one_vs_one(model, x, targets.long(), self.baseline, self.method, self.score,
+        return one_vs_one(model, x, targets.long(), self.baseline, method=self.method, score=self.score,
                           **self.params)
 

@@ -9,6 +9,11 @@ One forward pass per batch: the prefix of the network up to the layer runs witho
 an autograd graph, and the T vector-Jacobian products go through the network's tail
 only, batched with ``torch.autograd.grad(..., is_grads_batched=True)``.
 
+With ``differentiable=True`` the whole forward pass keeps its graph and the gradients are
+taken with ``create_graph=True``: the maps are then differentiable functions of the model's
+parameters (and of x), so a loss on them trains the model (the Grad-CAM guidance losses of
+:mod:`xgir.correct.guidance` use this). The maps are the same numbers either way.
+
 The model's mode is not changed: call ``model.eval()`` first (batch norm and dropout
 in training mode give other maps). Model and images may be on any device; the maps
 come back on the images' device.
@@ -16,6 +21,7 @@ come back on the images' device.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,41 +33,48 @@ from xgir.errors import XgirError
 from xgir.explain._hooks import LayerCapture, check_images, default_layer, resolve_layer
 from xgir.explain.targets import Targets, as_targets
 
+STRATEGIES = ("batched", "loop")
 
-def layer_gradients(scores: torch.Tensor, activation: torch.Tensor, strategy: str = "batched",
-                    retain_graph: bool = False) -> torch.Tensor:
+
+def layer_gradients(scores: torch.Tensor, activation: torch.Tensor, *, strategy: str = "batched",
+                    retain_graph: bool = False, create_graph: bool = False) -> torch.Tensor:
     """d scores[n,t] / d activation[n], float[N,T,*activation.shape[1:]].
 
     Assumes each image's scores depend only on its own activation (no batch mixing, i.e.
-    batch norm in eval mode). ``strategy``: ``"batched"`` (one vmapped backward over T
-    one-hot grad outputs) or ``"loop"`` (T backward passes through the same graph).
+    batch norm in eval mode; with one target per image it is the gradient of the summed
+    scores either way). ``strategy``: ``"batched"`` (one vmapped backward over T one-hot grad
+    outputs) or ``"loop"`` (T backward passes through the same graph). ``create_graph``: the
+    gradients keep a graph (differentiable in the parameters; the graph is then retained).
     """
+    if strategy not in STRATEGIES:
+        raise XgirError(f"unknown gradient strategy '{strategy}'; choose batched or loop")
     n, t = scores.shape
+    retain = retain_graph or create_graph
     if t == 1:
-        (g,) = torch.autograd.grad(scores.sum(), activation, retain_graph=retain_graph)
+        (g,) = torch.autograd.grad(scores.sum(), activation, retain_graph=retain, create_graph=create_graph)
         return g[:, None]
     if strategy == "batched":
         eye = torch.eye(t, dtype=scores.dtype, device=scores.device)
         grad_outputs = eye[:, None, :].expand(t, n, t)
-        (g,) = torch.autograd.grad(scores, activation, grad_outputs=grad_outputs,
-                                   is_grads_batched=True, retain_graph=retain_graph)
+        (g,) = torch.autograd.grad(scores, activation, grad_outputs=grad_outputs, is_grads_batched=True,
+                                   retain_graph=retain, create_graph=create_graph)
         return g.transpose(0, 1)
-    if strategy == "loop":
-        grads = [
-            torch.autograd.grad(scores[:, j].sum(), activation,
-                                retain_graph=retain_graph or j < t - 1)[0]
-            for j in range(t)
-        ]
-        return torch.stack(grads, dim=1)
-    raise XgirError(f"unknown gradient strategy '{strategy}'; choose batched or loop")
+    grads = [
+        torch.autograd.grad(scores[:, j].sum(), activation, retain_graph=retain or j < t - 1,
+                            create_graph=create_graph)[0]
+        for j in range(t)
+    ]
+    return torch.stack(grads, dim=1)
 
 
-def cam_from_gradients(activation: torch.Tensor, grads: torch.Tensor, relu: bool = True,
-                       size: tuple[int, int] | None = None) -> torch.Tensor:
+def cam_from_gradients(activation: torch.Tensor, grads: torch.Tensor, *, relu: bool = True,
+                       size: tuple[int, int] | None = None, differentiable: bool = False) -> torch.Tensor:
     """Grad-CAM maps from A float[N,K,u,v] and dy/dA float[N,T,K,u,v]: float[N,T,u,v], or
-    float[N,T,*size] bilinearly upsampled (align_corners=False) when ``size`` is given."""
+    float[N,T,*size] bilinearly upsampled (align_corners=False) when ``size`` is given.
+    ``differentiable``: keep A's graph (else A is detached)."""
     alpha = grads.mean(dim=(-2, -1))  # [N,T,K]
-    cams = torch.einsum("ntk,nkuv->ntuv", alpha, activation.detach())
+    act = activation if differentiable else activation.detach()
+    cams = torch.einsum("ntk,nkuv->ntuv", alpha, act)
     if relu:
         cams = cams.clamp(min=0)
     if size is not None and tuple(cams.shape[-2:]) != tuple(size):
@@ -83,21 +96,29 @@ def grad_cam_layers(
     relu: bool = True,
     upsample: bool = True,
     strategy: str = "batched",
+    differentiable: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Grad-CAM at several layers, each with its own targets, from ONE forward pass.
 
     Args:
         requests: (layer, targets) pairs; ``targets`` may be a callable taking the detached
             logits float[N,K] and returning targets (to pick them from this forward pass).
+        differentiable: maps (and logits) keep the autograd graph of the parameters (see the
+            module docstring); else they are detached and the prefix runs without a graph.
 
     Returns:
-        (logits float[N,K] detached, one map tensor float[N,T_i,H,W] per request).
+        (logits float[N,K], one map tensor float[N,T_i,H,W] per request).
     """
     check_images(x)
     if not requests:
         raise XgirError("no Grad-CAM request given")
+    if strategy not in STRATEGIES:
+        raise XgirError(f"unknown gradient strategy '{strategy}'; choose batched or loop")
+    if differentiable and torch.is_inference_mode_enabled():
+        raise XgirError("differentiable Grad-CAM cannot run inside torch.inference_mode()")
     modules = [resolve_layer(model, layer) for layer, _ in requests]
-    with LayerCapture(modules, cut=True) as cap:
+    graph = torch.enable_grad() if differentiable else contextlib.nullcontext()
+    with graph, LayerCapture(modules, cut=not differentiable) as cap:
         try:
             logits = model(x)
         except RuntimeError as err:  # e.g. wrong channel count or image size for the model
@@ -127,9 +148,11 @@ def grad_cam_layers(
                 if not bool(torch.isfinite(tg.weights).all()):
                     raise XgirError("target weights contain NaN or infinite values")
                 scores = tg.scores(logits)
-                grads = layer_gradients(scores, act, strategy, retain_graph=i < len(requests) - 1)
-                cams.append(cam_from_gradients(act, grads, relu, size))  # type: ignore[arg-type]
-    return logits.detach(), cams
+                grads = layer_gradients(scores, act, strategy=strategy, retain_graph=i < len(requests) - 1,
+                                        create_graph=differentiable)
+                cams.append(cam_from_gradients(act, grads, relu=relu, size=size,  # type: ignore[arg-type]
+                                               differentiable=differentiable))
+    return (logits if differentiable else logits.detach()), cams
 
 
 def grad_cam(
@@ -141,6 +164,7 @@ def grad_cam(
     relu: bool = True,
     upsample: bool = True,
     strategy: str = "batched",
+    differentiable: bool = False,
 ) -> torch.Tensor:
     """Grad-CAM maps of every (image, target) pair.
 
@@ -152,11 +176,14 @@ def grad_cam(
         relu: clip negative evidence (standard Grad-CAM).
         upsample: bilinear upsampling (align_corners=False) to (H, W).
         strategy: how the T backward products are done, see :func:`layer_gradients`.
+        differentiable: the maps keep the autograd graph, so a loss on them back-propagates
+            into every parameter (also those before the layer); else they are detached.
 
     Returns:
         float[N,T,H,W] (float[N,T,u,v] without upsampling), on x's device.
     """
-    return grad_cam_layers(model, x, [(layer, targets)], relu=relu, upsample=upsample, strategy=strategy)[1][0]
+    return grad_cam_layers(model, x, [(layer, targets)], relu=relu, upsample=upsample, strategy=strategy,
+                           differentiable=differentiable)[1][0]
 
 
 class GradCAM:
@@ -169,7 +196,7 @@ class GradCAM:
         upsample: bilinear upsampling to the input size (else float[N,T,u,v]).
     """
 
-    def __init__(self, layer: str | None = None, relu: bool = True, upsample: bool = True,
+    def __init__(self, *, layer: str | None = None, relu: bool = True, upsample: bool = True,
                  strategy: str = "batched") -> None:
         self.layer = layer
         self.relu = relu

@@ -41,7 +41,7 @@ class RowScore(nn.Module):
     row's own target score. With ``offset=True`` the first extra argument is a reference r[R,...]
     and the model sees r + x (used for Expected Gradients with per-row baselines)."""
 
-    def __init__(self, model: nn.Module, offset: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, offset: bool = False) -> None:
         super().__init__()
         self.model = model
         self.offset = offset
@@ -116,7 +116,7 @@ class _CaptumExplainer:
 
     uses_baseline = False
 
-    def __init__(self, baseline: Any = "zero") -> None:
+    def __init__(self, *, baseline: Any = "zero") -> None:
         self.baseline = baseline
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
@@ -137,7 +137,7 @@ class _CaptumExplainer:
 class Saliency(_CaptumExplainer):
     """|d score / d x| per channel (Captum ``Saliency(abs=True)``), summed over channels."""
 
-    def __init__(self, abs: bool = True) -> None:
+    def __init__(self, *, abs: bool = True) -> None:
         super().__init__()
         self.abs = abs
 
@@ -164,9 +164,9 @@ class IntegratedGradients(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, baseline: Any = "zero", n_steps: int = 50, method: str = "gausslegendre",
+    def __init__(self, *, baseline: Any = "zero", n_steps: int = 50, method: str = "gausslegendre",
                  internal_batch_size: int | None = None) -> None:
-        super().__init__(baseline)
+        super().__init__(baseline=baseline)
         self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
@@ -207,11 +207,11 @@ class ExpectedGradients(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, baselines: Any = None, n_samples: int = 32, seed: int | None = 0) -> None:
+    def __init__(self, *, baselines: Any = None, n_samples: int = 32, seed: int | None = 0) -> None:
         if baselines is None:
             raise XgirError("expected-gradients needs baselines: a data tensor [B,C,H,W] "
                             "(e.g. training images) or a baseline name / callable")
-        super().__init__(baselines)
+        super().__init__(baseline=baselines)
         self.n_samples, self.seed = n_samples, seed
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
@@ -242,12 +242,12 @@ class DeepShap(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, baselines: Any = "zero") -> None:
-        super().__init__(baselines)
+    def __init__(self, *, baselines: Any = "zero") -> None:
+        super().__init__(baseline=baselines)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         if not _is_distribution(self.baseline):
-            return DeepLift(self.baseline)(model, x, targets)
+            return DeepLift(baseline=self.baseline)(model, x, targets)
         from captum.attr import DeepLiftShap
 
         tg, rows, extra = expand_rows(model, x, targets)
@@ -268,9 +268,9 @@ class Occlusion(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, baseline: Any = "zero", window: int | None = None, stride: int | None = None,
+    def __init__(self, *, baseline: Any = "zero", window: int | None = None, stride: int | None = None,
                  perturbations_per_eval: int = 16) -> None:
-        super().__init__(baseline)
+        super().__init__(baseline=baseline)
         self.window, self.stride, self.ppe = window, stride, perturbations_per_eval
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],

@@ -109,7 +109,7 @@ class IASSA:
         progress: show a progress bar.
     """
 
-    def __init__(self, iterations: int = 5, lam: float = 0.5, threshold: float = 0.3,
+    def __init__(self, *, iterations: int = 5, lam: float = 0.5, threshold: float = 0.3,
                  window: float = 45.0, stride: float = 8.0, reference_size: int = 224,
                  window_shrink: float = 43.5 / 45, stride_shrink: float = 7.8 / 8,
                  layers: Sequence[str] | None = None, grid: int = 32,

@@ -82,7 +82,7 @@ class LIME:
         progress: show a progress bar.
     """
 
-    def __init__(self, n_samples: int = 1000, n_segments: int = 50,
+    def __init__(self, *, n_samples: int = 1000, n_segments: int = 50,
                  compactness: float | None = None, kernel_width: float = 0.25,
                  alpha: float = 1.0, fill: str | float | Sequence[float] = "mean",
                  seed: int = 0, batch_size: int | None = None, progress: bool = True) -> None:

@@ -54,7 +54,7 @@ class RISE:
         progress: show a progress bar.
     """
 
-    def __init__(self, n_masks: int = 2000, s: int = 8, p: float = 0.5, seed: int = 0,
+    def __init__(self, *, n_masks: int = 2000, s: int = 8, p: float = 0.5, seed: int = 0,
                  batch_size: int | None = None, center: bool = False, progress: bool = True) -> None:
         check_positive(n_masks=n_masks, s=s, p=p)
         if p > 1:

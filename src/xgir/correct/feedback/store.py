@@ -1,20 +1,9 @@
-"""Active explanation feedback: propose regions, store feedback, fine-tune, repeat.
+"""The feedback store: what a person said about regions of images, saved atomically and loaded back.
 
-The pipeline of docs/correct.md ("The active feedback loop"):
-
-1. train a model (:mod:`xgir.models.bayes` or any CNN);
-2. choose which training images to ask about (:func:`select_random`, or
-   :func:`select_uncertain` by the Bayesian model's predictive uncertainty);
-3. explain them and propose candidate regions (:func:`propose_regions`: input gradient times
-   the upsampled signed Grad-CAM, the pixels holding a given share of its absolute mass, and
-   the SLIC superpixels overlapping them);
-4. collect feedback (a person in the app, or :class:`SimulatedAnnotator` from ground-truth
-   irrelevant masks) into a :class:`FeedbackStore` (SQLite, one row per image and region, with
-   who and when; every write is one transaction);
-5. fine-tune from the stored feedback (:func:`feedback_masks` gives F_i, 1 = irrelevant pixel;
-   :mod:`xgir.correct.bayes_feedback` or a guidance loss uses it) and evaluate.
-
-:func:`active_feedback_loop` runs steps 2-5 for several rounds.
+A :class:`FeedbackStore` is one SQLite file, one row per (image, region, annotator) with the
+region's mask, the question, the answer, who and when; every write is one transaction, so a
+crash or an error mid-write leaves no partial rows. :meth:`FeedbackStore.feedback_masks` gives
+F_i (1 = irrelevant pixel) for fine-tuning (:mod:`xgir.correct.bayes_feedback`, guidance losses).
 """
 
 from __future__ import annotations
@@ -23,21 +12,18 @@ import contextlib
 import datetime as _dt
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 
 SCHEMA_VERSION = "1"
 
 
-# ================================================================= the store
 @dataclass(frozen=True)
 class FeedbackRecord:
     """One answer about one region of one image.
@@ -72,6 +58,7 @@ class FeedbackStore:
         num_images: int | None = None,
         height: int | None = None,
         width: int | None = None,
+        *,
         timeout: float = 30.0,
     ) -> None:
         self.path = Path(path)
@@ -367,256 +354,3 @@ class FeedbackStore:
             masks[image_id] |= torch.from_numpy(self._unpack(blob))
         return masks, masks.flatten(1).any(1)
 
-
-# ================================================================= proposals
-def saliency_for_proposals(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str
-) -> torch.Tensor:
-    """Input gradient (summed over channels) times upsampled signed Grad-CAM, float[N,H,W]."""
-    from xgir.correct.guidance import attribution_map, gradcam_map
-
-    grad = attribution_map(model, images, labels, "grad", create_graph=False).detach()
-    cam = gradcam_map(model, images, labels, layer, create_graph=False).detach()
-    return grad * cam
-
-
-def mass_threshold(saliency: torch.Tensor, mass: float) -> torch.Tensor:
-    """bool[N,H,W]: the fewest pixels holding ``mass`` of each map's absolute total."""
-    if not 0 < mass <= 1:
-        raise XgirError(f"mass must be in (0, 1], got {mass}")
-    a = saliency.abs().flatten(1)
-    vals, order = a.sort(1, descending=True)
-    cum = vals.cumsum(1)
-    keep_sorted = (cum - vals) < mass * cum[:, -1:]  # include the pixel that crosses the mass
-    keep_sorted &= vals > 0
-    keep = torch.zeros_like(keep_sorted)
-    keep.scatter_(1, order, keep_sorted)
-    return keep.view_as(saliency)
-
-
-def superpixels(image: torch.Tensor, n_segments: int = 40, compactness: float = 0.1) -> np.ndarray:
-    """SLIC segments int[H,W] of one image float[C,H,W] in [0,1]."""
-    from skimage.segmentation import slic
-
-    arr = image.detach().cpu().double().numpy()
-    if arr.shape[0] == 1:
-        return slic(
-            arr[0], n_segments=n_segments, compactness=compactness, channel_axis=None, start_label=0
-        )
-    return slic(
-        arr.transpose(1, 2, 0), n_segments=n_segments, compactness=compactness, start_label=0
-    )
-
-
-def propose_regions(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    layer: str,
-    mass: float = 0.5,
-    max_regions: int = 5,
-    n_segments: int = 40,
-    compactness: float = 0.1,
-    sign: str = "positive",
-    rank: str = "mean",
-) -> list[list[np.ndarray]]:
-    """Candidate regions per image: the SLIC superpixels overlapping the pixels that hold ``mass``
-    of the saliency s = input gradient x upsampled signed Grad-CAM, at most ``max_regions``.
-
-    sign: ``positive`` scores s+ (pixels whose gradient agrees in sign with the Grad-CAM evidence),
-    ``absolute`` scores |s|. rank: order segments by their ``mean`` score (favours small intense
-    regions such as a decoy patch) or by their ``sum``. Returns one list of bool[H,W] arrays per
-    image (possibly empty).
-    """
-    from xgir.models.bayes import bayes_layers, sampling
-
-    if images.ndim != 4 or len(images) != len(labels):
-        raise XgirError(
-            f"images must be [N,C,H,W] with one label each, "
-            f"got {tuple(images.shape)}, {len(labels)}"
-        )
-    if sign not in ("positive", "absolute") or rank not in ("mean", "sum"):
-        raise XgirError(f"sign must be positive/absolute and rank mean/sum, got {sign!r}, {rank!r}")
-    was = model.training
-    model.eval()
-    if bayes_layers(model):
-        with sampling(model, False):
-            sal = saliency_for_proposals(model, images, labels, layer)
-    else:
-        sal = saliency_for_proposals(model, images, labels, layer)
-    model.train(was)
-    score = sal.clamp(min=0) if sign == "positive" else sal.abs()
-    keep = mass_threshold(score, mass).numpy()
-    strength = score.numpy()
-    reduce = np.mean if rank == "mean" else np.sum
-    out: list[list[np.ndarray]] = []
-    for i in range(len(images)):
-        seg = superpixels(images[i], n_segments, compactness)
-        ids = np.unique(seg[keep[i]])
-        scored = sorted(((float(reduce(strength[i][seg == k])), int(k)) for k in ids), reverse=True)
-        out.append([seg == k for _, k in scored[:max_regions]])
-    return out
-
-
-# ================================================================= annotators
-class SimulatedAnnotator:
-    """Answers "is this region irrelevant?" from ground-truth irrelevant masks bool[N,H,W].
-
-    Accepts a region when at least ``min_overlap`` of it lies on the irrelevant mask, or it
-    covers at least ``min_overlap`` of that mask while at most ``max_relevant`` of it lies on
-    the relevant mask (when given).
-    """
-
-    def __init__(
-        self,
-        irrelevant: torch.Tensor,
-        relevant: torch.Tensor | None = None,
-        min_overlap: float = 0.5,
-        max_relevant: float = 0.1,
-        name: str = "simulated",
-    ) -> None:
-        if irrelevant.ndim != 3:
-            raise XgirError(f"irrelevant masks must be [N,H,W], got {tuple(irrelevant.shape)}")
-        self.irrelevant = irrelevant.bool().cpu().numpy()
-        self.relevant = None if relevant is None else relevant.bool().cpu().numpy()
-        self.min_overlap, self.max_relevant, self.name = min_overlap, max_relevant, name
-
-    def accepts(self, image_id: int, region: np.ndarray) -> bool:
-        area = region.sum()
-        if area == 0:
-            return False
-        truth = self.irrelevant[image_id]
-        inter = (region & truth).sum()
-        if (
-            self.relevant is not None
-            and (region & self.relevant[image_id]).sum() > self.max_relevant * area
-        ):
-            return False
-        return bool(
-            inter >= self.min_overlap * area
-            or (truth.any() and inter >= self.min_overlap * truth.sum())
-        )
-
-    def annotate(
-        self, image_ids: Sequence[int], regions: Sequence[Sequence[np.ndarray]], round: int = 0
-    ) -> list[FeedbackRecord]:
-        return [
-            FeedbackRecord(int(i), k, r, self.accepts(int(i), r), self.name, True, round)
-            for i, regs in zip(image_ids, regions, strict=True)
-            for k, r in enumerate(regs)
-        ]
-
-
-# ================================================================= sampling
-def select_random(candidates: Sequence[int] | torch.Tensor, k: int, seed: int = 0) -> list[int]:
-    """``k`` ids drawn uniformly without replacement from ``candidates``."""
-    cand = torch.as_tensor(list(candidates), dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
-    return cand[torch.randperm(len(cand), generator=g)[:k]].tolist()
-
-
-def select_uncertain(
-    model: nn.Module,
-    dataset: ImageDataset,
-    candidates: Sequence[int] | torch.Tensor,
-    k: int,
-    samples: int = 8,
-    score: str = "mutual_information",
-    seed: int = 0,
-) -> list[int]:
-    """The ``k`` candidates with the highest predictive uncertainty of a Bayesian model
-    (``score``: ``mutual_information`` or ``entropy``), from ``samples`` forward passes."""
-    from xgir.models.bayes import predictive
-
-    if score not in ("mutual_information", "entropy"):
-        raise XgirError(
-            f"unknown uncertainty score '{score}'; choose mutual_information or entropy"
-        )
-    cand = torch.as_tensor(list(candidates), dtype=torch.long)
-    if len(cand) == 0:
-        return []
-    u = predictive(model, dataset.images[cand], samples, seed=seed)[score]
-    return cand[u.argsort(descending=True)[:k]].tolist()
-
-
-# ================================================================= the loop
-FineTune = Callable[[nn.Module, ImageDataset, torch.Tensor, torch.Tensor], nn.Module]
-Evaluate = Callable[[nn.Module], dict]
-
-
-def collect_feedback(
-    model: nn.Module,
-    dataset: ImageDataset,
-    image_ids: Sequence[int],
-    store: FeedbackStore,
-    annotator: SimulatedAnnotator,
-    layer: str,
-    round: int = 0,
-    mass: float = 0.5,
-    max_regions: int = 5,
-    batch_size: int = 256,
-) -> dict:
-    """Propose regions on ``image_ids``, ask the annotator, save the answers. Returns counts."""
-    ids = list(image_ids)
-    records: list[FeedbackRecord] = []
-    n_regions = 0
-    for start in range(0, len(ids), batch_size):
-        chunk = torch.as_tensor(ids[start : start + batch_size], dtype=torch.long)
-        regions = propose_regions(
-            model, dataset.images[chunk], dataset.labels[chunk], layer, mass, max_regions
-        )
-        n_regions += sum(len(r) for r in regions)
-        records += annotator.annotate(chunk.tolist(), regions, round)
-    store.add(records)
-    accepted = sum(r.accepted for r in records)
-    return {"images": len(ids), "regions": n_regions, "accepted": accepted}
-
-
-def active_feedback_loop(
-    model: nn.Module,
-    dataset: ImageDataset,
-    store: FeedbackStore,
-    annotator: SimulatedAnnotator,
-    fine_tune: FineTune,
-    layer: str,
-    rounds: int = 1,
-    per_round: int = 50,
-    strategy: str = "random",
-    evaluate: Evaluate | None = None,
-    seed: int = 0,
-    mass: float = 0.5,
-    max_regions: int = 5,
-    progress: bool = True,
-) -> list[dict]:
-    """Ask about ``per_round`` new images per round (``strategy``: ``random`` or ``uncertainty``),
-    store the answers, fine-tune on all stored feedback with
-    ``fine_tune(model, dataset, F bool[N,H,W], has_feedback bool[N]) -> model``, evaluate.
-
-    Returns one dict per round (asked, regions, accepted, images with feedback, evaluation).
-    """
-    from xgir.progress import iterate
-
-    if strategy not in ("random", "uncertainty"):
-        raise XgirError(f"unknown sampling strategy '{strategy}'; choose random or uncertainty")
-    if len(dataset) != store.num_images:
-        raise XgirError(
-            f"the store is for {store.num_images} images but the dataset has {len(dataset)}"
-        )
-    history = []
-    for r in iterate(range(rounds), desc="feedback rounds", enabled=progress, unit="round"):
-        asked = store.asked_images()
-        candidates = [i for i in range(len(dataset)) if i not in asked]
-        if strategy == "random":
-            ids = select_random(candidates, per_round, seed=seed * 1000 + r)
-        else:
-            ids = select_uncertain(model, dataset, candidates, per_round, seed=seed * 1000 + r)
-        counts = collect_feedback(
-            model, dataset, ids, store, annotator, layer, r, mass, max_regions
-        )
-        masks, has = store.feedback_masks()
-        model = fine_tune(model, dataset, masks, has)
-        entry = {"round": r, **counts, "with_feedback": int(has.sum())}
-        if evaluate is not None:
-            entry.update(evaluate(model))
-        history.append(entry)
-    return history
