@@ -13,6 +13,10 @@ class _Tty(io.StringIO):
 
 
 def _run(monkeypatch, stream, steps=50, epochs=5, interval="30"):
+    """A run on a fake clock that advances 1 s per epoch (steps take no time), so the
+    number of lines does not depend on the machine's load."""
+    clock = [0.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(P.sys, "stderr", stream)
     monkeypatch.setenv("XGIR_PROGRESS_INTERVAL", interval)
     monkeypatch.delenv("XGIR_PROGRESS", raising=False)
@@ -20,6 +24,7 @@ def _run(monkeypatch, stream, steps=50, epochs=5, interval="30"):
     for e in range(epochs):
         for _ in range(steps):
             bar.update(1, epoch=e + 1, loss="0.5")
+        clock[0] += 1.0
         bar.epoch_end()
     bar.close()
     return stream.getvalue()
