@@ -10,7 +10,7 @@ test; optional target val). Then ``xgir correct --config FILE.yaml`` or, in Pyth
 so heatmaps, supports and the empty image x0 live in image space (x0 = "zeros" is black).
 Everything runs batch by batch, written in chunks under ``out/passes`` (a rerun with the
 same config resumes from them); under ``torchrun --nproc_per_node=N -m xgir correct ...``
-the passes are sharded over the N processes (see correct/passes.py and correct/sharded.py).
+the passes are sharded over the N processes (see correct/passes.py and xgir/sharded.py).
 The features h and responses r [N,D] of source train (float16 by default) and the
 features of the test splits are loaded on rank 0 for the head; cap N with ``data.max_images``.
 Writes results.json, report.md, xgir_model.pt (state_dict of the unwrapped model, head
@@ -30,13 +30,13 @@ from torch import nn
 
 from xgir.config import StrictModel
 from xgir.correct.passes import run_passes
-from xgir.correct.sharded import Dist, PassesSection, init_dist
 from xgir.correct.xgir import XGIRConfig, frozen_copy, retrain_head
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError, warn
 from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
+from xgir.sharded import Dist, PassesSection, init_dist
 
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
 
