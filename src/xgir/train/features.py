@@ -104,7 +104,8 @@ def features_pass(dist: Dist, features: nn.Module, dataset: Any, run_dir: Path, 
 
 
 def cached_features(
-    features: nn.Module, dataset: ImageDataset, key: str, batch_size: int = 512, progress: bool = False
+    features: nn.Module, dataset: ImageDataset, key: str, batch_size: int = 512, progress: bool = False,
+    chunk_images: int = 4096,
 ) -> torch.Tensor:
     """:func:`extract_features` cached on disk under the model's fingerprint and ``key``
     (a description of the dataset: name, split, seed, params).
@@ -112,8 +113,8 @@ def cached_features(
     When a process group with more than one rank is active (under ``torchrun``, after
     :func:`xgir.sharded.init_dist`), call it on every rank: the ranks share the extraction
     (:func:`features_pass`, chunks under the cache folder, the features kept in float32, so
-    the result equals one process's), rank 0 writes the cache entry and every rank gets the
-    features float[N,D]."""
+    the result equals one process's: ``chunk_images`` is rounded to whole batches), rank 0
+    writes the cache entry and every rank gets the features float[N,D]."""
     fp = fingerprint(features, key, len(dataset))
     dist = active_dist(model_device(features))
     if dist is None:
@@ -122,7 +123,7 @@ def cached_features(
     if not all(dist.exchange(path.exists())):  # the same answer on every rank
         run_dir = cache_dir() / "features" / f"{fp}.passes"
         plan = features_pass(dist, features, dataset, run_dir, {"cache": fp}, batch_size=batch_size,
-                             chunk_images=max(batch_size, 4096 // batch_size * batch_size), progress=progress)
+                             chunk_images=-(-chunk_images // batch_size) * batch_size, progress=progress)
         if dist.is_main:
             torch_save(load_pass(plan)["h"], path)
             shutil.rmtree(run_dir, ignore_errors=True)
