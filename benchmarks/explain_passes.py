@@ -9,9 +9,11 @@ the large count. Reported per setting: end-to-end images/s of the large run (sta
 model load, image reading and the figure included), and the marginal rate (large - small
 images) / (time large - time small), which leaves out the fixed start-up. Settings are run
 alternately (``--repeats``), best time kept; torch threads per process = cores / N on the
-CPU. One line per setting, then the ratio N : 1 of the same run:
+CPU, or ``--threads`` (on a loaded machine 2 threads in one process can be much slower than
+1: compare with ``--threads 1``). One line per setting, then the ratio N : 1 of the same run:
 
     PYTHONPATH=src python benchmarks/explain_passes.py --images 8 32 --procs 1 2
+    PYTHONPATH=src python benchmarks/explain_passes.py --images 8 32 --procs 1 2 --threads 1
     PYTHONPATH=src python benchmarks/explain_passes.py --device cuda --images 256 2048 --batch-size 64 \\
         --procs 1 8
 """
@@ -46,7 +48,7 @@ def run_once(procs: int, n: int, folder: Path, out: Path, args: argparse.Namespa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
                                                         os.environ.get("PYTHONPATH", "")])}
     if args.device == "cpu":
-        env["OMP_NUM_THREADS"] = str(max(1, cores // procs))
+        env["OMP_NUM_THREADS"] = str(args.threads or max(1, cores // procs))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--chunk-images", type=int, default=8)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / processes)")
     args = ap.parse_args()
     small, large = sorted(args.images)
     best: dict[tuple[int, int], float] = {}
@@ -87,7 +90,9 @@ def main() -> None:
     for procs in args.procs:
         t_small, t_large = best[procs, small], best[procs, large]
         rates[procs] = (large - small) / max(1e-9, t_large - t_small)
-        print(f"procs {procs} device {args.device} ({cores} cores) batch {args.batch_size}: {large} images in "
+        threads = args.threads or max(1, cores // procs)
+        print(f"procs {procs} x {threads} threads device {args.device} ({cores} cores) batch {args.batch_size}: "
+              f"{large} images in "
               f"{t_large:.1f} s = {large / t_large:.2f} images/s end to end; {small} images in {t_small:.1f} s; "
               f"marginal {rates[procs]:.2f} images/s (best of {args.repeats})", flush=True)
     first = args.procs[0]
