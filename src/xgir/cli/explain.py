@@ -93,7 +93,6 @@ def _sharded_maps(dist: Any, explainer: Any, model: torch.nn.Module, x_all: torc
 
 
 DEVICES = "cpu, cuda, cuda:N or mps"
-
 DEFAULT_N = 16
 
 
@@ -240,7 +239,7 @@ def run_explain(
             from xgir.cli.explain_cwox import run_cwox
 
             return run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out, layer, shallow_layer,
-                             tree, level, params, batches, batch_size, dev, progress, source, tree_images)
+                            tree, level, params, batches, batch_size, dev, progress, source, tree_images)
 
         info = explainer_info(method)
         if info.baseline == "baselines" and "baselines" not in params:  # a distribution of references
