@@ -66,9 +66,9 @@ class SyntheticImages:
 def _worker(args: argparse.Namespace) -> None:
     """One setting pair (before, fused) on this process / torchrun rank; rank 0 prints."""
     from xgir.correct.passes import _features_fn, _xgir_fn
-    from xgir.correct.sharded import init_dist, load_pass, sharded_pass
     from xgir.correct.xgir import XGIRConfig
     from xgir.models import load_model, split
+    from xgir.sharded import init_dist, load_pass, sharded_pass
 
     if args.threads:
         torch.set_num_threads(args.threads)

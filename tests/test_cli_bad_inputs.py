@@ -24,8 +24,8 @@ def ckpts(tmp_path_factory):
 CASES = [
     (["--n", "100000000"], "fewer than n=100000000"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--out", "{afile}"], "is an existing file"),
-    (["--out", "{afile}/sub"], "is a file, not a folder"),
+    (["--out", "{afile}"], "is a file; give a folder for the results"),
+    (["--out", "{afile}/sub"], "is a file, so the folder cannot be made"),
     (["--method", "ig", "--param", "n_steps=abc"], "needs a whole number"),
     (["--method", "ig", "--param", "n_steps=-5"], "must be at least 1"),
     (["--method", "rise", "--param", "p=nan"], "finite number"),

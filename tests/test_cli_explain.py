@@ -8,6 +8,7 @@ import torch
 
 from xgir.cli import main
 from xgir.explain.clusters import ConfusionTree
+from xgir.io import RUN_MARKER
 from xgir.models import build_model, save_checkpoint
 
 PARAMS = {"in_channels": 1, "num_classes": 10, "image_size": 28, "width": 4, "hidden": 16}
@@ -46,7 +47,7 @@ def test_gradcam_and_ig(checkpoint, tmp_path, capsys):
     assert np.load(out2 / "maps.npy").shape == (3, 3, 28, 28)
     assert json.loads((out2 / "explain.json").read_text())["params"] == {"n_steps": 8,
                                                                          "baseline": "blur"}
-    assert not [p for p in out2.iterdir() if p.name.startswith(".")]  # no temporary files
+    assert not [p for p in out2.iterdir() if p.name.startswith(".") and p.name != RUN_MARKER]  # no temporary files
 
 
 def test_cwox(checkpoint, tmp_path, capsys):

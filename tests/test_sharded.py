@@ -15,7 +15,7 @@ import yaml
 import _sharded_models
 from _pipeline_models import tiny_resnet, write_folder
 from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
-from xgir.correct.sharded import STOP_ENV
+from xgir.sharded import STOP_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ Every file is written atomically.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,43 @@ def _targets(spec: str, labels: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     raise XgirError(f"unknown --target '{spec}'; use label, pred or topK (e.g. top5)")
 
 
+def _all_targets(spec: str, labels: torch.Tensor, logits: torch.Tensor, foils: bool) -> torch.Tensor:
+    """Target classes long[N,T] of ``--target``; for a foil method the next-ranked T classes
+    after the prediction."""
+    tg = _targets(spec, labels, logits)
+    if foils:  # foil classes t != prediction: the next-ranked T classes
+        tg = logits.topk(min(tg.shape[1] + 1, logits.shape[1]), dim=1).indices[:, 1:]
+    return tg
+
+
+def _sharded_maps(dist: Any, explainer: Any, model: torch.nn.Module, x_all: torch.Tensor, labels: torch.Tensor,
+                  target: str, foils: bool, out: Path, key: dict[str, Any], batch_size: int, chunk: int,
+                  progress: bool, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The maps float[N,T,h,w], logits float[N,K] and targets long[N,T] of every image, each
+    rank explaining its chunks (see :mod:`xgir.sharded`; chunks under ``out/passes``); on
+    rank 0, None on the others."""
+    from xgir.sharded import load_pass, sharded_pass
+    from xgir.train import predict_logits
+
+    def fn(_batch: Any, pos: torch.Tensor) -> dict[str, Any]:
+        xb = x_all[pos].to(dist.device)
+        logits = predict_logits(model, xb, batch_size=len(xb)).float().cpu()
+        if not bool(torch.isfinite(logits).all()):
+            raise XgirError("the model's outputs are not finite (NaN or inf weights?); it cannot be explained")
+        tg = _all_targets(target, labels[pos], logits, foils)
+        maps = explainer(model, xb, tg.to(dist.device)).detach().float().cpu()
+        return {"maps": maps, "logits": logits, "targets": tg}
+
+    n = len(x_all)
+    plan = sharded_pass(dist, out / "passes", f"explain-{method}", key, range(n), torch.arange(n), fn,
+                        batch_size=batch_size, chunk_images=chunk, progress=progress)
+    dist.release()  # rank 0 writes the outputs alone
+    if not dist.is_main:
+        return None
+    res = load_pass(plan)
+    return res["maps"].clone(), res["logits"].clone(), res["targets"].clone()
+
+
 DEVICES = "cpu, cuda, cuda:N or mps"
 DEFAULT_N = 16
 
@@ -68,15 +106,6 @@ def check_device(device: str) -> torch.device:
     if device == "mps" and not torch.backends.mps.is_available():
         raise XgirError("--device mps asked for, but MPS is not available; use cpu")
     return torch.device(device)
-
-
-def check_out_folder(out: Path) -> None:
-    """``--out`` must be a folder (existing or creatable), not a file."""
-    if out.exists() and not out.is_dir():
-        raise XgirError(f"--out {out} is an existing file; --out names an output folder")
-    parent = next((p for p in out.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise XgirError(f"--out {out}: {parent} is a file, not a folder")
 
 
 def check_params(method: str, params: dict[str, Any]) -> None:
@@ -126,6 +155,7 @@ def run_explain(
     target: str = "pred", tree: Path | None = None, level: float | None = None, tree_images: int = 1000,
     params: dict[str, Any] | None = None, batch_size: int = 16, device: str = "cpu",
     progress: bool = True, images: str | list[str] | None = None, tree_source: str = "auto",
+    chunk_images: int = 256,
 ) -> list[Path]:
     """Explain images with ``method``; returns the written files.
 
@@ -138,18 +168,29 @@ def run_explain(
         tree_source: CWOX tree when ``tree`` does not exist: ``images`` (top-label
             co-occurrence over ``tree_images`` images of the dataset), ``head`` (the head's
             weight vectors, data-free) or ``auto`` (images for embedded datasets, else head).
+        chunk_images: under ``torchrun``: images per resumable chunk (rounded up to a whole
+            number of batches), written under ``out/passes`` and shared out over the processes.
+
+    Under ``torchrun --nproc_per_node=N`` (not for cwox) every process reads the images and
+    explains its chunks (logits, targets and maps of each batch); rank 0 gathers them in
+    dataset order and writes the outputs once (the other ranks return no files). A killed
+    run started again with the same arguments resumes from the chunks.
     """
     from xgir.data.images import is_embedded, load_images
     from xgir.explain import get_explainer
     from xgir.explain.registry import EXPLAINERS, explainer_info
+    from xgir.io import check_output_folder, fingerprint, mark_run_folder
     from xgir.models import get_module, load_model
     from xgir.progress import iterate
+    from xgir.sharded import init_dist, launched_world
     from xgir.train import predict_logits
 
     if n is not None and n < 1:
         raise XgirError(f"--n must be at least 1, got {n}")
     if batch_size < 1:
         raise XgirError(f"--batch-size must be at least 1, got {batch_size}")
+    if chunk_images < 1:
+        raise XgirError(f"--chunk-images must be at least 1, got {chunk_images}")
     if method not in EXPLAINERS:
         raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(sorted(EXPLAINERS))}")
     if tree_source not in ("auto", "images", "head"):
@@ -157,169 +198,108 @@ def run_explain(
     if level is not None and not 0.0 <= level <= 1.0:
         raise XgirError(f"--level is a cut distance in [0, 1], got {level}")
     dev = check_device(device)
-    check_out_folder(out)
+    check_output_folder(out, "--out")
     params = dict(params or {})
     check_params(method, params)
     spec = _image_spec(images, data, split)
-    loaded = load_model(model_path, device=dev)
-    model = loaded.model
-    for name in (layer, shallow_layer):
-        if name:
-            get_module(model, name)  # unknown names fail here, listing the valid ones
-    layer = layer or (loaded.layer or "")
-    shallow_layer = shallow_layer or (loaded.shallow_layer or "")
-    ds = load_images(spec, loaded.preprocess, n=n, seed=seed, limit=DEFAULT_N)
-    n = len(ds)
-    x_all, labels = ds.images, ds.labels
-    try:
-        logits = predict_logits(model, x_all, batch_size=max(batch_size, 32))
-    except RuntimeError as err:
-        raise XgirError(f"the model cannot run on these images {tuple(x_all.shape[1:])}: "
-                        f"{str(err).splitlines()[0]}") from None
-    if not bool(torch.isfinite(logits).all()):
-        raise XgirError("the model's outputs are not finite (NaN or inf weights?); it cannot be explained")
-    k = logits.shape[1]
-    names = loaded.classes if len(loaded.classes) == k else (
-        ds.classes if len(ds.classes) == k else [str(c) for c in range(k)])
-    if target == "label" and bool((labels < 0).any()):
-        raise XgirError("these images have no labels; use --target pred or topK (e.g. top5)")
-    out.mkdir(parents=True, exist_ok=True)
-    batches = range(0, n, batch_size)
-    progress = progress and len(batches) > 1
-    if method == "cwox":
-        source = tree_source if tree_source != "auto" else ("images" if is_embedded(spec) else "head")
-        return _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out, layer, shallow_layer,
-                         tree, level, params, batches, batch_size, dev, progress, source, tree_images)
+    if method == "cwox" and launched_world() > 1:
+        raise XgirError("--method cwox runs on one process (its confusion tree needs every image first); "
+                        "run it without torchrun")
+    dist = init_dist(dev)
+    with dist.session():  # guarded on every rank; the process group closed at the end
+        dev = dist.device  # under torchrun on CUDA: this rank's GPU
+        loaded = load_model(model_path, device=dev)
+        model = loaded.model
+        for name in (layer, shallow_layer):
+            if name:
+                get_module(model, name)  # unknown names fail here, listing the valid ones
+        layer = layer or (loaded.layer or "")
+        shallow_layer = shallow_layer or (loaded.shallow_layer or "")
+        ds = load_images(spec, loaded.preprocess, n=n, seed=seed, limit=DEFAULT_N)
+        n = len(ds)
+        x_all, labels = ds.images, ds.labels
+        try:  # under torchrun each rank predicts its own chunks; here the first image shows the classes
+            logits = predict_logits(model, x_all if dist.world == 1 else x_all[:1], batch_size=max(batch_size, 32))
+        except RuntimeError as err:
+            raise XgirError(f"the model cannot run on these images {tuple(x_all.shape[1:])}: "
+                            f"{str(err).splitlines()[0]}") from None
+        if not bool(torch.isfinite(logits).all()):
+            raise XgirError("the model's outputs are not finite (NaN or inf weights?); it cannot be explained")
+        k = logits.shape[1]
+        names = loaded.classes if len(loaded.classes) == k else (
+            ds.classes if len(ds.classes) == k else [str(c) for c in range(k)])
+        if target == "label" and bool((labels < 0).any()):
+            raise XgirError("these images have no labels; use --target pred or topK (e.g. top5)")
+        if dist.is_main:
+            mark_run_folder(out)
+        batches = range(0, n, batch_size)
+        progress = progress and len(batches) > 1
+        if method == "cwox":
+            source = tree_source if tree_source != "auto" else ("images" if is_embedded(spec) else "head")
+            from xgir.cli.explain_cwox import run_cwox
 
-    info = explainer_info(method)
-    if info.baseline == "baselines" and "baselines" not in params:  # a distribution of references
-        extra = load_images(spec, loaded.preprocess, seed=seed, limit=n + 64) if is_embedded(spec) else ds
-        base = extra.images[n:] if len(extra) > n + 1 else extra.images
-        if len(base) < 2:
-            raise XgirError(f"{method} needs at least 2 baseline images; pass more images or "
-                            "--param baselines=zero")
-        params["baselines"] = base.to(dev)
-    if info.needs_layer and layer:
-        params.setdefault("layer", layer)
-    explainer = get_explainer(method, **params)
-    tg = _targets(target, labels, logits)
-    if info.targets == "foils":  # foil classes t != prediction: the next-ranked T classes
-        tg = logits.topk(min(tg.shape[1] + 1, k), dim=1).indices[:, 1:]
-    maps = []
-    for s in iterate(batches, desc=f"explain {method}", enabled=progress, unit="batch"):
-        xb = x_all[s:s + batch_size].to(dev)
-        maps.append(explainer(model, xb, tg[s:s + batch_size].to(dev)).detach().float().cpu())
-    heat = torch.cat(maps)
-    if heat.shape[-2:] != x_all.shape[-2:]:
-        heat = torch.nn.functional.interpolate(heat, size=x_all.shape[-2:], mode="bilinear")
-    from xgir.viz import heatmap_grid
+            return run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out, layer, shallow_layer,
+                            tree, level, params, batches, batch_size, dev, progress, source, tree_images)
 
-    pred = logits.argmax(1)
-    rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
-    cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
-    if info.targets == "foils":
-        cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
-    written = [
-        save_npy(out / "maps.npy", heat.numpy().astype(np.float32)),
-        heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,
-                     signed=info.signed),
-        write_json(out / "explain.json", {
-            "method": method, "params": {k: v for k, v in params.items() if k != "baselines"},
-            "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
-            "data": ds.name, "split": split, "seed": seed, "target": target, "files": ds.files,
-            "targets": tg.tolist(), "target_names": [[names[c] for c in row] for row in tg.tolist()],
-            "labels": labels.tolist(), "preds": pred.tolist(), "pred_names": [names[int(p)] for p in pred],
-            "classes": names if len(names) <= 100 else f"{len(names)} classes of {loaded.spec}",
-            "maps": "maps.npy float32[N,T,H,W]",
-        }),
-    ]
-    return written
+        info = explainer_info(method)
+        if info.baseline == "baselines" and "baselines" not in params:  # a distribution of references
+            extra = load_images(spec, loaded.preprocess, seed=seed, limit=n + 64) if is_embedded(spec) else ds
+            base = extra.images[n:] if len(extra) > n + 1 else extra.images
+            if len(base) < 2:
+                raise XgirError(f"{method} needs at least 2 baseline images; pass more images or "
+                                "--param baselines=zero")
+            params["baselines"] = base.to(dev)
+        if info.needs_layer and layer:
+            params.setdefault("layer", layer)
+        explainer = get_explainer(method, **params)
+        if dist.world == 1:
+            tg = _all_targets(target, labels, logits, info.targets == "foils")
+            maps = []
+            for s in iterate(batches, desc=f"explain {method}", enabled=progress, unit="batch"):
+                xb = x_all[s:s + batch_size].to(dev)
+                maps.append(explainer(model, xb, tg[s:s + batch_size].to(dev)).detach().float().cpu())
+            heat = torch.cat(maps)
+        else:
+            key = {"method": method, "model": fingerprint(model), "images": fingerprint(x_all, labels),
+                   "params": {k: fingerprint(v.cpu()) if torch.is_tensor(v) else v for k, v in params.items()},
+                   "target": target, "batch_size": batch_size, "device": dev.type}
+            chunk = -(-chunk_images // batch_size) * batch_size  # whole batches: the batches of one process
+            got = _sharded_maps(dist, explainer, model, x_all, labels, target, info.targets == "foils", out,
+                                key, batch_size, chunk, progress, method)
+            if got is None:  # another rank: its chunks are on disk, rank 0 writes the outputs
+                return []
+            heat, logits, tg = got
+        if heat.shape[-2:] != x_all.shape[-2:]:
+            heat = torch.nn.functional.interpolate(heat, size=x_all.shape[-2:], mode="bilinear")
+        from xgir.viz import heatmap_grid
+
+        pred = logits.argmax(1)
+        rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
+        cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
+        if info.targets == "foils":
+            cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
+        written = [
+            save_npy(out / "maps.npy", heat.numpy().astype(np.float32)),
+            heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,
+                         signed=info.signed),
+            write_json(out / "explain.json", {
+                "method": method, "params": {k: v for k, v in params.items() if k != "baselines"},
+                "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
+                "data": ds.name, "split": split, "seed": seed, "target": target, "files": ds.files,
+                "targets": tg.tolist(), "target_names": [[names[c] for c in row] for row in tg.tolist()],
+                "labels": labels.tolist(), "preds": pred.tolist(), "pred_names": [names[int(p)] for p in pred],
+                "classes": names if len(names) <= 100 else f"{len(names)} classes of {loaded.spec}",
+                "maps": "maps.npy float32[N,T,H,W]",
+            }),
+        ]
+        shutil.rmtree(out / "passes", ignore_errors=True)  # the chunks of a torchrun run: in the outputs now
+        return written
 
 
 def _row_title(ds: Any, i: int, names: list[str], pred: int) -> str:
     label = int(ds.labels[i])
     head = f"y={names[label]}" if 0 <= label < len(names) else (Path(ds.files[i]).name if ds.files else f"#{i}")
     return f"{head} pred={names[pred]}"
-
-
-def _run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,
-              layer, shallow_layer, tree, level, params, batches, batch_size, dev, progress, source,
-              tree_images) -> list[Path]:
-    from xgir.data.images import load_images
-    from xgir.explain.clusters import ConfusionTree
-    from xgir.explain.cwox import cwox, plot_cwox, plot_tree
-    from xgir.models import get_module
-    from xgir.progress import iterate
-
-    model = loaded.model
-    written: list[Path] = []
-    tree_path = tree or out / "tree.json"
-    k_classes = logits.shape[1]
-    if tree is not None and tree.exists():
-        ctree = ConfusionTree.load(tree)
-        if ctree.num_classes != k_classes:
-            raise XgirError(f"the tree {tree} has {ctree.num_classes} classes, the model {k_classes}; "
-                            "fit a new tree (give a --tree path that does not exist)")
-    elif source == "head":
-        head = get_module(model, loaded.head)
-        if not isinstance(head, torch.nn.Linear):
-            raise XgirError(f"the model's head '{loaded.head}' is not a Linear layer; use --tree-source images")
-        ctree = ConfusionTree.from_head(head, names, meta={"model": str(loaded.spec)})
-        written.append(ctree.save(tree_path))
-    else:
-        fit_ds = load_images(spec, loaded.preprocess, seed=seed, limit=tree_images)
-        ctree = ConfusionTree.fit(model, fit_ds, k=int(params.get("k", 5)), mass=params.get("mass", 0.95),
-                                  batch_size=64)
-        ctree.classes = list(names)
-        written.append(ctree.save(tree_path))
-    level = ctree.default_level if level is None else level
-    unknown = set(params) - {"k", "mass", "delta", "relu"}
-    if unknown:
-        raise XgirError(f"unknown --param for cwox: {', '.join(sorted(unknown))}; "
-                        "valid: k, mass, delta, relu")
-    results = []
-    for s in iterate(batches, desc="explain cwox", enabled=progress, unit="batch"):
-        results.append(cwox(model, x_all[s:s + batch_size].to(dev), ctree, level=level,
-                            deep_layer=layer or None, shallow_layer=shallow_layer or None,
-                            **params))
-    images = [im for r in results for im in r.images]
-    h, w = x_all.shape[-2:]
-    m = max(len(im.clusters) for im in images)
-    s_max = max(1, max(sum(len(c) for c, cm in zip(im.clusters, im.class_maps, strict=True)
-                           if cm is not None) for im in images))
-    cluster_maps = np.zeros((len(images), m, h, w), np.float32)
-    class_maps = np.zeros((len(images), s_max, h, w), np.float32)
-    slots = []
-    for i, im in enumerate(images):
-        cluster_maps[i, : len(im.clusters)] = im.cluster_maps.numpy()
-        classes: list[int] = []
-        for c, cm in zip(im.clusters, im.class_maps, strict=True):
-            if cm is not None:
-                class_maps[i, len(classes): len(classes) + len(c)] = cm.numpy()
-                classes += list(c)
-        slots.append(classes)
-        written.append(plot_cwox(im, x_all[i], out / f"cwox-{i:03d}.png", class_names=names))
-    shown = sorted({c for im in images for c in im.classes})
-    written.append(plot_tree(ctree, out / "tree.png", labels=shown[:60], level=level,
-                             title=f"confusion tree over the top labels (cut at {level:g})"))
-    summary = [r for res in results for r in res.summary()]
-    for i, entry in enumerate(summary):
-        entry["label"] = int(labels[i])
-        entry["class_map_slots"] = slots[i]
-        entry["file"] = ds.files[i] if ds.files else None
-        entry["cluster_names"] = [[names[c] for c in cl] for cl in entry.get("clusters", [])]
-    written += [
-        save_npy(out / "cluster_maps.npy", cluster_maps),
-        save_npy(out / "class_maps.npy", class_maps),
-        write_json(out / "cwox.json", {
-            "method": "cwox", "deep_layer": results[0].deep_layer,
-            "shallow_layer": results[0].shallow_layer, "level": level, "delta": results[0].delta,
-            "tree": str(tree_path), "tree_source": ctree.meta.get("source", "images"),
-            "classes": names if len(names) <= 100 else f"{len(names)} classes of {loaded.spec}",
-            "images": summary,
-        }),
-    ]
-    return written
 
 
 def _methods() -> dict[str, str]:
@@ -346,8 +326,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="output folder"),
         data: str = typer.Option(None, help="embedded dataset (older form of --images DATASET:SPLIT)"),
         split: str = typer.Option("", help="split of --data (default: the dataset's first)"),
-        n: int = typer.Option(None, help="explain the first N images (default: up to 16 of a dataset or "
-                              "folder, all given files); more than there are is an error"),
+        n: int = typer.Option(None, "--n", "--n-images", help="explain the first N images (default: up to 16 of a "
+                              "dataset or folder, all given files); more than there are is an error; under "
+                              "torchrun write --n-images (torchrun takes --n as its own option)"),
         seed: int = typer.Option(0, help="dataset seed"),
         layer: str = typer.Option("", help="Grad-CAM / CWOX cluster layer (default: the model's last spatial)"),
         shallow_layer: str = typer.Option("", help="CWOX class-map layer (default: a finer one)"),
@@ -360,14 +341,24 @@ def register(app: typer.Typer) -> None:
         tree_images: int = typer.Option(1000, help="CWOX: dataset images used to fit a new tree"),
         param: list[str] = typer.Option([], help="explainer parameter KEY=VALUE (repeatable)"),
         batch_size: int = typer.Option(16, help="images per explainer call"),
-        device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps"),
+        device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps (under torchrun: cuda = one GPU per "
+                                   "process)"),
+        chunk_images: int = typer.Option(256, help="under torchrun: images per resumable chunk (out/passes), "
+                                         "shared out over the processes"),
+        quiet: bool = typer.Option(False, help="no progress bar"),
     ) -> None:
-        """Explain a classifier on images: heatmap overlays (PNG) and raw maps (.npy)."""
+        """Explain a classifier on images: heatmap overlays (PNG) and raw maps (.npy). Under
+        ``torchrun --nproc_per_node=N -m xgir explain ...`` the N processes share the images
+        (not for cwox); rank 0 writes the outputs."""
         if method not in METHODS:
             raise XgirError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-        written = run_explain(model, data, method, out, split=split, n=n, seed=seed, layer=layer,
-                              shallow_layer=shallow_layer, target=target, tree=tree, level=level,
-                              tree_images=tree_images, params=parse_params(param), batch_size=batch_size,
-                              device=device, images=list(images) + list(more_images or []) or None,
-                              tree_source=tree_source)
-        typer.echo(f"wrote {len(written)} files to {out}")
+        from xgir.cli.ranks import rank0_prints_errors
+
+        with rank0_prints_errors():
+            written = run_explain(model, data, method, out, split=split, n=n, seed=seed, layer=layer,
+                                  shallow_layer=shallow_layer, target=target, tree=tree, level=level,
+                                  tree_images=tree_images, params=parse_params(param), batch_size=batch_size,
+                                  device=device, images=list(images) + list(more_images or []) or None,
+                                  tree_source=tree_source, chunk_images=chunk_images, progress=not quiet)
+        if written:  # under torchrun: rank 0 alone writes
+            typer.echo(f"wrote {len(written)} files to {out}")

@@ -31,9 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import default_collate
 
-from xgir.correct.sharded import BatchFn, Dist, PassesSection, PassPlan, load_pass, sharded_pass
 from xgir.correct.xgir import (
     XGIRConfig,
     cwox_true_cluster_heatmaps,
@@ -46,33 +44,16 @@ from xgir.correct.xgir_variants import core_heatmaps
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree, top_label_sets
 from xgir.io import fingerprint
-
-
-class GuardedImages(torch.utils.data.Dataset):
-    """Items of ``ds`` with their dataset index ``i``; an unreadable image gives
-    ``{"i", "bad": message}`` instead of raising, so a DataLoader worker prints no traceback."""
-
-    def __init__(self, ds: Any) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        try:
-            return {**self.ds[i], "i": i}
-        except XgirError as err:
-            return {"i": i, "bad": str(err)}
-
-
-def collate_readable(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """A batch of the readable items (``image``, ``label``, ``i``), ``ok`` bool[B] (which of
-    the B requested items were readable) and ``bad``: [(i, message)]."""
-    good = [it for it in items if "bad" not in it]
-    batch: dict[str, Any] = default_collate(good) if good else {"i": torch.empty(0, dtype=torch.long)}
-    batch["ok"] = torch.tensor(["bad" not in it for it in items], dtype=torch.bool)
-    batch["bad"] = [(it["i"], it["bad"]) for it in items if "bad" in it]
-    return batch
+from xgir.sharded import (
+    BatchFn,
+    Dist,
+    GuardedImages,
+    PassesSection,
+    PassPlan,
+    collate_readable,
+    load_pass,
+    sharded_pass,
+)
 
 
 def readable(batch: dict[str, Any], pos: torch.Tensor, split: str, on_bad_image: str

@@ -1,14 +1,26 @@
-"""Frozen features and linear heads: extract once (cached on disk), train heads fast."""
+"""Frozen features and linear heads: extract once (cached on disk), train heads fast.
+
+Features of many images (a user's folder, ``xgir features``): :func:`features_pass` runs the
+extraction as a pass of :mod:`xgir.sharded` - sharded over torchrun's processes, written in
+resumable chunks; :func:`cached_features` uses it too when a process group is active.
+"""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from xgir.data.base import ImageDataset
-from xgir.io import cached, fingerprint
+from xgir.errors import XgirError
+from xgir.io import cache_dir, cached, fingerprint, torch_save
+from xgir.models.split import get_module
 from xgir.progress import iterate
+from xgir.sharded import Dist, GuardedImages, PassPlan, active_dist, collate_readable, load_pass, sharded_pass
 from xgir.train.erm import check_loss, check_weights, model_device
 
 
@@ -27,13 +39,96 @@ def extract_features(
     return torch.cat(out)
 
 
+class _Stop(Exception):
+    """Raised by :class:`PooledLayer`'s hook: the rest of the network is not needed."""
+
+
+class PooledLayer(nn.Module):
+    """The output of ``model``'s layer ``layer``, global-average pooled: float[N,C] (a
+    [N,C,H,W] map averaged over H, W; a [N,D] output flattened as is). The forward stops at
+    that layer (the layers after it do not run)."""
+
+    def __init__(self, model: nn.Module, layer: str) -> None:
+        super().__init__()
+        self.model = model
+        self.layer = layer
+        self._module = get_module(model, layer)  # unknown names: one line listing the layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        got: list[torch.Tensor] = []
+
+        def hook(_m: nn.Module, _args: Any, out: Any) -> None:
+            got.append(out[0] if isinstance(out, (tuple, list)) else out)
+            raise _Stop
+
+        handle = self._module.register_forward_hook(hook)
+        try:
+            self.model(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if not got or not torch.is_tensor(got[0]):
+            raise XgirError(f"layer '{self.layer}' gave no tensor in the forward pass; name another layer")
+        out = got[0]
+        return out.flatten(2).mean(2) if out.ndim > 2 else out.flatten(1)
+
+
+def features_pass(dist: Dist, features: nn.Module, dataset: Any, run_dir: Path, key: dict[str, Any], *,
+                  indices: torch.Tensor | None = None, batch_size: int = 64, chunk_images: int = 2048,
+                  dtype: torch.dtype = torch.float32, workers: int = 0, resume: bool = True,
+                  progress: bool = False) -> PassPlan:
+    """``features(x)`` of ``dataset[indices]`` (items ``{"image", "label"}``; all items by
+    default) as a pass of :mod:`xgir.sharded`: this rank's chunks, written under ``run_dir``
+    (resumable; ``key`` names what the features depend on). When it returns every rank is
+    done and :func:`~xgir.sharded.load_pass` of the plan gives ``h`` dtype[N,D] (stored as
+    ``dtype``, e.g. float16: 2 D bytes per image) and ``label`` int32[N] in dataset order.
+    An unreadable image stops the pass with one line naming it."""
+    indices = torch.arange(len(dataset)) if indices is None else indices
+
+    @torch.no_grad()
+    def fn(batch: dict[str, Any], pos: torch.Tensor) -> dict[str, Any]:
+        if batch["bad"]:
+            raise XgirError(batch["bad"][0][1])
+        h = features(batch["image"].to(dist.device)).float()
+        return {"h": h.to(dtype).cpu(), "label": batch["label"].int()}
+
+    was_training = features.training
+    features.eval()
+    try:
+        return sharded_pass(dist, run_dir, "features", {"dtype": str(dtype), **key}, GuardedImages(dataset),
+                            indices, fn, batch_size=batch_size, chunk_images=chunk_images, workers=workers,
+                            resume=resume, progress=progress, collate_fn=collate_readable)
+    finally:
+        features.train(was_training)
+
+
 def cached_features(
-    features: nn.Module, dataset: ImageDataset, key: str, batch_size: int = 512, progress: bool = False
+    features: nn.Module, dataset: ImageDataset, key: str, batch_size: int = 512, progress: bool = False,
+    chunk_images: int = 4096,
 ) -> torch.Tensor:
     """:func:`extract_features` cached on disk under the model's fingerprint and ``key``
-    (a description of the dataset: name, split, seed, params)."""
-    return cached("features", fingerprint(features, key, len(dataset)),
-                  lambda: extract_features(features, dataset.images, batch_size, progress))
+    (a description of the dataset: name, split, seed, params).
+
+    When a process group with more than one rank is active (under ``torchrun``, after
+    :func:`xgir.sharded.init_dist`), call it on every rank: the ranks share the extraction
+    (:func:`features_pass`, chunks under the cache folder, the features kept in float32, so
+    the result equals one process's: ``chunk_images`` is rounded to whole batches), rank 0
+    writes the cache entry and every rank gets the features float[N,D]."""
+    fp = fingerprint(features, key, len(dataset))
+    dist = active_dist(model_device(features))
+    if dist is None:
+        return cached("features", fp, lambda: extract_features(features, dataset.images, batch_size, progress))
+    path = cache_dir() / "features" / f"{fp}.pt"
+    if not all(dist.exchange(path.exists())):  # the same answer on every rank
+        run_dir = cache_dir() / "features" / f"{fp}.passes"
+        plan = features_pass(dist, features, dataset, run_dir, {"cache": fp}, batch_size=batch_size,
+                             chunk_images=-(-chunk_images // batch_size) * batch_size, progress=progress)
+        if dist.is_main:
+            torch_save(load_pass(plan)["h"], path)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        dist.barrier()
+    return torch.load(path, weights_only=True)
 
 
 def fit_head(

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as tdist
 from pydantic import Field
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from xgir.config import StrictModel
 from xgir.errors import XgirError
@@ -118,6 +118,15 @@ class Dist:
         retrains the head, the others exit), so an error no longer waits for the others."""
         self.released = True
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """:meth:`guard` the block, then :meth:`close` the process group (also after an error)."""
+        try:
+            with self.guard():
+                yield
+        finally:
+            self.close()
+
     def close(self) -> None:
         if self.joined and tdist.is_initialized():
             tdist.destroy_process_group()
@@ -147,11 +156,56 @@ def init_dist(device: torch.device) -> Dist:
     return Dist(tdist.get_rank(), tdist.get_world_size(), device, joined)
 
 
+def launched_world() -> int:
+    """The number of processes torchrun launched (``WORLD_SIZE``; 1 without torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def active_dist(device: torch.device) -> Dist | None:
+    """The :class:`Dist` of a process group the caller has already joined (more than one
+    rank), with ``device`` as this rank's device; None when no such group is active."""
+    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() <= 1:
+        return None
+    return Dist(tdist.get_rank(), tdist.get_world_size(), device, False)
+
+
 def error_line(err: BaseException) -> str:
     """One line for a failure: the message of an XgirError, else ``Type: message``."""
     if isinstance(err, XgirError):
         return str(err)
     return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+# ---- datasets that may hold unreadable images ----------------------------------------------
+class GuardedImages(torch.utils.data.Dataset):
+    """Items of ``ds`` with their dataset index ``i``; an unreadable image gives
+    ``{"i", "bad": message}`` instead of raising, so a DataLoader worker prints no traceback."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return {**self.ds[i], "i": i}
+        except XgirError as err:
+            return {"i": i, "bad": str(err)}
+
+
+def collate_readable(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of the readable items (``image``, ``label``, ``i``), ``ok`` bool[B] (which of
+    the B requested items were readable) and ``bad``: [(i, message)]."""
+    good = [it for it in items if "bad" not in it]
+    batch: dict[str, Any] = default_collate(good) if good else {"i": torch.empty(0, dtype=torch.long)}
+    batch["ok"] = torch.tensor(["bad" not in it for it in items], dtype=torch.bool)
+    batch["bad"] = [(it["i"], it["bad"]) for it in items if "bad" in it]
+    return batch
+
 
 
 # ---- chunk files --------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""``xgir features``: pooled features of a model on a folder of images, in one file.
+
+``xgir features --model SPEC --images SPEC --out F.pt`` writes ``F.pt`` (``torch.load``,
+``weights_only=True``): ``h`` [N,D] (float16 by default: ``--store``), ``labels`` long[N]
+(-1 for unlabelled files), ``files`` (N paths), ``classes``, and what made them (``model``,
+``layer``, ``images``, ``store``). ``h`` is the input of the model's linear head, or with
+``--layer NAME`` that layer's output averaged over its spatial positions.
+
+The extraction is a pass of :mod:`xgir.sharded`: chunks of ``--chunk-images`` images are
+written atomically under ``F.passes/`` beside ``F.pt`` (removed once ``F.pt`` is written),
+so a killed run started again with the same arguments resumes; under ``torchrun
+--nproc_per_node=N -m xgir features ...`` the N processes share the chunks and rank 0 writes
+``F.pt``. A class folder is read lazily (each rank reads its own images); other image specs
+are read whole by every rank.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+
+from xgir.errors import XgirError
+
+STORES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def _dataset(spec: str | list[str], preprocess: Any, n: int | None) -> tuple[Any, torch.Tensor]:
+    """A dataset of ``{"image", "label"}`` items and the indices to extract (the first ``n``)."""
+    from xgir.data.images import _is_class_folder, load_images
+    from xgir.data.real import ImageFolderDataset
+
+    path = Path(spec[0] if isinstance(spec, list) and len(spec) == 1 else str(spec)).expanduser()
+    if not isinstance(spec, list) or len(spec) == 1:
+        if _is_class_folder(path):  # lazily: every rank reads only its own images
+            ds: Any = ImageFolderDataset(path, preprocess=preprocess)
+            if n is not None and n > len(ds):
+                raise XgirError(f"class folder {path} has {len(ds)} images, fewer than --n {n}; "
+                                f"ask for at most {len(ds)}")
+            count = len(ds) if n is None else n
+            return ds, torch.arange(count)
+    ds = load_images(spec, preprocess, n=n)
+    return ds, torch.arange(len(ds))
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: str = "", n: int | None = None,
+                 store: str = "float16", batch_size: int = 64, chunk_images: int = 1024, device: str = "cpu",
+                 workers: int = 0, progress: bool = True) -> Path | None:
+    """Extract the features (see the module docstring); ``out`` on rank 0, None on the others."""
+    from xgir.cli.explain import check_device
+    from xgir.io import fingerprint, torch_save
+    from xgir.models import load_model, split
+    from xgir.sharded import init_dist, load_pass
+    from xgir.train.features import PooledLayer, features_pass
+
+    if store not in STORES:
+        raise XgirError(f"--store must be float16 or float32, got '{store}'")
+    for name, value in (("--batch-size", batch_size), ("--chunk-images", chunk_images), ("--n", n)):
+        if value is not None and value < 1:
+            raise XgirError(f"{name} must be at least 1, got {value}")
+    if workers < 0:
+        raise XgirError(f"--workers must be 0 or more, got {workers}")
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise XgirError(f"--out {out}: give a .pt file name (the features are one torch file)")
+    if out.is_dir():
+        raise XgirError(f"--out {out} is a folder; give a .pt file name")
+    dev = check_device(device)
+    dist = init_dist(dev)
+    try:
+        with dist.guard():
+            loaded = load_model(model_spec, device=dist.device)
+            model = loaded.model
+            features = PooledLayer(model, layer) if layer else split(model, loaded.head)[0]
+            ds, idx = _dataset(images, loaded.preprocess, n)
+            files = [str(f) for f in ds.files][: len(idx)]
+            labels = ds.labels[: len(idx)]
+            if hasattr(ds, "images"):  # read into memory: the pixels
+                seen = fingerprint(ds.images[: len(idx)], labels, files)
+            else:  # a lazy folder: each file's name, size and time
+                seen = fingerprint(labels, [(f, *_stat(f)) for f in files])
+            key = {"model": fingerprint(model), "layer": layer or f"input of {loaded.head}", "images": seen,
+                   "preprocess": repr(loaded.preprocess), "chunk_images": chunk_images, "device": dist.device.type}
+            run_dir = out.with_suffix(".passes")
+            if dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            dist.barrier()
+            plan = features_pass(dist, features, ds, run_dir, key, indices=idx, batch_size=batch_size,
+                                 chunk_images=chunk_images, dtype=STORES[store], workers=workers,
+                                 progress=progress)
+            dist.release()  # rank 0 writes the file alone
+            if not dist.is_main:
+                return None
+            res = load_pass(plan)
+            torch_save({"h": res["h"].clone(), "labels": res["label"].long(), "files": files,
+                        "classes": list(ds.classes), "model": str(model_spec),
+                        "layer": layer or f"input of {loaded.head}",
+                        "images": images if isinstance(images, str) else list(images), "store": store}, out)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return out
+    finally:
+        dist.close()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("features")
+    def features_cmd(
+        more_images: list[str] = typer.Argument(None, help="more image files or globs", show_default=False),
+        model: str = typer.Option(..., help="model: a built-in name (efficientnet-lite0), an xgir checkpoint "
+                                  "(.pt) or a factory package.module:function"),
+        images: list[str] = typer.Option([], help="images: a class folder root/<class>/<image>, "
+                                         "DATASET[:SPLIT], photos, files or globs (repeatable)"),
+        out: Path = typer.Option(..., help="output file F.pt (chunks of a running extraction: F.passes/)"),
+        layer: str = typer.Option("", help="a layer whose output, averaged over space, is h (default: the "
+                                  "input of the model's linear head)"),
+        n: int = typer.Option(None, "--n", "--n-images", help="the first N images (default: all); under torchrun "
+                              "write --n-images (torchrun takes --n as its own option)"),
+        store: str = typer.Option("float16", help="dtype of h in the file: float16 or float32"),
+        batch_size: int = typer.Option(64, help="images per forward pass"),
+        chunk_images: int = typer.Option(1024, help="images per resumable chunk (shared out under torchrun)"),
+        workers: int = typer.Option(0, help="DataLoader worker processes reading images"),
+        device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps (under torchrun: cuda = one GPU per "
+                                   "process)"),
+        quiet: bool = typer.Option(False, help="no progress bar"),
+    ) -> None:
+        """Pooled features h, labels and file names of a model on images, in one .pt file;
+        resumable, and sharded over processes under ``torchrun --nproc_per_node=N -m xgir features``."""
+        from xgir.cli.ranks import rank0_prints_errors
+
+        spec = list(images) + list(more_images or [])
+        if not spec:
+            raise XgirError("no images: give --images SPEC (a class folder, files or globs, DATASET:SPLIT)")
+        with rank0_prints_errors():
+            written = run_features(model, spec if len(spec) > 1 else spec[0], out, layer=layer, n=n, store=store,
+                                   batch_size=batch_size, chunk_images=chunk_images, device=device,
+                                   workers=workers, progress=not quiet)
+        if written is not None:
+            h = torch.load(written, weights_only=True)["h"]
+            typer.echo(f"wrote {written}: h {h.dtype} {tuple(h.shape)}")
