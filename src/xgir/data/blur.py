@@ -47,6 +47,15 @@ def mirror_index(size: int, radius: int, device: torch.device | str = "cpu") -> 
     return torch.where(idx >= size, period - idx, idx)
 
 
+def gaussian_kernel(sigma: float, radius: int, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """float[2 radius + 1]: exp(-t^2 / (2 sigma^2)) for t = -radius..radius, normalised to sum 1
+    (one axis of the separable kernel; also SSIM's window in ``xgir.metrics.sanity``)."""
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float | None = None, radius: int | None = None) -> torch.Tensor:
     """Separable Gaussian blur of images float[N,C,H,W] -> float[N,C,H,W] (same dtype, device).
 
@@ -73,9 +82,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float | None = None, radius: int | Non
     r = math.ceil(3 * s) if radius is None else int(radius)
     if r < 0:
         raise XgirError(f"blur radius must be >= 0, got {radius!r}")
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / s) ** 2)
-    k = k / k.sum()
+    k = gaussian_kernel(s, r, x.dtype, x.device)
     y = x.reshape(n * c, 1, h, w)
     y = F.conv2d(y.index_select(3, mirror_index(w, r, x.device)), k.view(1, 1, 1, -1))
     y = F.conv2d(y.index_select(2, mirror_index(h, r, x.device)), k.view(1, 1, -1, 1))
