@@ -111,7 +111,8 @@ def test_errors(setup):
     with pytest.raises(XgirError, match="NaN or infinite"):
         lime(model, bad, y)
     with pytest.raises(XgirError, match="fill"):
-        LIME(fill="zeros")
+        LIME(fill="blur")
+    assert LIME(fill="zero").fill == "zeros"  # the baseline vocabulary, with its alias
     with pytest.raises(XgirError, match="fill needs"):
         LIME(n_samples=10, fill=[0.1, 0.2], progress=False)(model, x, y)
     with pytest.raises(XgirError, match="alpha"):

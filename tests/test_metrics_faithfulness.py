@@ -127,7 +127,7 @@ def test_auc_and_blur_reference():
     assert auc(torch.linspace(0, 1, 11)).item() == pytest.approx(0.5)
     assert auc(torch.tensor([1.0, 1.0])).item() == pytest.approx(1.0)
     img = torch.rand(1, 1, 20, 23, dtype=torch.float64)
-    ours = gaussian_blur(img, 11, 5.0)[0, 0].numpy()
+    ours = gaussian_blur(img, 5.0, radius=5)[0, 0].numpy()
     # scipy 'mirror' = torch 'reflect'; truncate 1.0 * sigma 5 -> 11 taps
     ref = gaussian_filter(img[0, 0].numpy(), sigma=5.0, mode="mirror", truncate=1.0)
     assert np.allclose(ours, ref, atol=1e-10)

@@ -52,7 +52,9 @@ def test_predict_accuracy_and_groups():
     assert torch.equal(predict(model, ds.images, batch_size=1), logits)
     assert accuracy(model, ds) == pytest.approx(4 / 6)
     # group "c" (id 2) has no sample: left out; worst group over the present ones
-    assert accuracy_by_group(model, ds) == {"a": 1.0, "b": 0.5, "d": 0.5}
+    assert accuracy_by_group(model, ds) == {"accuracy": pytest.approx(4 / 6), "n": 6,
+                                            "groups": {"a": 1.0, "b": 0.5, "d": 0.5},
+                                            "worst_group": 0.5, "num_groups": 3}
     assert worst_group_accuracy(model, ds) == 0.5
     ids, acc, count = group_accuracy(torch.tensor([True, False, True]), torch.tensor([5, 5, 1]))
     assert ids.tolist() == [1, 5] and acc.tolist() == [1.0, 0.5] and count.tolist() == [1, 2]
@@ -65,6 +67,7 @@ def test_per_split():
     assert rows["source"] == {
         "accuracy": pytest.approx(4 / 6),
         "n": 6,
+        "groups": {"a": 1.0, "b": 0.5, "d": 0.5},
         "worst_group": 0.5,
         "num_groups": 3,
     }
@@ -94,7 +97,8 @@ def test_gap_closed():
 def test_bad_inputs():
     model = PixelModel()
     with pytest.raises(XgirError, match="no groups"):
-        accuracy_by_group(model, _dataset(groups=False))
+        worst_group_accuracy(model, _dataset(groups=False))
+    assert accuracy_by_group(model, _dataset(groups=False)) == {"accuracy": pytest.approx(4 / 6), "n": 6}
     with pytest.raises(XgirError, match=r"\[N,C,H,W\]"):
         predict(model, torch.zeros(4, 4))
     conv = nn.Conv2d(3, 2, 1)

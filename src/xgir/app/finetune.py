@@ -73,9 +73,10 @@ def validate(state: AppState, params: Any) -> dict[str, Any]:
 
 def _accuracy(state: AppState, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     from xgir.app.state import predict
+    from xgir.models.accuracy import accuracy_from_predictions
 
     pred = predict(model, images, state.samples).pred
-    return float((pred == labels).float().mean())
+    return float(accuracy_from_predictions(pred, labels)["accuracy"])
 
 
 def _overlaps(state: AppState, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> tuple:

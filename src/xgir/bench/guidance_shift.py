@@ -42,6 +42,7 @@ from xgir.data import load_dataset
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 from xgir.models import LeNet
+from xgir.models.accuracy import accuracy_from_predictions
 from xgir.models.bayes import BayesLeNet, predictive
 from xgir.train import fit_classifier, predict_logits
 from xgir.train.bayes import fit_bayes
@@ -89,23 +90,15 @@ QUICK = Settings(
 )
 
 
-def group_metrics(pred: torch.Tensor, dataset: ImageDataset) -> dict[str, float]:
-    """Accuracy and worst-group accuracy (groups present only) of predictions long[N]."""
-    correct = (pred == dataset.labels).float()
-    out = {"acc": float(correct.mean())}
-    if dataset.groups is not None:
-        out["worst_group"] = min(float(correct[dataset.groups == g].mean()) for g in torch.unique(dataset.groups))
-    return out
-
-
 def _evaluate(model, src: ImageDataset, tgt: ImageDataset, samples: int, bayes: bool) -> dict[str, float]:
     def pred(ds):
         if bayes:
             return predictive(model, ds.images, samples)["probs"].argmax(1)
         return predict_logits(model, ds.images).argmax(1)
 
-    t = group_metrics(pred(tgt), tgt)
-    return {"source": group_metrics(pred(src), src)["acc"], "target": t["acc"], "worst_group": t["worst_group"]}
+    t = accuracy_from_predictions(pred(tgt), tgt.labels, tgt.groups)
+    s = accuracy_from_predictions(pred(src), src.labels)
+    return {"source": s["accuracy"], "target": t["accuracy"], "worst_group": t["worst_group"]}
 
 
 def _masks(dataset: ImageDataset) -> torch.Tensor:

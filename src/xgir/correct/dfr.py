@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from xgir.errors import XgirError
+from xgir.models.accuracy import accuracy_from_predictions
 
 
 def _balanced_index(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -24,7 +25,8 @@ def _balanced_index(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _worst_group(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
-    return min(float((pred[groups == g] == y[groups == g]).mean()) for g in np.unique(groups))
+    return float(accuracy_from_predictions(torch.from_numpy(pred), torch.from_numpy(y),
+                                           torch.from_numpy(groups))["worst_group"])
 
 
 def dfr_head(

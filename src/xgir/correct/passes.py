@@ -11,7 +11,7 @@ the network's tail after the Grad-CAM layer):
   records its input), so there is no features pass; then the responses' forward.
 - CWOX: 4, as before - the confusion tree needs every image's prediction (a features pass)
   before the first CWOX map, which costs its own forward and backward.
-- ``xgir.empty: mean``: x0 needs the mean image before the first response, so source train
+- ``xgir.empty: data-mean``: x0 needs the mean image before the first response, so source train
   is read once more (no network) for it, unless a features pass runs anyway (CWOX).
 
 Test splits: one features forward per image (h kept in float32: accuracies as before).
@@ -36,6 +36,7 @@ from xgir.correct.xgir import (
     XGIRConfig,
     cwox_true_cluster_heatmaps,
     empty_images,
+    empty_name,
     support_from_heatmaps,
     true_class_heatmaps,
     unit_responses,
@@ -201,7 +202,7 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
                             collate_fn=collate_readable)
 
     h_train = data_mean = tree = None
-    want_mean = xcfg.empty == "mean"
+    want_mean = empty_name(xcfg.empty) == "data-mean"
     cwox = cfg.explainer == "cwox"
     if cwox or want_mean:  # what must be known before the first response
         plan = run("source_train", "features" if cwox else "mean",

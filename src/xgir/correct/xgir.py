@@ -5,7 +5,10 @@ Given a split model (frozen features f, linear head w) and training data:
 1. a heatmap e_i for the true class y_i (IOX: Grad-CAM of the class; CWOX: the
    contrastive map of the confusion cluster holding y_i, or any support given);
 2. support s_i = 1[e_i / max e_i > delta1], upsampled to the input;
-   x'_i = x_i * s_i + x0 * (1 - s_i), x0 the empty image (zeros, data mean, blurred x_i);
+   x'_i = x_i * s_i + x0 * (1 - s_i), x0 the empty image (``empty``: ``"zeros"`` black,
+   ``"data-mean"`` the training mean image, ``"blur"`` x_i blurred by
+   :func:`xgir.data.blur.gaussian_blur`, sigma ``blur_sigma`` px or max(H, W) / 8 by default;
+   ``"zero"`` is accepted for ``"zeros"`` and the old spelling ``"mean"`` for ``"data-mean"``);
 3. r_i = f(x'_i) - f(x0): how much each feature unit responds to the core region;
 4. lambda_i(u) = (delta2(u) - min(delta2(u), r_i(u))) / delta2(u), clipped to [0, 1]
    (a negative response would give lambda > 1: clipping keeps h' a convex mix);
@@ -41,6 +44,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict
 from torch import nn
 
+from xgir.data.blur import gaussian_blur
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree
 from xgir.explain.cwox import cwox
@@ -49,7 +53,26 @@ from xgir.models.inference import model_device
 from xgir.models.split import FeatureExtractor, split
 from xgir.train.features import extract_features, fit_head
 
-EmptyImage = Literal["zeros", "mean", "blur"]
+EmptyImage = Literal["zeros", "data-mean", "blur", "zero", "mean"]
+EMPTY_IMAGES = ("zeros", "data-mean", "blur")  # canonical names of x0 (the baseline vocabulary + data-mean)
+EMPTY_ALIASES = {"zero": "zeros", "mean": "data-mean"}  # other spellings, still accepted
+_warned_mean = False
+
+
+def empty_name(kind: str) -> str:
+    """The canonical name of an empty image (``"zero"`` -> ``"zeros"``, ``"mean"`` ->
+    ``"data-mean"``, with a one-time warning: elsewhere ``"mean"`` is the image's mean colour)."""
+    global _warned_mean
+    if kind == "mean" and not _warned_mean:
+        from xgir.errors import warn
+
+        warn("XGIR empty image 'mean' is now spelled 'data-mean' (the training mean image; the "
+             "baseline 'mean' is each image's mean colour); reading it as 'data-mean'")
+        _warned_mean = True
+    name = EMPTY_ALIASES.get(kind, kind)
+    if name not in EMPTY_IMAGES:
+        raise XgirError(f"empty image must be zeros, data-mean or blur, got '{kind}'")
+    return name
 
 
 @dataclass
@@ -61,7 +84,7 @@ class XGIRConfig:
     delta2_mode: Literal["absolute", "quantile", "unit-quantile"] = "quantile"
     empty: EmptyImage = "zeros"
     response: Literal["core", "core-minus-context", "core-vs-whole"] = "core"
-    blur_sigma: float = 4.0
+    blur_sigma: float | None = None  # px; None: max(H, W) / 8 (xgir.data.blur.default_sigma)
     noise_scale: float = 1.0
     draws: int = 5
     head_epochs: int = 10
@@ -90,11 +113,11 @@ class XGIRConfig:
             _number(self, "delta2", 0, 1, lo_open=True, hi_open=True, what="delta2 as a quantile")
         else:
             _number(self, "delta2", 0, None, lo_open=True, what="delta2 (absolute, positive)")
-        if self.empty not in ("zeros", "mean", "blur"):
-            raise XgirError(f"empty image must be zeros, mean or blur, got '{self.empty}'")
+        empty_name(self.empty)  # checked; kept as spelled (compare through empty_name)
         if self.response not in ("core", "core-minus-context", "core-vs-whole"):
             raise XgirError(f"response must be core, core-minus-context or core-vs-whole, got '{self.response}'")
-        _number(self, "blur_sigma", 0, None, lo_open=True)
+        if self.blur_sigma is not None:
+            _number(self, "blur_sigma", 0, None, lo_open=True)
         _number(self, "noise_scale", 0, None)
         _number(self, "lr", 0, None, lo_open=True)
         _number(self, "weight_decay", 0, None)
@@ -169,30 +192,17 @@ def cwox_true_cluster_heatmaps(model: nn.Module, images: torch.Tensor, labels: t
     return out, 1.0 - found / len(images)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of float[N,C,H,W] (kernel 2*ceil(3 sigma)+1, reflect padding)."""
-    radius = max(1, int(3 * sigma + 0.999))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    if pad < radius:  # small images: pad by replication instead of reflection
-        xp = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    else:
-        xp = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(xp, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def empty_images(x: torch.Tensor, kind: EmptyImage, data_mean: torch.Tensor | None = None,
-                 blur_sigma: float = 4.0) -> torch.Tensor:
-    """x0 for each image, float[N,C,H,W]: zeros, the data mean image, or a blurred copy of x."""
-    if kind == "zeros":
+                 blur_sigma: float | None = None) -> torch.Tensor:
+    """x0 for each image, float[N,C,H,W]: ``"zeros"`` black, ``"data-mean"`` the data mean image
+    float[C,H,W] ``data_mean``, or ``"blur"`` x blurred by :func:`xgir.data.blur.gaussian_blur`
+    (sigma ``blur_sigma`` px; None: max(H, W) / 8). Other spellings ``zero`` / ``mean`` accepted."""
+    name = empty_name(kind)
+    if name == "zeros":
         return torch.zeros_like(x)
-    if kind == "mean":
+    if name == "data-mean":
         if data_mean is None:
-            raise XgirError("the 'mean' empty image needs the data mean")
+            raise XgirError("the 'data-mean' empty image needs the data mean")
         return data_mean.to(x).expand_as(x)
     return gaussian_blur(x, blur_sigma)
 
@@ -343,7 +353,7 @@ def xgir_retrain(
         support: bool[N,H,W] the core region per image (from :func:`support_from_heatmaps`,
             or ground-truth masks, or random masks for a control).
         features_h: the frozen features h of ``images`` (computed when None).
-        data_mean: mean image float[C,H,W] (for ``empty="mean"``; computed when None).
+        data_mean: mean image float[C,H,W] (for ``empty="data-mean"``; computed when None).
     """
     if support.shape != (images.shape[0], *images.shape[-2:]):
         raise XgirError(f"support must be [N,H,W] = {(images.shape[0], *images.shape[-2:])}, "
@@ -351,7 +361,7 @@ def xgir_retrain(
     new_model, features, linear = frozen_copy(model, head)
     device = model_device(new_model)
     h = features_h if features_h is not None else extract_features(features, images)
-    if data_mean is None and config.empty == "mean":
+    if data_mean is None and empty_name(config.empty) == "data-mean":
         data_mean = images.mean(dim=0)
     x0 = empty_images(images, config.empty, data_mean, config.blur_sigma)
     r = unit_responses(features, images.to(device), support.to(device), x0.to(device),

@@ -4,10 +4,15 @@ A baseline is any callable ``baseline(x float[N,C,H,W], targets: Targets) -> flo
 (:class:`Baseline`): one reference per (image, target), so a class-targeted baseline
 (GANMEX: G(x, t), "why this class and not t") plugs in next to the target-free ones here:
 
-- ``"zero"``: black image;
+- ``"zeros"``: black image (``"zero"`` is accepted as the same name);
 - ``"mean"``: the image's own mean colour (per channel) everywhere;
-- ``"blur"``: the image blurred by a Gaussian (sigma in pixels, default max(H, W) / 8);
+- ``"blur"``: the image blurred by :func:`xgir.data.blur.gaussian_blur` (sigma in pixels,
+  default max(H, W) / 8; the same blur as XGIR's x0 and the start of insertion);
 - ``"uniform"``: uniform noise in [low, high], seeded, generated on the images' device.
+
+These names are xgir's one baseline vocabulary: ``xgir.metrics.faithfulness`` (deletion /
+insertion references) and XGIR's empty image (``xgir.correct.xgir``, which adds
+``"data-mean"``: the mean image of a dataset) use the same words for the same images.
 
 :func:`get_baseline` also accepts a float (constant image) or a tensor [C,H,W], [N,C,H,W]
 or [N,T,C,H,W].
@@ -15,12 +20,11 @@ or [N,T,C,H,W].
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 
+from xgir.data.blur import gaussian_blur
 from xgir.errors import XgirError
 from xgir.explain.targets import Targets
 
@@ -41,8 +45,12 @@ def _per_target(ref: torch.Tensor, targets: Targets) -> torch.Tensor:
 class ZeroBaseline:
     """All zeros (a black image)."""
 
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference float[N,C,H,W] of images x float[N,C,H,W] (target-free)."""
+        return torch.zeros_like(x)
+
     def __call__(self, x: torch.Tensor, targets: Targets) -> torch.Tensor:
-        return _per_target(torch.zeros_like(x), targets)
+        return _per_target(self.image(x), targets)
 
 
 class ConstantBaseline:
@@ -75,7 +83,8 @@ class MeanColourBaseline:
     def __init__(self, colour: torch.Tensor | None = None) -> None:
         self.colour = colour
 
-    def __call__(self, x: torch.Tensor, targets: Targets) -> torch.Tensor:
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference float[N,C,H,W] of images x float[N,C,H,W] (target-free)."""
         if self.colour is None:
             colour = x.mean(dim=(-2, -1), keepdim=True)
         else:
@@ -85,33 +94,25 @@ class MeanColourBaseline:
                     f"a mean colour needs {x.shape[1]} values, got {tuple(colour.shape)}"
                 )
             colour = colour[None, :, None, None]
-        return _per_target(colour.expand_as(x).contiguous(), targets)
+        return colour.expand_as(x).contiguous()
 
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of float[N,C,H,W] (sigma in pixels, replicate padding)."""
-    if sigma <= 0:
-        return x.clone()
-    radius = max(1, math.ceil(3 * sigma))
-    r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (r / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    y = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(y, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    def __call__(self, x: torch.Tensor, targets: Targets) -> torch.Tensor:
+        return _per_target(self.image(x), targets)
 
 
 class BlurBaseline:
-    """The image blurred by a Gaussian of ``sigma`` pixels (default max(H, W) / 8)."""
+    """The image blurred by a Gaussian of ``sigma`` pixels (default max(H, W) / 8):
+    :func:`xgir.data.blur.gaussian_blur`."""
 
     def __init__(self, sigma: float | None = None) -> None:
         self.sigma = sigma
 
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference float[N,C,H,W] of images x float[N,C,H,W] (target-free)."""
+        return gaussian_blur(x, self.sigma)
+
     def __call__(self, x: torch.Tensor, targets: Targets) -> torch.Tensor:
-        sigma = self.sigma if self.sigma is not None else max(x.shape[-2:]) / 8
-        return _per_target(gaussian_blur(x, float(sigma)), targets)
+        return _per_target(self.image(x), targets)
 
 
 class UniformNoiseBaseline:
@@ -122,26 +123,45 @@ class UniformNoiseBaseline:
             raise XgirError(f"uniform baseline needs low <= high, got {low} > {high}")
         self.low, self.high, self.seed = low, high, seed
 
-    def __call__(self, x: torch.Tensor, targets: Targets) -> torch.Tensor:
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference float[N,C,H,W] of images x float[N,C,H,W] (target-free)."""
         g = torch.Generator(device=x.device).manual_seed(self.seed)
         noise = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype)
-        return _per_target(self.low + (self.high - self.low) * noise, targets)
+        return self.low + (self.high - self.low) * noise
+
+    def __call__(self, x: torch.Tensor, targets: Targets) -> torch.Tensor:
+        return _per_target(self.image(x), targets)
 
 
 BASELINES: dict[str, type] = {
-    "zero": ZeroBaseline,
+    "zeros": ZeroBaseline,
     "mean": MeanColourBaseline,
     "blur": BlurBaseline,
     "uniform": UniformNoiseBaseline,
 }
+ALIASES = {"zero": "zeros"}  # other spellings accepted for the same baseline
 
 
-def get_baseline(spec: Any = "zero", **params: Any) -> Baseline:
-    """A :class:`Baseline` from a name (``zero``, ``mean``, ``blur``, ``uniform``; ``params`` go
-    to its constructor), a float, a tensor, or a Baseline callable (returned as is)."""
+def baseline_name(name: str) -> str:
+    """The canonical baseline name of ``name`` (``"zero"`` -> ``"zeros"``); XgirError if unknown."""
+    name = ALIASES.get(name, name)
+    if name not in BASELINES:
+        raise XgirError(f"unknown baseline '{name}'; choose one of: {', '.join(BASELINES)}")
+    return name
+
+
+def reference_image(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The target-free reference float[N,C,H,W] of a named baseline (default parameters) for
+    images x float[N,C,H,W], e.g. ``reference_image("blur", x)``."""
+    return BASELINES[baseline_name(name)]().image(x)
+
+
+def get_baseline(spec: Any = "zeros", **params: Any) -> Baseline:
+    """A :class:`Baseline` from a name (``zeros`` (or ``zero``), ``mean``, ``blur``, ``uniform``;
+    ``params`` go to its constructor), a float, a tensor, or a Baseline callable (returned as is).
+    The named baselines also have ``.image(x) -> float[N,C,H,W]``, their target-free reference."""
     if isinstance(spec, str):
-        if spec not in BASELINES:
-            raise XgirError(f"unknown baseline '{spec}'; choose one of: {', '.join(BASELINES)}")
+        spec = baseline_name(spec)
         try:
             return BASELINES[spec](**params)
         except TypeError as err:

@@ -116,7 +116,7 @@ class _CaptumExplainer:
 
     uses_baseline = False
 
-    def __init__(self, *, baseline: Any = "zero") -> None:
+    def __init__(self, *, baseline: Any = "zeros") -> None:
         self.baseline = baseline
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
@@ -164,7 +164,7 @@ class IntegratedGradients(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, *, baseline: Any = "zero", n_steps: int = 50, method: str = "gausslegendre",
+    def __init__(self, *, baseline: Any = "zeros", n_steps: int = 50, method: str = "gausslegendre",
                  internal_batch_size: int | None = None) -> None:
         super().__init__(baseline=baseline)
         self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
@@ -242,7 +242,7 @@ class DeepShap(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, *, baselines: Any = "zero") -> None:
+    def __init__(self, *, baselines: Any = "zeros") -> None:
         super().__init__(baseline=baselines)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
@@ -268,7 +268,7 @@ class Occlusion(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, *, baseline: Any = "zero", window: int | None = None, stride: int | None = None,
+    def __init__(self, *, baseline: Any = "zeros", window: int | None = None, stride: int | None = None,
                  perturbations_per_eval: int = 16) -> None:
         super().__init__(baseline=baseline)
         self.window, self.stride, self.ppe = window, stride, perturbations_per_eval

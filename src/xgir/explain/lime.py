@@ -36,6 +36,7 @@ from xgir.explain._blackbox import (
     score_samples,
     take,
 )
+from xgir.explain.baselines import ALIASES
 from xgir.progress import Progress
 
 
@@ -74,8 +75,9 @@ class LIME:
             and 0.1 otherwise. SLIC runs on each image min-max scaled to [0, 1].
         kernel_width: width of the cosine-distance kernel.
         alpha: ridge penalty (> 0).
-        fill: colour of hidden superpixels: ``"mean"`` (the image's mean colour per channel),
-            a number, or one value per channel.
+        fill: colour of hidden superpixels, in the baseline vocabulary of
+            :mod:`xgir.explain.baselines`: ``"mean"`` (the image's mean colour per channel) or
+            ``"zeros"`` (``"zero"``); or a number, or one value per channel.
         seed: seed of the sample generator (on the input's device).
         batch_size: perturbed images per forward pass (None: from the image size and device,
             :func:`~xgir.explain._blackbox.auto_batch_size`).
@@ -90,8 +92,10 @@ class LIME:
                        alpha=alpha)
         if compactness is not None:
             check_positive(compactness=compactness)
-        if isinstance(fill, str) and fill != "mean":
-            raise XgirError(f"fill must be 'mean', a number or one value per channel, got '{fill}'")
+        if isinstance(fill, str):
+            if ALIASES.get(fill, fill) not in ("mean", "zeros"):
+                raise XgirError(f"fill must be 'mean', 'zeros', a number or one value per channel, got '{fill}'")
+            fill = ALIASES.get(fill, fill)
         self.n_samples = int(n_samples)
         self.n_segments = int(n_segments)
         self.compactness = compactness
@@ -133,8 +137,8 @@ class LIME:
     def _fill(self, x: torch.Tensor) -> torch.Tensor:
         """Baseline colours float[N,C]."""
         n, c = x.shape[:2]
-        if isinstance(self.fill, str):
-            return x.mean((2, 3))
+        if isinstance(self.fill, str):  # "mean" or "zeros" (checked in __init__)
+            return x.mean((2, 3)) if self.fill == "mean" else x.new_zeros(n, c)
         value = torch.as_tensor(self.fill, dtype=x.dtype, device=x.device).flatten()
         if value.numel() not in (1, c):
             raise XgirError(f"fill needs 1 or {c} values, got {value.numel()}")

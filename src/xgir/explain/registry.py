@@ -73,7 +73,7 @@ EXPLAINERS: dict[str, ExplainerInfo] = {
     "input-x-gradient": ExplainerInfo(f"{_G}:InputXGradient", "input times gradient", signed=True),
     "ig": ExplainerInfo(
         f"{_G}:IntegratedGradients",
-        "Integrated Gradients from a baseline (--param n_steps=, baseline=zero|blur|...)",
+        "Integrated Gradients from a baseline (--param n_steps=, baseline=zeros|blur|...)",
         signed=True, baseline="baseline"),
     "expected-gradients": ExplainerInfo(
         f"{_G}:ExpectedGradients", "IG averaged over random baselines drawn from data",

@@ -2,11 +2,14 @@
 
 - localisation: :func:`epg`, :func:`seg_epg`, :func:`box_epg`, :func:`iou`,
   :func:`pointing_game`, :func:`irrelevant_overlap`, :func:`boxes_from_masks`;
-- faithfulness: :func:`deletion`, :func:`insertion`, :func:`perturbation_curves`, :func:`auc`;
+- faithfulness: :func:`deletion`, :func:`insertion`, :func:`perturbation_curves`, :func:`auc`
+  (:func:`gaussian_blur` re-exported from its home, :mod:`xgir.data.blur`);
 - sanity: :func:`cascading_randomisation`, :func:`randomised_models`, :func:`spearman`,
   :func:`ssim`;
-- shift: :func:`predict`, :func:`accuracy`, :func:`accuracy_by_group`,
-  :func:`worst_group_accuracy`, :func:`evaluate_splits`, :func:`gap_closed`;
+- shift: :func:`worst_group_accuracy`, :func:`evaluate_splits`, :func:`gap_closed`, and
+  re-exported from their homes :func:`predict` (:mod:`xgir.models.inference`),
+  :func:`accuracy`, :func:`accuracy_by_group`, :func:`accuracy_from_predictions`,
+  :func:`group_accuracy` (:mod:`xgir.models.accuracy`);
 - report: :func:`evaluate_explainers` (``xgir evaluate``).
 """
 
@@ -42,6 +45,7 @@ from xgir.metrics.sanity import (
 from xgir.metrics.shift import (
     accuracy,
     accuracy_by_group,
+    accuracy_from_predictions,
     accuracy_per_split,
     evaluate_splits,
     gap_closed,
@@ -55,6 +59,7 @@ __all__ = [
     "RandomisationResult",
     "accuracy",
     "accuracy_by_group",
+    "accuracy_from_predictions",
     "accuracy_per_split",
     "auc",
     "box_epg",

@@ -1,9 +1,12 @@
 """Faithfulness: deletion and insertion curves and their areas (Petsiuk et al., RISE).
 
 Pixels are ordered by saliency, most salient first (ties in row-major order).
-*Deletion* replaces them, ``step`` pixels at a time, by a baseline (default zeros);
-*insertion* starts from a baseline (default: the image blurred with an 11 px
-Gaussian, sigma 5) and puts the original pixels back in the same order. After
+*Deletion* replaces them, ``step`` pixels at a time, by a baseline (default ``"zeros"``);
+*insertion* starts from a baseline (default ``"blur"``: :func:`xgir.data.blur.gaussian_blur`,
+sigma max(H, W) / 8, the same image as the IG "blur" baseline and XGIR's blurred x0) and puts
+the original pixels back in the same order. Baseline names are those of
+:mod:`xgir.explain.baselines` (``zeros`` / ``zero``, ``mean`` = the image's mean colour,
+``blur``, ``uniform``). After
 each step the model scores the softmax probability of the original top class (or
 of a given class). With P = H*W pixels there are S = ceil(P / step) steps; point s
 of the curve is at x_s = min(s * step, P) / P, and the AUC is the trapezoid rule
@@ -23,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xgir.data.blur import gaussian_blur
 from xgir.errors import XgirError
+from xgir.explain.baselines import reference_image
+
+__all__ = ["PerturbationCurves", "auc", "default_batch_size", "default_step", "deletion", "gaussian_blur",
+           "insertion", "perturbation_curves", "step_fractions"]  # gaussian_blur: home xgir.data.blur
 
 
 class PerturbationCurves(NamedTuple):
@@ -66,36 +74,11 @@ def auc(curves: torch.Tensor, fractions: torch.Tensor | None = None) -> torch.Te
     return torch.trapezoid(curves, x=fractions.to(curves.device, curves.dtype), dim=-1)
 
 
-def gaussian_blur(x: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Blur float[N,C,H,W] with a separable Gaussian (reflect padding; replicate when the image
-    is smaller than the kernel radius)."""
-    if kernel_size % 2 != 1 or kernel_size < 1:
-        raise XgirError(f"kernel_size must be an odd positive integer, got {kernel_size}")
-    r = kernel_size // 2
-    t = torch.arange(kernel_size, device=x.device, dtype=x.dtype) - r
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    n, c, h, w = x.shape
-    mode = "reflect" if r < min(h, w) else "replicate"
-    y = F.pad(x.reshape(n * c, 1, h, w), (r, r, r, r), mode=mode)
-    y = F.conv2d(y, k.view(1, 1, 1, -1))
-    y = F.conv2d(y, k.view(1, 1, -1, 1))
-    return y.reshape(n, c, h, w)
-
-
 def _baseline(baseline: object, x: torch.Tensor, mode: str) -> torch.Tensor:
     if baseline is None:
         baseline = "zeros" if mode == "deletion" else "blur"
     if isinstance(baseline, str):
-        if baseline == "zeros":
-            return torch.zeros_like(x)
-        if baseline == "blur":
-            return gaussian_blur(x)
-        if baseline == "mean":
-            return x.mean((-2, -1), keepdim=True).expand_as(x)
-        raise XgirError(
-            f"unknown baseline '{baseline}'; use zeros, blur, mean, a number or a tensor"
-        )
+        return reference_image(baseline, x)
     if isinstance(baseline, (int, float)):
         return torch.full_like(x, float(baseline))
     if isinstance(baseline, torch.Tensor):
@@ -182,7 +165,8 @@ def perturbation_curves(
         mode: ``"deletion"`` or ``"insertion"``.
         targets: class scored: None = the model's top class on x; an int; long [N] or [N,T].
         step: pixels per step (default ~P/100).
-        baseline: ``"zeros"``, ``"blur"``, ``"mean"``, a number or a tensor broadcastable to x.
+        baseline: a name of :mod:`xgir.explain.baselines` (``"zeros"`` (or ``"zero"``),
+            ``"blur"``, ``"mean"``, ``"uniform"``), a number or a tensor broadcastable to x.
             Default zeros for deletion, blur for insertion (the start image).
         batch_size: perturbed images per forward pass (bounds memory); default
             :func:`default_batch_size`.
@@ -261,6 +245,6 @@ def insertion(
     baseline: object = "blur",
     batch_size: int | None = None,
 ) -> PerturbationCurves:
-    """Insertion curves and AUC (higher = more faithful), starting from an 11 px, sigma 5
-    blur of x by default; see :func:`perturbation_curves`."""
+    """Insertion curves and AUC (higher = more faithful), starting by default from the
+    :func:`xgir.data.blur.gaussian_blur` of x (sigma max(H, W) / 8); see :func:`perturbation_curves`."""
     return perturbation_curves(model, x, saliency, "insertion", targets, step, baseline, batch_size)

@@ -31,7 +31,7 @@ from xgir.errors import XgirError
 from xgir.io import write_json, write_text
 from xgir.metrics.faithfulness import default_step, deletion, insertion
 from xgir.metrics.localisation import box_epg, epg, iou, irrelevant_overlap, pointing_game
-from xgir.metrics.shift import predict
+from xgir.metrics.shift import accuracy_from_predictions, predict
 from xgir.progress import iterate
 
 COLUMNS = [  # (key, header, direction)
@@ -225,7 +225,7 @@ def evaluate_explainers(
         "n": len(ds),
         "indices": idx.tolist(),
         "targets": target_desc,
-        "accuracy": float((pred == ds.labels).float().mean()),
+        "accuracy": accuracy_from_predictions(pred, ds.labels)["accuracy"],
         "step": step,
         "seed": seed,
         **({"meta": dict(meta)} if meta else {}),

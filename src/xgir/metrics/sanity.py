@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xgir.data.blur import gaussian_kernel
 from xgir.errors import XgirError
 from xgir.metrics.localisation import minmax_normalise
 from xgir.progress import iterate
@@ -69,14 +70,6 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _pearson(ra, rb).float()
 
 
-def _gaussian_window(
-    sigma: float, size: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    t = torch.arange(size, device=device, dtype=dtype) - size // 2
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
 def ssim(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -102,16 +95,16 @@ def ssim(
     y = b.reshape(-1, 1, h, w).double()
     if normalise:
         x, y = minmax_normalise(x), minmax_normalise(y)
-    k = _gaussian_window(sigma, size, x.device, x.dtype)
+    k = gaussian_kernel(sigma, size // 2, x.dtype, x.device)  # size is odd
 
-    def blur(z: torch.Tensor) -> torch.Tensor:
+    def window_mean(z: torch.Tensor) -> torch.Tensor:  # Gaussian-weighted mean where the window fits (no padding)
         return F.conv2d(F.conv2d(z, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cxy = blur(x * y) - mx * my
+    mx, my = window_mean(x), window_mean(y)
+    vx = window_mean(x * x) - mx * mx
+    vy = window_mean(y * y) - my * my
+    cxy = window_mean(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.mean((-3, -2, -1)).float().reshape(a.shape[:-2])
 

@@ -275,4 +275,6 @@ def bayes_accuracy(
 ) -> float:
     """Top-1 accuracy of the predictive mean over ``samples`` samples."""
     probs = predictive(model, dataset.images, samples, seed=seed)["probs"]
-    return float((probs.argmax(1) == dataset.labels).float().mean())
+    from xgir.models.accuracy import accuracy_from_predictions
+
+    return float(accuracy_from_predictions(probs.argmax(1), dataset.labels)["accuracy"])

@@ -11,11 +11,15 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
+from xgir.models.accuracy import accuracy, accuracy_by_group
 from xgir.models.inference import model_device, predict
 from xgir.progress import Progress
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+__all__ = ["accuracy", "accuracy_by_group", "check_loss", "check_weights", "fit_classifier", "predict_logits"]
+# accuracy and accuracy_by_group are re-exported from their home, xgir.models.accuracy
 
 
 def check_loss(loss: torch.Tensor, desc: str, epoch: int, step: int, lr: float) -> float:
@@ -91,27 +95,3 @@ def fit_classifier(
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Logits float[N,K] of ``images`` float[N,C,H,W]: :func:`xgir.models.inference.predict`."""
     return predict(model, images, batch_size)
-
-
-def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset``."""
-    pred = predict_logits(model, dataset.images, batch_size).argmax(1)
-    return float((pred == dataset.labels).float().mean())
-
-
-def accuracy_by_group(
-    model: nn.Module, dataset: ImageDataset, batch_size: int = 512
-) -> dict[str, float | dict[str, float]]:
-    """Accuracy, per-group accuracy (groups present only) and worst-group accuracy."""
-    pred = predict_logits(model, dataset.images, batch_size).argmax(1)
-    correct = (pred == dataset.labels).float()
-    result: dict[str, float | dict[str, float]] = {"accuracy": float(correct.mean())}
-    if dataset.groups is not None:
-        per_group = {}
-        for gid in torch.unique(dataset.groups).tolist():
-            sel = dataset.groups == gid
-            name = dataset.group_names[gid] if dataset.group_names else str(gid)
-            per_group[name] = float(correct[sel].mean())
-        result["groups"] = per_group
-        result["worst_group"] = min(per_group.values())
-    return result

@@ -64,6 +64,7 @@ def pretrain_extractor(
 
 def pretrain_accuracy(net: nn.Module, seed: int, pretrain: PretrainConfig) -> dict[str, float]:
     """Character and texture accuracy of the stage-1 network on ``glyph-pretrain/val``."""
+    from xgir.models.accuracy import accuracy_from_predictions
     from xgir.train.erm import predict_logits
 
     params = {k: v for k, v in pretrain.data.params.items() if k != "n"}
@@ -71,8 +72,8 @@ def pretrain_accuracy(net: nn.Module, seed: int, pretrain: PretrainConfig) -> di
     logits = predict_logits(net, val.images)
     k = val.num_classes
     return {
-        "char": float((logits[:, :k].argmax(1) == val.labels).float().mean()),
-        "texture": float((logits[:, k:].argmax(1) == val.extras["texture"]).float().mean()),
+        "char": accuracy_from_predictions(logits[:, :k].argmax(1), val.labels)["accuracy"],
+        "texture": accuracy_from_predictions(logits[:, k:].argmax(1), val.extras["texture"])["accuracy"],
     }
 
 
