@@ -35,7 +35,7 @@ FAST: dict[str, dict] = {
 def _params(name: str, x: torch.Tensor) -> dict:
     params = dict(FAST.get(name, {}))
     if name in ("expected-gradients", "deepshap"):
-        params["baselines"] = torch.rand(4, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+        params["baseline"] = torch.rand(4, *x.shape[1:], generator=torch.Generator().manual_seed(1))
     if name == "ganmex":
         from xgir.models.gan import Generator
 

@@ -52,7 +52,7 @@ def captum_ref(name, model, x, target):
     return a.detach().sum(dim=1)
 
 
-PARAMS = {"ig": {"n_steps": 20}, "deepshap": {"baselines": DATA},
+PARAMS = {"ig": {"n_steps": 20}, "deepshap": {"baseline": DATA},
           "occlusion": {"window": 4, "stride": 2}}
 
 
@@ -68,14 +68,14 @@ def test_class_targets_equal_direct_captum(model, x, name):
 
 
 def test_expected_gradients_equals_seeded_gradient_shap(model, x):
-    ours = get_explainer("expected-gradients", baselines=DATA, n_samples=8, seed=3)(
+    ours = get_explainer("expected-gradients", baseline=DATA, n_samples=8, seed=3)(
         model, x, TARGETS[:, 0])
     np.random.seed(3)
     torch.manual_seed(3)
     ref = ca.GradientShap(model).attribute(x, baselines=DATA, n_samples=8, stdevs=0.0,
                                            target=TARGETS[:, 0]).detach().sum(1)
     assert torch.allclose(ours[:, 0], ref, atol=1e-6, rtol=1e-4)
-    again = get_explainer("expected-gradients", baselines=DATA, n_samples=8, seed=3)(
+    again = get_explainer("expected-gradients", baseline=DATA, n_samples=8, seed=3)(
         model, x, TARGETS[:, 0])
     assert torch.equal(ours, again)  # seeded
 
@@ -142,7 +142,7 @@ def test_expected_gradients_with_row_baseline_on_linear_model(x):
     """On a linear model EG from a fixed reference r is exactly (x - r) * w, whatever the draws."""
     torch.manual_seed(0)
     linear = nn.Sequential(nn.Flatten(), nn.Linear(256, 4)).eval()
-    maps = get_explainer("expected-gradients", baselines="mean", n_samples=4)(linear, x, [2, 0])
+    maps = get_explainer("expected-gradients", baseline="mean", n_samples=4)(linear, x, [2, 0])
     w = linear[1].weight.detach().view(4, 1, 16, 16)
     mean = x.mean(dim=(-2, -1), keepdim=True)
     for j, c in enumerate([2, 0]):
@@ -173,8 +173,10 @@ def test_baselines():
 
 
 def test_errors(model, x):
-    with pytest.raises(XgirError, match="needs baselines"):
+    with pytest.raises(XgirError, match="needs a baseline"):
         get_explainer("expected-gradients")
+    with pytest.raises(XgirError, match="baseline= only"):
+        get_explainer("deepshap", baseline="zeros", baselines=DATA)
     bad = x.clone()
     bad[0, 0, 3, 3] = float("inf")
     with pytest.raises(XgirError, match="NaN"):
@@ -182,4 +184,11 @@ def test_errors(model, x):
     with pytest.raises(XgirError, match="larger than the image"):
         get_explainer("occlusion", window=20)(model, x, 0)
     with pytest.raises(XgirError, match=r"\[B>=2"):
-        get_explainer("deepshap", baselines=DATA[:1])(model, x, 0)
+        get_explainer("deepshap", baseline=DATA[:1])(model, x, 0)
+
+
+def test_old_parameter_name_baselines_is_read_as_baseline(model, x):
+    """One parameter name (``baseline``) for every method; ``baselines=`` still works."""
+    new = get_explainer("deepshap", baseline=DATA)(model, x, 1)
+    old = get_explainer("deepshap", baselines=DATA)(model, x, 1)
+    assert torch.equal(new, old)

@@ -242,13 +242,15 @@ def run_explain(
                             tree, level, params, batches, batch_size, dev, progress, source, tree_images)
 
         info = explainer_info(method)
-        if info.baseline == "baselines" and "baselines" not in params:  # a distribution of references
+        if "baselines" in params and "baseline" not in params:  # the old name
+            params["baseline"] = params.pop("baselines")
+        if info.baseline == "data" and "baseline" not in params:  # a distribution of references
             extra = load_images(spec, loaded.preprocess, seed=seed, limit=n + 64) if is_embedded(spec) else ds
             base = extra.images[n:] if len(extra) > n + 1 else extra.images
             if len(base) < 2:
                 raise XgirError(f"{method} needs at least 2 baseline images; pass more images or "
-                                "--param baselines=zero")
-            params["baselines"] = base.to(dev)
+                                "--param baseline=zeros")
+            params["baseline"] = base.to(dev)
         if info.needs_layer and layer:
             params.setdefault("layer", layer)
         explainer = get_explainer(method, **params)
@@ -283,7 +285,7 @@ def run_explain(
             heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,
                          signed=info.signed),
             write_json(out / "explain.json", {
-                "method": method, "params": {k: v for k, v in params.items() if k != "baselines"},
+                "method": method, "params": {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)},
                 "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
                 "data": ds.name, "split": split, "seed": seed, "target": target, "files": ds.files,
                 "targets": tg.tolist(), "target_names": [[names[c] for c in row] for row in tg.tolist()],

@@ -90,7 +90,6 @@ class GanmexBaseline:
 # ---------------------------------------------------------------------------- attributions
 
 Method = Literal["ig", "deeplift", "deepshap", "occlusion", "expected-gradients"]
-_BASELINE_PARAM = {"expected-gradients": "baselines", "deepshap": "baselines"}
 
 
 def one_vs_one(
@@ -149,7 +148,7 @@ def one_vs_one(
     if method not in ("ig", "deeplift", "deepshap", "occlusion", "expected-gradients"):
         raise XgirError(f"method '{method}' takes no baseline; choose ig, deeplift, deepshap, "
                         "occlusion or expected-gradients")
-    params[_BASELINE_PARAM.get(method, "baseline")] = refs
+    params["baseline"] = refs
     return get_explainer(method, **params)(model, x, targets)
 
 

@@ -192,26 +192,26 @@ class DeepLift(_CaptumExplainer):
                                                          additional_forward_args=extra)
 
 
-def _is_distribution(baselines: Any) -> bool:
-    return isinstance(baselines, torch.Tensor) and baselines.ndim == 4
+def _is_distribution(baseline: Any) -> bool:
+    return isinstance(baseline, torch.Tensor) and baseline.ndim == 4
 
 
 class ExpectedGradients(_CaptumExplainer):
     """Expected Gradients: E over references r and alpha ~ U(0,1) of (x - r) * grad f(r + alpha
     (x - r)), ``n_samples`` draws per (image, target), seeded.
 
-    ``baselines``: a data tensor float[B,C,H,W] (references drawn from it: Captum
+    ``baseline``: a data tensor float[B,C,H,W] (references drawn from it: Captum
     ``GradientShap`` with stdevs = 0), or any per-row baseline (name, Baseline callable such as
     GANMEX): then the reference is fixed and only alpha is drawn (GradientShap on d = x - r).
     """
 
     uses_baseline = True
 
-    def __init__(self, *, baselines: Any = None, n_samples: int = 32, seed: int | None = 0) -> None:
-        if baselines is None:
-            raise XgirError("expected-gradients needs baselines: a data tensor [B,C,H,W] "
+    def __init__(self, *, baseline: Any = None, n_samples: int = 32, seed: int | None = 0) -> None:
+        if baseline is None:
+            raise XgirError("expected-gradients needs a baseline: a data tensor [B,C,H,W] "
                             "(e.g. training images) or a baseline name / callable")
-        super().__init__(baseline=baselines)
+        super().__init__(baseline=baseline)
         self.n_samples, self.seed = n_samples, seed
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
@@ -242,8 +242,8 @@ class DeepShap(_CaptumExplainer):
 
     uses_baseline = True
 
-    def __init__(self, *, baselines: Any = "zeros") -> None:
-        super().__init__(baseline=baselines)
+    def __init__(self, *, baseline: Any = "zeros") -> None:
+        super().__init__(baseline=baseline)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
         if not _is_distribution(self.baseline):

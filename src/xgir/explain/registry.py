@@ -6,8 +6,10 @@ its maps are:
 
 - ``signed``: maps carry a sign (positive and negative evidence) or are non-negative;
 - ``needs_layer``: it reads a layer (``layer=``; default the model's last spatial stage);
-- ``baseline``: the name of its reference parameter (``"baseline"`` one reference image per
-  (image, target); ``"baselines"`` a distribution of references), or None;
+- ``baseline``: what its ``baseline=`` parameter takes (one name for every method):
+  ``"image"`` one reference image per (image, target) (a name such as ``"zeros"`` or
+  ``"blur"``, a tensor, or a callable), ``"data"`` a distribution of references (a data
+  tensor [B,C,H,W]; a single reference also works), or None (no baseline);
 - ``targets``: what the targets mean: ``"classes"`` (classes, clusters or weighted logits,
   :mod:`xgir.explain.targets`), ``"cluster-contrast"`` (each target is contrasted with the
   other targets of the same image: CWOX's cluster level) or ``"foils"`` (GANMEX: the
@@ -48,7 +50,7 @@ class ExplainerInfo:
     description: str
     signed: bool = False
     needs_layer: bool = False
-    baseline: Literal["baseline", "baselines"] | None = None
+    baseline: Literal["image", "data"] | None = None
     targets: Literal["classes", "cluster-contrast", "foils"] = "classes"
     sampler: bool = False  # draws random samples (seeded: same seed, same map)
 
@@ -74,17 +76,17 @@ EXPLAINERS: dict[str, ExplainerInfo] = {
     "ig": ExplainerInfo(
         f"{_G}:IntegratedGradients",
         "Integrated Gradients from a baseline (--param n_steps=, baseline=zeros|blur|...)",
-        signed=True, baseline="baseline"),
+        signed=True, baseline="image"),
     "expected-gradients": ExplainerInfo(
         f"{_G}:ExpectedGradients", "IG averaged over random baselines drawn from data",
-        signed=True, baseline="baselines", sampler=True),
+        signed=True, baseline="data", sampler=True),
     "deeplift": ExplainerInfo(f"{_G}:DeepLift", "DeepLIFT rescale rule against a baseline (Captum)",
-                              signed=True, baseline="baseline"),
+                              signed=True, baseline="image"),
     "deepshap": ExplainerInfo(f"{_G}:DeepShap", "DeepLIFT-SHAP averaged over baseline images (Captum)",
-                              signed=True, baseline="baselines"),
+                              signed=True, baseline="data"),
     "occlusion": ExplainerInfo(
         f"{_G}:Occlusion", "score drop when sliding a patch over the image (--param window=, stride=)",
-        signed=True, baseline="baseline"),
+        signed=True, baseline="image"),
     "rise": ExplainerInfo(
         "xgir.explain.rise:RISE",
         "randomised input sampling: masks weighted by the target score (--param n_masks=)", sampler=True),
@@ -108,7 +110,7 @@ def explainer_info(name: str) -> ExplainerInfo:
 
     >>> info = explainer_info("ig")
     >>> info.signed, info.needs_layer, info.baseline, info.targets
-    (True, False, 'baseline', 'classes')
+    (True, False, 'image', 'classes')
     """
     if name not in EXPLAINERS:
         raise XgirError(f"unknown explainer '{name}'; choose one of: {', '.join(sorted(EXPLAINERS))}")
@@ -139,7 +141,12 @@ class _InEvalMode:
 
 def get_explainer(name: str, **params: Any) -> Explainer:
     """Build the explainer ``name`` with its parameters; clear errors for unknown names or
-    parameters."""
+    parameters. ``baselines=`` (the old name of the sampling methods' parameter) is read as
+    ``baseline=``."""
+    if "baselines" in params:
+        if "baseline" in params:
+            raise XgirError(f"explainer '{name}': give baseline= only (baselines= is its old name)")
+        params["baseline"] = params.pop("baselines")
     factory = explainer_info(name).load()
     try:
         inspect.signature(factory).bind(**params)
