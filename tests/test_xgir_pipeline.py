@@ -76,9 +76,9 @@ def test_pipeline_writes_outputs_and_keeps_extractor(iox_run, weights, folders):
     for name in ("results.json", "report.md", "xgir_model.pt", "heatmaps.png"):
         assert (out / name).is_file(), name
     assert res["images"] == {"source_train": 24, "source_test": 12, "target_test": 12}
+    # the values are recomputed from the saved models below (test_original_accuracy_matches_the_model)
     for model in ("original", "xgir"):
-        for split in ("source_test", "target_test"):
-            assert 0.0 <= res["accuracy"][model][split] <= 1.0
+        assert set(res["accuracy"][model]) == {"source_test", "target_test"}, model
     assert json.loads((out / "results.json").read_text())["accuracy"] == res["accuracy"]
     report = (out / "report.md").read_text()
     assert "| model | source acc | target acc |" in report and "| XGIR |" in report

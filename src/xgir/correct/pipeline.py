@@ -40,6 +40,7 @@ from xgir.correct.xgir import XGIRConfig, frozen_copy, retrain_head
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError, warn
 from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
+from xgir.models.accuracy import accuracy_from_predictions
 from xgir.models.load import import_factory, load_weights
 from xgir.models.split import get_module, split
 from xgir.sharded import Dist, init_dist
@@ -287,7 +288,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
             if k == "source_train":
                 continue
             for name, head in (("original", orig_head), ("xgir", new_head)):
-                acc[name][k] = float((head(h[k]).argmax(1) == labels[k]).float().mean())
+                acc[name][k] = accuracy_from_predictions(head(h[k]).argmax(1), labels[k])["accuracy"]
 
     paths = {"model": out / "xgir_model.pt", "figure": out / "heatmaps.png"}
     results: dict[str, Any] = {
