@@ -205,11 +205,10 @@ def run(out: Path, seeds: list[int], quick: bool = False, widths: tuple[int, ...
                 key = fingerprint(nets[w], w, seed, asdict(sizes), CODE_VERSION)
                 per_width[w][seed] = cached(
                     "xgir-width", key, partial(run_width_seed, nets[w], w, data, seed, sizes, progress))
-    results = {"widths": list(widths), "seeds": seeds, "quick": quick, "pretrain_accuracy": pretrain_acc,
-               "per_width": {w: {s: {"rows": r["rows"], "records": r["records"], "diagnostics": r["diagnostics"]}
-                                 for s, r in per_width[w].items()} for w in widths},
-               "summary": summary(per_width, widths, seeds)}
-    _plot(results["summary"], widths, out / "width.png")
+    summ = summary(per_width, widths, seeds)
+    results: dict[str, Any] = {"widths": list(widths), "seeds": seeds, "quick": quick,
+                               "pretrain_accuracy": pretrain_acc, "per_width": per_width, "summary": summ}
+    _plot(summ, widths, out / "width.png")
     write_text(out / "report.md", report(results, time.time() - start))
     write_json(out / "results.json", results)
     return results
