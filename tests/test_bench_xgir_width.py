@@ -57,6 +57,7 @@ def test_quick_width_suite_has_a_row_per_width_and_diagnostics_that_differ(tmp_p
     res = get_suite("xgir-width").run(tmp_path / "out", [0], quick=True, progress=False)
     assert extractor(512, QUICK, progress=False).feature_dim == 512  # the cached 512-unit extractor
     report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Does the note's rule randomise the texture units?" in report
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     shares = []
     for w in WIDTHS:
@@ -68,6 +69,9 @@ def test_quick_width_suite_has_a_row_per_width_and_diagnostics_that_differ(tmp_p
         shares.append(cls)
         rows = saved["per_width"][str(w)]["0"]["rows"]
         assert len(rows) == 6  # ERM, DFR, XGIR-IOX, GT mask, random mask, context swap
+        lam = saved["per_width"][str(w)]["0"]["rule_lambda"]
+        assert 0 < lam["all units"] < 1 and set(lam) == {"digit-selective", "texture-selective", "mixed", "weak",
+                                                           "all units"}
         assert all(0 <= r["target"] <= 1 for r in rows.values())
     assert len({tuple(s) for s in shares}) == 3  # the unit classes are measured, not constant across widths
     assert res["summary"][512]["units"] == 512

@@ -32,8 +32,10 @@ from xgir.bench.xgir_two_stage import DEEP, head_accuracies, random_supports, un
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import (
     XGIRConfig,
+    delta2_per_unit,
     empty_images,
     frozen_copy,
+    interventional_lambda,
     retrain_head,
     support_from_heatmaps,
     true_class_heatmaps,
@@ -55,6 +57,7 @@ ERM, DFR = "ERM head", "DFR (group labels, reference)"
 # unit classes: digit-selective when digit R^2 >= 3x texture R^2 (selectivity > 0.5), texture-selective
 # the other way round, mixed in between; weak when neither R^2 reaches 0.05 (dead units included)
 SELECTIVITY, WEAK_R2 = 0.5, 0.05
+MECHANISM_VERSION = "rule-lambda-v1"  # the same for rule_by_unit_class
 CODE_VERSION = "xgir-width-v1"  # part of the cache key of each (width, seed) result: bump it when the rows change
 
 
@@ -94,26 +97,35 @@ def extractor(head_width: int, sizes: Sizes, progress: bool = True) -> nn.Module
     return pretrain_extractor(pretrain_config(sizes), width_model(head_width), seed=0, progress=progress)
 
 
-def unit_classes(r2_digit: torch.Tensor, r2_texture: torch.Tensor, live: torch.Tensor) -> dict[str, float]:
-    """Shares of units (each in [0, 1], summing to 1) that are digit-selective, texture-selective,
-    mixed or weak, from per-unit R^2 float[D] and ``live`` bool[D] (non-constant units)."""
+def unit_class_masks(r2_digit: torch.Tensor, r2_texture: torch.Tensor, live: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each unit's class: bool[D] masks "digit-selective", "texture-selective", "mixed", "weak"
+    (disjoint, covering all units) from per-unit R^2 float[D] and ``live`` bool[D] (non-constant units)."""
     informative = live & (torch.maximum(r2_digit, r2_texture) >= WEAK_R2)
     sel = (r2_digit - r2_texture) / (r2_digit + r2_texture).clamp(min=1e-12)
     digit = informative & (sel > SELECTIVITY)
     texture = informative & (sel < -SELECTIVITY)
-    mixed = informative & ~digit & ~texture
-    d = len(r2_digit)
-    return {"digit-selective": int(digit.sum()) / d, "texture-selective": int(texture.sum()) / d,
-            "mixed": int(mixed.sum()) / d, "weak": int((~informative).sum()) / d}
+    return {"digit-selective": digit, "texture-selective": texture, "mixed": informative & ~digit & ~texture,
+            "weak": ~informative}
+
+
+def unit_classes(r2_digit: torch.Tensor, r2_texture: torch.Tensor, live: torch.Tensor) -> dict[str, float]:
+    """Shares of units (each in [0, 1], summing to 1) in each class of :func:`unit_class_masks`."""
+    return {k: int(m.sum()) / len(m) for k, m in unit_class_masks(r2_digit, r2_texture, live).items()}
+
+
+def unit_r2_both(h_val: torch.Tensor, val: ImageDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Digit R^2, texture R^2 (float[D], 0 for dead units) and live units (bool[D]) on target-val."""
+    live = h_val.std(0) > 1e-6  # a constant (dead) unit carries nothing; unit_r2 would read it as 1
+    r2d = torch.where(live, unit_r2(h_val, val.labels), torch.zeros(()))
+    r2t = torch.where(live, unit_r2(h_val, val.extras["texture"]), torch.zeros(()))
+    return r2d, r2t, live
 
 
 def entanglement(h_val: torch.Tensor, val: ImageDataset, h_test: torch.Tensor, test: ImageDataset) -> dict[str, Any]:
     """Per-unit R^2 for digit and texture on target-val features float[N,D] (the two factors are
     independent there), the unit classes, and linear probes (fit target-val, score target-test)."""
     tex_val, tex_test = val.extras["texture"], test.extras["texture"]
-    live = h_val.std(0) > 1e-6  # a constant (dead) unit carries nothing; unit_r2 would read it as 1
-    r2d = torch.where(live, unit_r2(h_val, val.labels), torch.zeros(()))
-    r2t = torch.where(live, unit_r2(h_val, tex_val), torch.zeros(()))
+    r2d, r2t, live = unit_r2_both(h_val, val)
     return {
         "units": int(h_val.shape[1]),
         "dead_units": int((~live).sum()),
@@ -183,6 +195,24 @@ def run_width_seed(pre: nn.Module, head_width: int, data: dict[str, ImageDataset
     return {"rows": rows, "records": records, "diagnostics": diag}
 
 
+def rule_by_unit_class(pre: nn.Module, head_width: int, data: dict[str, ImageDataset], seed: int,
+                       sizes: Sizes) -> dict[str, float]:
+    """Does the note's rule randomise the texture units? Mean lambda (defaults, ground-truth digit
+    masks, x0 = zeros) over source-train images and the units of each class, and over all units."""
+    model_cfg = width_model(head_width)
+    _, features, _ = frozen_copy(frozen_with_new_head(pre, model_cfg.arch, model_cfg.params, 10))
+    train, tv = data["source-train"], data["target-val"]
+    if train.masks is None:
+        raise XgirError("background-shift: source-train has no object masks")
+    h_val = cached_features(features, tv, f"background-shift/target-val/seed={seed}/n={sizes.n}")
+    conf = XGIRConfig(seed=seed)
+    r = unit_responses(features, train.images, train.masks, torch.zeros_like(train.images[:1]).expand_as(train.images))
+    lam = interventional_lambda(r, delta2_per_unit(r, conf)).mean(0)
+    out = {k: float(lam[m].mean()) if m.any() else float("nan")
+           for k, m in unit_class_masks(*unit_r2_both(h_val, tv)).items()}
+    return {**out, "all units": float(lam.mean())}
+
+
 def run(out: Path, seeds: list[int], quick: bool = False, widths: tuple[int, ...] = WIDTHS,
         progress: bool = True) -> dict[str, Any]:
     """The sweep: {"widths", "seeds", "per_width": {width: {seed: run_width_seed(...)}}, ...}."""
@@ -205,6 +235,9 @@ def run(out: Path, seeds: list[int], quick: bool = False, widths: tuple[int, ...
                 key = fingerprint(nets[w], w, seed, asdict(sizes), CODE_VERSION)
                 per_width[w][seed] = cached(
                     "xgir-width", key, partial(run_width_seed, nets[w], w, data, seed, sizes, progress))
+                per_width[w][seed]["rule_lambda"] = cached(
+                    "xgir-width", fingerprint(key, MECHANISM_VERSION),
+                    partial(rule_by_unit_class, nets[w], w, data, seed, sizes))
     summ = summary(per_width, widths, seeds)
     results: dict[str, Any] = {"widths": list(widths), "seeds": seeds, "quick": quick,
                                "pretrain_accuracy": pretrain_acc, "per_width": per_width, "summary": summ}
@@ -229,6 +262,8 @@ def summary(per_width: dict[int, dict[int, Any]], widths: tuple[int, ...], seeds
                             for m in ("source", "target", "worst_group", "gap_closed")} for name in rows},
             "diagnostics": {k: [per_width[w][s]["diagnostics"][k] for s in seeds] for k in DIAG_KEYS},
             "units": per_width[w][seeds[0]]["diagnostics"]["units"],
+            "rule_lambda": {k: [per_width[w][s]["rule_lambda"][k] for s in seeds]
+                            for k in per_width[w][seeds[0]]["rule_lambda"]},
             "support_precision": {k: [per_width[w][s]["diagnostics"]["support_precision"][k] for s in seeds]
                                   for k in per_width[w][seeds[0]]["diagnostics"]["support_precision"]},
         }
@@ -267,6 +302,15 @@ def report(results: dict[str, Any], seconds: float) -> str:
     for w in widths:
         d = summ[w]["diagnostics"]
         lines.append(f"| {summ[w]['units']} | " + " | ".join(fmt(d[k]) for k in DIAG_KEYS) + " |")
+    lam_keys = list(summ[widths[0]]["rule_lambda"])
+    lines += ["", "## Does the note's rule randomise the texture units?", "",
+              "Mean lambda (1 = the unit is fully randomised) of the note's rule with ground-truth digit masks "
+              "(defaults, x0 = zeros) over source-train images, per unit class. If the rule found the shortcut, "
+              "lambda would be high on texture-selective units and low on digit-selective ones.", "",
+              "| units | " + " | ".join(lam_keys) + " |", "|---|" + "---|" * len(lam_keys)]
+    for w in widths:
+        lines.append(f"| {summ[w]['units']} | " + " | ".join(fmt(summ[w]["rule_lambda"][k], 2) for k in lam_keys)
+                     + " |")
     lines += ["", "## Gap closed against width", "", "| method | " + " | ".join(f"{w} units" for w in widths) + " |",
               "|---|" + "---|" * len(widths)]
     for name in summ[widths[0]]["rows"]:
