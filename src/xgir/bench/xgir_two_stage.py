@@ -56,7 +56,7 @@ DELTA2_SWEEP = (0.1, 0.25, 0.5, 0.75)
 DELTA1_SWEEP = (0.01, 0.2, 0.4, 0.6, 0.8)
 
 
-def _accuracies(model: torch.nn.Module, h: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, float]:
+def head_accuracies(model: torch.nn.Module, h: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, float]:
     """source / target / worst-group accuracy of a head on cached features."""
     out = {}
     with torch.no_grad():
@@ -100,11 +100,11 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
         raise XgirError("background-shift: source-train has no object masks or target-val no groups")
     fit_head(h["source-train"], y, 10, epochs=cfg.train.epochs, lr=cfg.train.lr,
              batch_size=cfg.train.batch_size, seed=seed, head=head)
-    rows: dict[str, dict[str, float]] = {"ERM head": _accuracies(head, h, data)}
+    rows: dict[str, dict[str, float]] = {"ERM head": head_accuracies(head, h, data)}
     extra: dict[str, Any] = {}
 
     dfr, info = dfr_head(h["target-val"], data["target-val"].labels, val_groups, 10, seed=seed)
-    rows["DFR (group labels, reference)"] = _accuracies(dfr, h, data)
+    rows["DFR (group labels, reference)"] = head_accuracies(dfr, h, data)
     extra["dfr"] = info
 
     # heatmaps of the ERM model for the true class
@@ -148,7 +148,7 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
         empty = ~sup.flatten(1).any(1)
         new_head, rec = retrain_head(h["source-train"], responses(kind, config.empty, config.response), y, 10, config,
                                      empty, float(sup.float().mean()))
-        acc = _accuracies(new_head, h, data)
+        acc = head_accuracies(new_head, h, data)
         return acc, {"frac_units_randomised": rec.frac_units_randomised,
                      "frac_units_fully_randomised": rec.frac_units_fully_randomised,
                      "delta2_abs": rec.delta2_used[0] if config.delta2_mode != "unit-quantile" else None,
@@ -186,7 +186,7 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
                                      "support_precision": float((sup & masks).sum() / sup.sum().clamp(min=1))}
         del supports[f"IOX d1={d1}"]
     extra["diagnostics"], oracle_rows = _diagnostics(h, data, responses("GT mask", "zeros"), seed)
-    rows.update({k: _accuracies(v, h, data) for k, v in oracle_rows.items()})
+    rows.update({k: head_accuracies(v, h, data) for k, v in oracle_rows.items()})
     r = responses("IOX", "zeros")
     extra["r_iox_quantiles"] = {f"q{q}": float(torch.quantile(r.flatten()[::13], q / 100))
                                 for q in (5, 25, 50, 75, 95)}

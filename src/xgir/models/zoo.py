@@ -64,10 +64,14 @@ class BasicBlock(nn.Module):
 class SmallResNet(nn.Module):
     """A small ResNet: stem, three stages of basic blocks (strides 1, 2, 2), global average
     pooling and head ``fc``. Feature size = 4 * width. Layers: ``stem``, ``layer1``,
-    ``layer2``, ``layer3`` (the last conv stage), ``pool``, ``fc``."""
+    ``layer2``, ``layer3`` (the last conv stage), ``pool``, ``fc``.
+
+    ``head_width`` (default None: none) appends a 1x1 conv-BN-ReLU with that many output
+    channels to ``layer3``, so the feature size (units at the head) is ``head_width`` at little
+    cost: a wider head without widening the 3x3 stages (used by the ``xgir-width`` suite)."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16,
-                 blocks: int = 1) -> None:
+                 blocks: int = 1, head_width: int | None = None) -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
@@ -80,6 +84,9 @@ class SmallResNet(nn.Module):
             stage += [BasicBlock(c, c) for _ in range(blocks - 1)]
             layers.append(nn.Sequential(*stage))
             in_c = c
+        if head_width is not None:
+            layers[-1].extend([nn.Conv2d(in_c, head_width, 1, bias=False), nn.BatchNorm2d(head_width), nn.ReLU()])
+            in_c = head_width
         self.layer1, self.layer2, self.layer3 = layers
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(in_c, num_classes)

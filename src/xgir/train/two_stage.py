@@ -62,13 +62,14 @@ def pretrain_extractor(
     return net.eval()
 
 
-def pretrain_accuracy(net: nn.Module, seed: int, pretrain: PretrainConfig) -> dict[str, float]:
-    """Character and texture accuracy of the stage-1 network on ``glyph-pretrain/val``."""
+def pretrain_accuracy(net: nn.Module, seed: int, pretrain: PretrainConfig, n: int | None = None) -> dict[str, float]:
+    """Character and texture accuracy of the stage-1 network on ``glyph-pretrain/val`` (``n``
+    images; None: the split's default size)."""
     from xgir.models.accuracy import accuracy_from_predictions
     from xgir.train.erm import predict_logits
 
     params = {k: v for k, v in pretrain.data.params.items() if k != "n"}
-    val = load_dataset(pretrain.data.name, "val", seed=seed, **params)
+    val = load_dataset(pretrain.data.name, "val", seed=seed, **params, **({} if n is None else {"n": n}))
     logits = predict_logits(net, val.images)
     k = val.num_classes
     return {
