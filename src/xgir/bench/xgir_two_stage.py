@@ -45,6 +45,7 @@ from xgir.data import load_dataset
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree
 from xgir.io import cached, fingerprint, save_figure, write_json, write_text
+from xgir.models.accuracy import accuracy_from_predictions
 from xgir.progress import iterate, step
 from xgir.train.config import two_stage_config
 from xgir.train.features import cached_features, fit_head
@@ -57,16 +58,12 @@ DELTA1_SWEEP = (0.01, 0.2, 0.4, 0.6, 0.8)
 
 
 def head_accuracies(model: torch.nn.Module, h: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, float]:
-    """source / target / worst-group accuracy of a head on cached features."""
-    out = {}
+    """source / target / worst-group (target groups) accuracy of a head on cached features."""
     with torch.no_grad():
-        for key, split in (("source", "source-test"), ("target", "target-test")):
-            pred = model(h[split]).argmax(1)
-            out[key] = float((pred == data[split].labels).float().mean())
-        correct = (model(h["target-test"]).argmax(1) == data["target-test"].labels).float()
-        groups = data["target-test"].groups
-        out["worst_group"] = min(float(correct[groups == g].mean()) for g in torch.unique(groups))
-    return out
+        src = accuracy_from_predictions(model(h["source-test"]).argmax(1), data["source-test"].labels)
+        tgt = accuracy_from_predictions(model(h["target-test"]).argmax(1), data["target-test"].labels,
+                                        data["target-test"].groups)
+    return {"source": src["accuracy"], "target": tgt["accuracy"], "worst_group": tgt["worst_group"]}
 
 
 def random_supports(support: torch.Tensor, seed: int) -> torch.Tensor:
@@ -164,13 +161,13 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
             rows[f"XGIR-{kind}" if kind in ("IOX", "CWOX") else f"XGIR, {kind}"] = acc
             records[kind] = rec
     variants = {
-        "XGIR-IOX, x0 = data mean": XGIRConfig(seed=seed, empty="mean"),
+        "XGIR-IOX, x0 = data mean": XGIRConfig(seed=seed, empty="data-mean"),
         "XGIR-IOX, x0 = blurred x": XGIRConfig(seed=seed, empty="blur"),
         "XGIR-IOX, delta2 per-unit quantile": XGIRConfig(seed=seed, delta2_mode="unit-quantile"),
         "XGIR-IOX, noise scale 0.5": XGIRConfig(seed=seed, noise_scale=0.5),
-        "XGIR-IOX, r core minus context, x0 = mean": XGIRConfig(seed=seed, empty="mean",
+        "XGIR-IOX, r core minus context, x0 = mean": XGIRConfig(seed=seed, empty="data-mean",
                                                                 response="core-minus-context"),
-        "XGIR, GT mask, r core minus context, x0 = mean": XGIRConfig(seed=seed, empty="mean",
+        "XGIR, GT mask, r core minus context, x0 = mean": XGIRConfig(seed=seed, empty="data-mean",
                                                                      response="core-minus-context"),
     }
     for name, conf in variants.items():

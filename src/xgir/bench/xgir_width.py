@@ -144,7 +144,8 @@ def methods(seed: int) -> dict[str, tuple[str, XGIRConfig]]:
         "XGIR-IOX (note's rule, defaults)": ("IOX", XGIRConfig(seed=seed)),
         "XGIR, GT mask (upper bound of the idea)": ("GT mask", XGIRConfig(seed=seed)),
         "XGIR, random mask (control)": ("random mask", XGIRConfig(seed=seed)),
-        "variant: context swap, GT mask, x0 = mean": ("GT mask", XGIRConfig(seed=seed, variant="swap", empty="mean")),
+        "variant: context swap, GT mask, x0 = mean": ("GT mask",
+                                                      XGIRConfig(seed=seed, variant="swap", empty="data-mean")),
     }
 
 
