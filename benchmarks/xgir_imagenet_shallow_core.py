@@ -10,7 +10,8 @@ target accuracy and gap closed of ERM, DFR and the swap. Run:
 import numpy as np
 import torch
 
-from xgir.bench.xgir_imagenet import Sizes, Stage, _accuracies
+from xgir.bench.xgir_imagenet import _accuracies
+from xgir.bench.xgir_imagenet_stage import Sizes, Stage
 from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import XGIRConfig, retrain_head, support_from_heatmaps
 from xgir.correct.xgir_variants import core_heatmaps, support_precision
