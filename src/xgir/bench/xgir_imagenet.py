@@ -11,7 +11,10 @@ network once; each (p, seed) draws its source-train set from it (:func:`bias_sub
 source-val / source-test likewise from their own pools. The images do not change with the
 seed; the subset, the heads, the noise and the random masks do. The last maps M (input of the
 global pool) are kept, so every linear head's CAM (= Grad-CAM at M) costs no backward pass.
-Every f(core) pass is cached on disk (``xgir.io.cached``): a rerun only retrains heads.
+Every network pass is cached on disk (``xgir.io.cached``; :mod:`xgir.bench.xgir_imagenet_stage`
+holds the data, passes and supports), and so is the DFR head of each seed (it does not depend on
+p): a rerun only fits heads. The ~20 XGIR heads of one (p, seed) are fitted as one batched problem
+(:func:`xgir.train.heads.fit_heads`: each head as ``fit_head`` fits it, to float summation order).
 
 Core sources (support s = 1[map / max > DELTA1], upsampled): the ERM head's CAM of the true
 class (the note's IOX; the map of the seed-0 ERM head of each p, shared by the seeds), the

@@ -296,8 +296,11 @@ _QS = (0.05, 0.25, 0.5, 0.75, 0.95)
 def response_quantiles(r: torch.Tensor) -> dict[str, list[float]]:
     """Per-unit 5/25/50/75/95 % quantiles of r float[N,D] (a strided sample of <= ~2000 rows),
     one sort for all five."""
+    from xgir.correct.xgir_variants import content_memo
+
     sample = r[:: max(1, len(r) // 2000)]
-    q = torch.quantile(sample, torch.tensor(_QS, dtype=sample.dtype), dim=0)
+    q = content_memo("r quantiles", sample, _QS,
+                     lambda: torch.quantile(sample, torch.tensor(_QS, dtype=sample.dtype), dim=0))
     return {f"q{int(v * 100)}": q[i].tolist() for i, v in enumerate(_QS)}
 
 
