@@ -10,8 +10,8 @@ target accuracy and gap closed of ERM, DFR and the swap. Run:
 import numpy as np
 import torch
 
-from xgir.bench.xgir_imagenet import Sizes, Stage, _accuracies
-from xgir.correct.dfr import dfr_head
+from xgir.bench.xgir_imagenet import _accuracies, dfr_reference
+from xgir.bench.xgir_imagenet_stage import Sizes, Stage
 from xgir.correct.xgir import XGIRConfig, retrain_head, support_from_heatmaps
 from xgir.correct.xgir_variants import core_heatmaps, support_precision
 from xgir.io import cached
@@ -29,14 +29,13 @@ for d1 in (0.3, 0.5, 0.7):
     print(f"delta1 {d1}: precision {support_precision(s, pool.masks):.3f}, share {float(s.float().mean()):.3f}")
 st.supports["pretrained-shallow"] = support_from_heatmaps(maps, (112, 112), 0.5)
 sz = st.sizes
-tt, tv = st.data["target-test"], st.data["target-val"]
+tt = st.data["target-test"]
 for p in sz.ps:
     res = {"erm": [], "dfr": [], "swap": []}
     for seed in (0, 1, 2):
         idx, hs, ys, h, y, vg = st.draw(p, seed)
         res["erm"].append(_accuracies(fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed), h, y, tt.groups, vg))
-        res["dfr"].append(_accuracies(dfr_head(st.h["target-val"], tv.labels, tv.groups, 10, seed=seed)[0], h, y,
-                                      tt.groups, vg))
+        res["dfr"].append(_accuracies(dfr_reference(st, seed), h, y, tt.groups, vg))
         cfg = XGIRConfig(seed=seed, delta1=0.5, variant="swap", empty="mean")
         sup = st.supports["pretrained-shallow"][idx]
         head, _ = retrain_head(hs, st.responses("pretrained-shallow", cfg)[idx], ys, 10, cfg, ~sup.flatten(1).any(1))

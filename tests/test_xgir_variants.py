@@ -213,3 +213,17 @@ def test_xgir_correct_runs_the_variants_and_core_sources(tmp_path, core, variant
     res = run_xgir_pipeline(cfg, progress=False)
     assert res["record"]["config"]["core"] == core and res["record"]["config"]["variant"] == variant
     assert 0 <= res["accuracy"]["xgir"]["target_test"] <= 1
+
+
+@pytest.mark.parametrize("basis", ["pca", "whiten"])
+def test_basis_round_trip_with_fewer_images_than_units(basis):
+    # N < D: the covariance is singular (many eigenvalues clamped); lambda = 0 must still give h' = h
+    # (a pseudo-inverse of the whitening matrix used to drop the top principal directions here)
+    g = torch.Generator().manual_seed(0)
+    h = 3.0 * torch.randn(12, 40, generator=g) @ torch.randn(40, 40, generator=g)
+    cfg = XGIRConfig(delta2=1.0, delta2_mode="absolute", floor=0.0, basis=basis, draws=2)
+    _, b = decorrelating_basis(h, basis)
+    high = (100.0 * torch.ones(12, 40)) @ torch.linalg.inv(b.double()).float()
+    feats, copies, stats = variant_features(h, high, cfg, g, torch.ones(12, dtype=torch.bool))
+    assert stats["frac_units_randomised"] == 0
+    assert torch.allclose(feats, h.repeat(copies, 1), atol=1e-3 * float(h.abs().max()))

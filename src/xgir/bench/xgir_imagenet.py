@@ -11,7 +11,10 @@ network once; each (p, seed) draws its source-train set from it (:func:`bias_sub
 source-val / source-test likewise from their own pools. The images do not change with the
 seed; the subset, the heads, the noise and the random masks do. The last maps M (input of the
 global pool) are kept, so every linear head's CAM (= Grad-CAM at M) costs no backward pass.
-Every f(core) pass is cached on disk (``xgir.io.cached``): a rerun only retrains heads.
+Every network pass is cached on disk (``xgir.io.cached``; :mod:`xgir.bench.xgir_imagenet_stage`
+holds the data, passes and supports), and so is the DFR head of each seed (it does not depend on
+p): a rerun only fits heads. The ~20 XGIR heads of one (p, seed) are fitted as one batched problem
+(:func:`xgir.train.heads.fit_heads`: each head as ``fit_head`` fits it, to float summation order).
 
 Core sources (support s = 1[map / max > DELTA1], upsampled): the ERM head's CAM of the true
 class (the note's IOX; the map of the seed-0 ERM head of each p, shared by the seeds), the
@@ -25,7 +28,7 @@ results.json, gap.png, heatmaps.png.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,45 +37,18 @@ import torch
 import torch.nn.functional as F
 
 from xgir.bench import fmt, one_thread, spread_note
-from xgir.bench.xgir_two_stage import random_supports, unit_r2
+from xgir.bench.xgir_imagenet_stage import DELTA1, MODEL, QUICK, Sizes, Stage, present
+from xgir.bench.xgir_two_stage import unit_r2
 from xgir.correct.dfr import dfr_head
-from xgir.correct.xgir import XGIRConfig, retrain_head, support_from_heatmaps
-from xgir.correct.xgir_variants import (
-    class_cam,
-    novelty_map,
-    pooled_maps,
-    pretrained_cam,
-    support_precision,
-)
-from xgir.data.objects import bias_subset, object_pool, object_shift
-from xgir.errors import XgirError
-from xgir.io import cached, fingerprint, save_figure, write_json, write_text
+from xgir.correct.xgir import XGIRConfig, support_from_heatmaps, xgir_training_set
+from xgir.correct.xgir_variants import support_precision
+from xgir.io import cached, save_figure, write_json, write_text
 from xgir.metrics.shift import group_accuracy
 from xgir.train.features import fit_head, linear_probe
+from xgir.train.heads import fit_heads
 
 SUITE = "xgir-imagenet"
-MODEL, HEAD, POOL = "efficientnet-lite0", "_fc", "_avg_pooling"
-DELTA1 = 0.5  # CAM supports: delta1 = 0.01 keeps ~all pixels of an upsampled 4x4 map (xgir-two-stage report)
 FLOOR = 0.05  # signed reading: the unit's 5 % quantile of r is its "no response"
-
-
-@dataclass(frozen=True)
-class Sizes:
-    size: int = 112
-    pool_train: tuple[int, int] = (1200, 400)  # aligned, misaligned
-    n_train: int = 1000
-    pool_val: tuple[int, int] = (430, 140)
-    n_val: int = 450
-    pool_test: tuple[int, int] = (480, 160)
-    n_test: int = 500
-    target_val: int = 2000
-    target_test: int = 1000
-    ps: tuple[float, ...] = (0.7, 0.8, 0.9, 0.95)
-    erm_core_ps: tuple[float, ...] = (0.9,)  # p at which the ERM head's own CAM is a core (one pass each)
-
-
-QUICK = Sizes(size=64, pool_train=(40, 20), n_train=40, pool_val=(30, 12), n_val=30, pool_test=(30, 12),
-              n_test=30, target_val=120, target_test=60, ps=(0.9,), erm_core_ps=(0.9,))
 
 
 def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
@@ -114,103 +90,6 @@ def _accuracies(head: torch.nn.Module, h: dict[str, torch.Tensor], y: dict[str, 
             "target": float(ok["target-test"].mean()), "worst_group": _worst(ok["target-test"], groups)}
 
 
-class Stage:
-    """Data, features, maps and responses of one size setting, cached on disk."""
-
-    def __init__(self, sizes: Sizes, progress: bool = False) -> None:
-        from xgir.models import load_model
-
-        self.sizes, self.progress = sizes, progress
-        loaded = load_model(MODEL)
-        self.model = loaded.model
-        from xgir.models.split import get_module
-
-        head = get_module(self.model, HEAD)
-        if not isinstance(head, torch.nn.Linear):
-            raise XgirError(f"{MODEL}'s head '{HEAD}' is a {type(head).__name__}, not nn.Linear")
-        self.imagenet_head = head
-        s = sizes
-        self.data = {
-            "pool": object_pool(0, *s.pool_train, size=s.size, part="train"),
-            "source-val": object_pool(0, *s.pool_val, size=s.size, part="val"),
-            "source-test": object_pool(0, *s.pool_test, size=s.size, part="test"),
-            "target-val": object_shift("target-val", 0, n=s.target_val, size=s.size),
-            "target-test": object_shift("target-test", 0, n=s.target_test, size=s.size),
-        }
-        self.keys = {  # one cache key per dataset: changing one size keeps the others' passes
-            "pool": fingerprint(MODEL, s.size, "pool", s.pool_train),
-            "source-val": fingerprint(MODEL, s.size, "val", s.pool_val),
-            "source-test": fingerprint(MODEL, s.size, "test", s.pool_test),
-            "target-val": fingerprint(MODEL, s.size, "target-val", s.target_val),
-            "target-test": fingerprint(MODEL, s.size, "target-test", s.target_test),
-        }
-        self.h: dict[str, torch.Tensor] = {}
-        for name, ds in self.data.items():
-            if name == "pool":
-                got = cached("xgir-imagenet", f"{self.keys[name]}-maps-pool",
-                             lambda ds=ds: dict(zip(("h", "maps"),  # type: ignore[misc]  # default-arg lambda
-                                                    pooled_maps(self.model, ds.images, POOL), strict=True)))
-                self.h[name], self.maps = got["h"], got["maps"]
-            else:
-                self.h[name] = cached("xgir-imagenet", f"{self.keys[name]}-h-{name}",
-                                      lambda ds=ds: pooled_maps(self.model, ds.images, POOL)[0])  # type: ignore[misc]
-        pool = self.data["pool"]
-        self.mean_image = pool.images.mean(0)
-        self.f0 = {k: pooled_maps(self.model, x0[None], POOL)[0][0]
-                   for k, x0 in (("zeros", torch.zeros_like(self.mean_image)), ("mean", self.mean_image))}
-        self.supports: dict[str, torch.Tensor] = {"gt": _present(pool.masks, "masks")}
-        self.supports["random"] = random_supports(_present(pool.masks, "masks"), 12345)
-        hw = (int(pool.images.shape[-2]), int(pool.images.shape[-1]))
-        self.heatmaps = {"pretrained": pretrained_cam(self.maps, self.imagenet_head),
-                         "novelty": novelty_map(self.maps)}
-        for k in ("pretrained", "novelty"):
-            self.supports[k] = support_from_heatmaps(self.heatmaps[k], hw, DELTA1)
-
-    def draw(self, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor],
-                                                  dict[str, torch.Tensor], torch.Tensor]:
-        """The splits of bias ``p`` and ``seed``: source-train pool indices, their features and labels,
-        the features and labels of source-val, source-test and target-test, and source-val groups."""
-        sz, pool = self.sizes, self.data["pool"]
-        val, test = self.data["source-val"], self.data["source-test"]
-        idx = bias_subset(pool.extras["aligned"], p, sz.n_train, seed)
-        vi = bias_subset(val.extras["aligned"], p, sz.n_val, seed)
-        ti = bias_subset(test.extras["aligned"], p, sz.n_test, seed)
-        h = {"source-val": self.h["source-val"][vi], "source-test": self.h["source-test"][ti],
-             "target-test": self.h["target-test"]}
-        y = {"source-val": val.labels[vi], "source-test": test.labels[ti],
-             "target-test": self.data["target-test"].labels}
-        return idx, self.h["pool"][idx], pool.labels[idx], h, y, _present(val.groups, "groups")[vi]
-
-    def set_erm_support(self, p: float, head: torch.nn.Linear) -> None:
-        """The ERM head's CAM of the true class (over the whole pool) as the 'erm' core."""
-        pool = self.data["pool"]
-        self.heatmaps[f"erm p={p}"] = cam = class_cam(self.maps, head, pool.labels)
-        self.supports[f"erm p={p}"] = support_from_heatmaps(
-            cam, (int(pool.images.shape[-2]), int(pool.images.shape[-1])), DELTA1)
-
-    def core_features(self, core: str, empty: str) -> torch.Tensor:
-        """f(x * s + x0 * (1 - s)) over the pool, float[N,D] (cached)."""
-        sup = self.supports[core]
-        pool = self.data["pool"]
-
-        def compute() -> torch.Tensor:
-            x0 = torch.zeros_like(self.mean_image) if empty == "zeros" else self.mean_image
-            out = []
-            for i in range(0, len(pool.images), 256):
-                s = sup[i : i + 256, None].float()
-                out.append(pooled_maps(self.model, pool.images[i : i + 256] * s + x0 * (1 - s), POOL)[0])
-            return torch.cat(out)
-
-        return cached("xgir-imagenet", f"{self.keys['pool']}-core-{fingerprint(sup)}-{empty}", compute)
-
-    def responses(self, core: str, config: XGIRConfig) -> torch.Tensor:
-        """r over the pool for ``config.response`` (core: f(x') - f(x0); core-vs-whole: f(x') - h)."""
-        fc = self.core_features(core, config.empty)
-        if config.response == "core-vs-whole":
-            return fc - self.h["pool"]
-        return fc - self.f0[config.empty]
-
-
 def probes(st: Stage) -> dict[str, float]:
     """Linear probes fitted on target-val features, scored on target-test: digit and texture."""
     tv, tt = st.data["target-val"], st.data["target-test"]
@@ -219,22 +98,53 @@ def probes(st: Stage) -> dict[str, float]:
                                     tt.extras["texture"])}
 
 
+def dfr_reference(st: Stage, seed: int) -> torch.nn.Linear:
+    """The DFR head on target-val (it does not depend on p), cached on disk per seed."""
+    tv = st.data["target-val"]
+
+    def compute() -> dict[str, torch.Tensor]:
+        head, _ = dfr_head(st.h["target-val"], tv.labels, present(tv.groups, "groups"), 10, seed=seed)
+        return {"weight": head.weight.detach(), "bias": head.bias.detach()}
+
+    got = cached("xgir-imagenet", f"{st.keys['target-val']}-dfr-seed{seed}", compute)
+    head = torch.nn.Linear(got["weight"].shape[1], 10)
+    with torch.no_grad():
+        head.weight.copy_(got["weight"])
+        head.bias.copy_(got["bias"])
+    return head.eval()
+
+
+def fit_rows(jobs: dict[str, tuple[torch.Tensor, torch.Tensor, XGIRConfig]]) -> dict[str, torch.nn.Linear]:
+    """Row name -> (training features float[M,D], labels long[M], config) -> the fitted heads: the rows
+    with the same M and head settings are fitted together (:func:`xgir.train.heads.fit_heads`)."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name, (x, _y, c) in jobs.items():
+        groups.setdefault((len(x), c.head_epochs, c.lr, c.batch_size, c.weight_decay), []).append(name)
+    heads: dict[str, torch.nn.Linear] = {}
+    for (_m, epochs, lr, batch_size, wd), names in groups.items():
+        fitted = fit_heads([jobs[n][0] for n in names], [jobs[n][1] for n in names], 10,
+                           [jobs[n][2].seed for n in names], epochs=epochs, lr=lr, batch_size=batch_size,
+                           weight_decay=wd)
+        heads.update(zip(names, fitted, strict=True))
+    return heads
+
+
 def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict[str, Any]:
     """Every method at bias p for each seed: {seed: {row: accuracies}}, plus diagnostics."""
     pool = st.data["pool"]
     sz = st.sizes
     out: dict[int, dict[str, dict[str, float]]] = {}
     diag: dict[str, Any] = {}
-    tt = st.data["target-test"]
+    groups = present(st.data["target-test"].groups, "groups")
     for seed in seeds:
         idx, hs, ys, h, y, vg = st.draw(p, seed)
         erm = fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed)
         if seed == seeds[0] and p in sz.erm_core_ps:
             st.set_erm_support(p, erm)
-        rows = {"ERM head": _accuracies(erm, h, y, _present(tt.groups, "groups"), vg)}
-        tv = st.data["target-val"]
-        dfr, _ = dfr_head(st.h["target-val"], tv.labels, _present(tv.groups, "groups"), 10, seed=seed)
-        rows["DFR (group labels, reference)"] = _accuracies(dfr, h, y, _present(tt.groups, "groups"), vg)
+        rows = {"ERM head": _accuracies(erm, h, y, groups, vg),
+                "DFR (group labels, reference)": _accuracies(dfr_reference(st, seed), h, y, groups, vg)}
+        jobs: dict[str, tuple[torch.Tensor, torch.Tensor, XGIRConfig]] = {}
+        shares: dict[str, float] = {}
         for name, (core, config, _free) in _methods(seed).items():
             if core == "erm" and p not in sz.erm_core_ps:
                 continue
@@ -242,12 +152,14 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
             sup = st.supports[key][idx]
             r = st.responses(key, config)[idx]
             empty = ~sup.flatten(1).any(1)
-            head, rec = retrain_head(hs, r, ys, 10, config, empty, float(sup.float().mean()))
-            rows[name] = {**_accuracies(head, h, y, _present(tt.groups, "groups"), vg),
-                          "frac_randomised": rec.frac_units_randomised}
-        out[seed] = rows
+            x, yy, rec = xgir_training_set(hs, r, ys, config, empty, float(sup.float().mean()))
+            jobs[name] = (x, yy, config)
+            shares[name] = rec.frac_units_randomised
+        for name, head in fit_rows(jobs).items():
+            rows[name] = {**_accuracies(head, h, y, groups, vg), "frac_randomised": shares[name]}
+        out[seed] = {n: rows[n] for n in ["ERM head", "DFR (group labels, reference)", *jobs]}  # table order
     kinds = [k for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}") if k in st.supports]
-    diag["support_precision"] = {k: support_precision(st.supports[k], _present(pool.masks, "masks")) for k in kinds}
+    diag["support_precision"] = {k: support_precision(st.supports[k], present(pool.masks, "masks")) for k in kinds}
     diag["support_share"] = {k: float(st.supports[k].float().mean()) for k in kinds}
     return {"seeds": out, "diagnostics": diag}
 
@@ -274,7 +186,7 @@ def diagnostics(st: Stage) -> dict[str, Any]:
         out[f"r quantiles 5/25/50/75/95 % ({core} core, x0 = {empty}, {resp})"] = [
             round(float(v), 3) for v in torch.quantile(r, qs)]
         out[f"share r < 0 ({core} core, x0 = {empty}, {resp})"] = float((r < 0).float().mean())
-    masks = _present(st.data["pool"].masks, "masks")
+    masks = present(st.data["pool"].masks, "masks")
     hw = (int(masks.shape[-2]), int(masks.shape[-1]))
     for k in ("pretrained", "novelty"):  # is there a threshold at which the map finds the object?
         out[f"{k} map: support precision / share at delta1 0.3, 0.5, 0.7, 0.9"] = [
@@ -416,8 +328,3 @@ def _plot_examples(st: Stage, p: float, path: Path) -> None:
                              "s: novelty", "s: GT", "s: random"])
 
 
-def _present(value: torch.Tensor | None, what: str) -> torch.Tensor:
-    """``value``; XgirError when the object-shift data lack it (they always carry masks and groups)."""
-    if value is None:
-        raise XgirError(f"object-shift data without {what}")
-    return value

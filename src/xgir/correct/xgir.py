@@ -279,15 +279,73 @@ def delta2_per_unit(r: torch.Tensor, config: XGIRConfig) -> torch.Tensor:
     return torch.quantile(pooled, config.delta2).clamp(min=1e-6).expand(d).clone()
 
 
-def fit_noisy_head(h: torch.Tensor, lam: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                   config: XGIRConfig) -> nn.Linear:
-    """Steps 5-6: h' from h and lambda (both float[N,D]; noise from the per-unit mean and std of
-    h), ``config.draws`` draws per image, and a fresh softmax head trained on {h', y}."""
+def noisy_training_set(h: torch.Tensor, lam: torch.Tensor, labels: torch.Tensor,
+                       config: XGIRConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 5: h' from h and lambda (both float[N,D]; noise from the per-unit mean and std of h),
+    ``config.draws`` draws per image: (h' float[draws*N,D], labels long[draws*N])."""
     mean, std = h.mean(dim=0), h.std(dim=0)
     g = torch.Generator().manual_seed(config.seed)
-    h_noisy = noisy_features(h, lam, mean, std, config.draws, g, config.noise_scale)
-    return fit_head(h_noisy, labels.repeat(config.draws), num_classes, epochs=config.head_epochs, lr=config.lr,
+    return noisy_features(h, lam, mean, std, config.draws, g, config.noise_scale), labels.repeat(config.draws)
+
+
+def fit_config_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig) -> nn.Linear:
+    """Step 6: a fresh softmax head trained on {features, labels} with the config's settings."""
+    return fit_head(features, labels, num_classes, epochs=config.head_epochs, lr=config.lr,
                     batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed)
+
+
+def fit_noisy_head(h: torch.Tensor, lam: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                   config: XGIRConfig) -> nn.Linear:
+    """Steps 5-6: :func:`noisy_training_set` and a fresh softmax head trained on {h', y}."""
+    return fit_config_head(*noisy_training_set(h, lam, labels, config), num_classes, config)
+
+
+_QS = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def response_quantiles(r: torch.Tensor) -> dict[str, list[float]]:
+    """Per-unit 5/25/50/75/95 % quantiles of r float[N,D] (a strided sample of <= ~2000 rows),
+    one sort for all five."""
+    from xgir.correct.xgir_variants import content_memo
+
+    sample = r[:: max(1, len(r) // 2000)]
+    q = content_memo("r quantiles", sample, _QS,
+                     lambda: torch.quantile(sample, torch.tensor(_QS, dtype=sample.dtype), dim=0))
+    return {f"q{int(v * 100)}": q[i].tolist() for i, v in enumerate(_QS)}
+
+
+def xgir_training_set(
+    h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, config: XGIRConfig,
+    empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
+) -> tuple[torch.Tensor, torch.Tensor, XGIRRecord]:
+    """Steps 4-5 (or a variant's features): what the fresh head of :func:`retrain_head` is trained on.
+
+    Returns (features float[M,D], labels long[M], the record); M a multiple of N. Training a head
+    on them with :func:`fit_config_head` (or many at once with :func:`xgir.train.heads.fit_heads`)
+    is step 6.
+    """
+    from xgir.correct.xgir_variants import uses_variant, variant_training_set
+
+    if h.shape != r.shape:
+        raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
+    if uses_variant(config):
+        return variant_training_set(h, r, labels, config, empty_support, support_fraction)
+    delta2 = delta2_per_unit(r, config)
+    lam = interventional_lambda(r, delta2)
+    if empty_support is not None:
+        lam[empty_support] = 0.0
+    feats, y = noisy_training_set(h, lam, labels, config)
+    record = XGIRRecord(
+        config=asdict(config),
+        delta2_used=delta2.tolist(),
+        frac_units_randomised=float(lam.mean()),
+        frac_units_fully_randomised=float((lam >= 1).float().mean()),
+        frac_randomised_per_class={int(c): float(lam[labels == c].mean()) for c in torch.unique(labels)},
+        r_quantiles=response_quantiles(r),
+        support_fraction=support_fraction,
+        empty_supports=int(empty_support.sum()) if empty_support is not None else 0,
+    )
+    return feats, y, record
 
 
 def retrain_head(
@@ -300,30 +358,8 @@ def retrain_head(
         h: features float[N,D]; r: responses float[N,D]; labels long[N].
         empty_support: bool[N] images whose support was empty (they keep h: lambda = 0).
     """
-    from xgir.correct.xgir_variants import retrain_head_variant, uses_variant
-
-    if uses_variant(config):
-        return retrain_head_variant(h, r, labels, num_classes, config, empty_support, support_fraction)
-    if h.shape != r.shape:
-        raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
-    delta2 = delta2_per_unit(r, config)
-    lam = interventional_lambda(r, delta2)
-    if empty_support is not None:
-        lam[empty_support] = 0.0
-    head = fit_noisy_head(h, lam, labels, num_classes, config)
-    qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
-    sample = r[:: max(1, len(r) // 2000)]
-    record = XGIRRecord(
-        config=asdict(config),
-        delta2_used=delta2.tolist(),
-        frac_units_randomised=float(lam.mean()),
-        frac_units_fully_randomised=float((lam >= 1).float().mean()),
-        frac_randomised_per_class={int(c): float(lam[labels == c].mean()) for c in torch.unique(labels)},
-        r_quantiles={f"q{int(q * 100)}": torch.quantile(sample, q, dim=0).tolist() for q in qs},
-        support_fraction=support_fraction,
-        empty_supports=int(empty_support.sum()) if empty_support is not None else 0,
-    )
-    return head, record
+    feats, y, record = xgir_training_set(h, r, labels, config, empty_support, support_fraction)
+    return fit_config_head(feats, y, num_classes, config), record
 
 
 def frozen_copy(model: nn.Module, head: str = "fc") -> tuple[nn.Module, FeatureExtractor, nn.Linear]:
