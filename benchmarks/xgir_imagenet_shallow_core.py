@@ -36,7 +36,7 @@ for p in sz.ps:
         idx, hs, ys, h, y, vg = st.draw(p, seed)
         res["erm"].append(_accuracies(fit_head(hs, ys, 10, epochs=30, lr=1e-2, seed=seed), h, y, tt.groups, vg))
         res["dfr"].append(_accuracies(dfr_reference(st, seed), h, y, tt.groups, vg))
-        cfg = XGIRConfig(seed=seed, delta1=0.5, variant="swap", empty="mean")
+        cfg = XGIRConfig(seed=seed, delta1=0.5, variant="swap", empty="data-mean")
         sup = st.supports["pretrained-shallow"][idx]
         head, _ = retrain_head(hs, st.responses("pretrained-shallow", cfg)[idx], ys, 10, cfg, ~sup.flatten(1).any(1))
         res["swap"].append(_accuracies(head, h, y, tt.groups, vg))

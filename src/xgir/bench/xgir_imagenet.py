@@ -43,7 +43,7 @@ from xgir.correct.dfr import dfr_head
 from xgir.correct.xgir import XGIRConfig, support_from_heatmaps, xgir_training_set
 from xgir.correct.xgir_variants import support_precision
 from xgir.io import cached, save_figure, write_json, write_text
-from xgir.metrics.shift import group_accuracy
+from xgir.models.accuracy import accuracy_from_predictions
 from xgir.train.features import fit_head, linear_probe
 from xgir.train.heads import fit_heads
 
@@ -55,11 +55,11 @@ def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
     """Row name -> (core source, config, annotation-free). The note's rule with today's defaults
     first, then the signed reading and the variants (labelled 'variant')."""
     base = XGIRConfig(seed=seed, delta1=DELTA1)
-    signed = replace(base, floor=FLOOR, empty="mean")
-    swap = replace(base, variant="swap", empty="mean")
+    signed = replace(base, floor=FLOOR, empty="data-mean")
+    swap = replace(base, variant="swap", empty="data-mean")
     rows: dict[str, tuple[str, XGIRConfig, bool]] = {
         "note's rule (defaults, x0 = zeros), ERM CAM": ("erm", base, True),
-        "note's rule (defaults, x0 = mean), pretrained core": ("pretrained", replace(base, empty="mean"), True),
+        "note's rule (defaults, x0 = mean), pretrained core": ("pretrained", replace(base, empty="data-mean"), True),
     }
     rows[f"note, signed (floor q{FLOOR}, x0 = zeros), erm core"] = ("erm", replace(signed, empty="zeros"), True)
     for core, free in (("pretrained", True), ("novelty", True), ("gt", False), ("random", True)):
@@ -76,18 +76,16 @@ def _methods(seed: int) -> dict[str, tuple[str, XGIRConfig, bool]]:
     return rows
 
 
-def _worst(correct: torch.Tensor, groups: torch.Tensor) -> float:
-    return float(group_accuracy(correct.bool(), groups)[1].min())
-
-
 def _accuracies(head: torch.nn.Module, h: dict[str, torch.Tensor], y: dict[str, torch.Tensor],
                 groups: torch.Tensor, val_groups: torch.Tensor) -> dict[str, float]:
     """source (source-test), source-val, source-val worst group, target and worst-group (target-test)."""
     with torch.no_grad():
-        ok = {k: (head(h[k]).argmax(1) == y[k]).float() for k in ("source-val", "source-test", "target-test")}
-    return {"source": float(ok["source-test"].mean()), "source-val": float(ok["source-val"].mean()),
-            "source-val_worst_group": _worst(ok["source-val"], val_groups),
-            "target": float(ok["target-test"].mean()), "worst_group": _worst(ok["target-test"], groups)}
+        pred = {k: head(h[k]).argmax(1) for k in ("source-val", "source-test", "target-test")}
+    val = accuracy_from_predictions(pred["source-val"], y["source-val"], val_groups)
+    tgt = accuracy_from_predictions(pred["target-test"], y["target-test"], groups)
+    return {"source": accuracy_from_predictions(pred["source-test"], y["source-test"])["accuracy"],
+            "source-val": val["accuracy"], "source-val_worst_group": val["worst_group"],
+            "target": tgt["accuracy"], "worst_group": tgt["worst_group"]}
 
 
 def probes(st: Stage) -> dict[str, float]:
@@ -177,8 +175,9 @@ def diagnostics(st: Stage) -> dict[str, Any]:
             (((r2d > 0.3) & (r2t < 0.05)) | ((r2t > 0.3) & (r2d < 0.05))).float().mean()),
     }
     qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
-    for core, empty, resp in (("gt", "mean", "core"), ("gt", "mean", "core-vs-whole"),
-                              (f"erm p={st.sizes.erm_core_ps[0]}", "zeros", "core"), ("pretrained", "mean", "core")):
+    erm_core = f"erm p={st.sizes.erm_core_ps[0]}"
+    for core, empty, resp in (("gt", "data-mean", "core"), ("gt", "data-mean", "core-vs-whole"),
+                              (erm_core, "zeros", "core"), ("pretrained", "data-mean", "core")):
         if core not in st.supports:
             continue
         cfg = XGIRConfig(empty=empty, response=resp)  # type: ignore[arg-type]  # literals from the tuple above
@@ -197,7 +196,7 @@ def diagnostics(st: Stage) -> dict[str, Any]:
     out["object share: mean cell / best cell / the pretrained map's top cell"] = [
         round(float(cells.mean()), 3), round(float(cells.max(1).values.mean()), 3),
         round(float(cells.gather(1, st.heatmaps["pretrained"].flatten(1).argmax(1, keepdim=True)).mean()), 3)]
-    r = st.responses("gt", XGIRConfig(empty="mean"))
+    r = st.responses("gt", XGIRConfig(empty="data-mean"))
     std = st.h["pool"].std(0).clamp(min=1e-6)
     mean_r = (r / std).mean(0)
     corr = lambda a, b: float(np.corrcoef(a.numpy(), b.numpy())[0, 1])  # noqa: E731

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from xgir.bench.xgir_two_stage import random_supports
-from xgir.correct.xgir import XGIRConfig, support_from_heatmaps
+from xgir.correct.xgir import XGIRConfig, empty_name, support_from_heatmaps
 from xgir.correct.xgir_variants import class_cam, novelty_map, pooled_maps, pretrained_cam
 from xgir.data.objects import bias_subset, object_pool, object_shift
 from xgir.errors import XgirError
@@ -88,7 +88,7 @@ class Stage:
         pool = self.data["pool"]
         self.mean_image = pool.images.mean(0)
         self.f0 = {k: pooled_maps(self.model, x0[None], POOL)[0][0]
-                   for k, x0 in (("zeros", torch.zeros_like(self.mean_image)), ("mean", self.mean_image))}
+                   for k, x0 in (("zeros", torch.zeros_like(self.mean_image)), ("data-mean", self.mean_image))}
         self.supports: dict[str, torch.Tensor] = {"gt": present(pool.masks, "masks")}
         self.supports["random"] = random_supports(present(pool.masks, "masks"), 12345)
         hw = (int(pool.images.shape[-2]), int(pool.images.shape[-1]))
@@ -121,12 +121,13 @@ class Stage:
             cam, (int(pool.images.shape[-2]), int(pool.images.shape[-1])), DELTA1)
 
     def core_features(self, core: str, empty: str) -> torch.Tensor:
-        """f(x * s + x0 * (1 - s)) over the pool, float[N,D] (cached)."""
+        """f(x * s + x0 * (1 - s)) over the pool, float[N,D] (cached); ``empty``: zeros | data-mean."""
+        empty = empty_name(empty)
         sup = self.supports[core]
         pool = self.data["pool"]
 
         def compute() -> torch.Tensor:
-            x0 = torch.zeros_like(self.mean_image) if empty == "zeros" else self.mean_image
+            x0 = torch.zeros_like(self.mean_image) if empty == "zeros" else self.mean_image  # or data-mean
             out = []
             for i in range(0, len(pool.images), 256):
                 s = sup[i : i + 256, None].float()
@@ -143,7 +144,7 @@ class Stage:
         fc = self.core_features(core, config.empty)
         if config.response == "core-vs-whole":
             return fc - self.h["pool"]
-        return fc - self.f0[config.empty]
+        return fc - self.f0[empty_name(config.empty)]
 
 
 def present(value: torch.Tensor | None, what: str) -> torch.Tensor:

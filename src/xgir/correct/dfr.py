@@ -51,8 +51,10 @@ def dfr_head(
     fit_i, val_i = perm[: len(z) // 2], perm[len(z) // 2 :]
 
     def fit(idx: np.ndarray, c: float) -> OneVsRestClassifier:
-        # L1 logistic regression with liblinear as the DFR code (one-vs-rest for K > 2 classes)
-        clf = OneVsRestClassifier(LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", max_iter=1000))
+        # L1 logistic regression with liblinear as the DFR code (one-vs-rest for K > 2 classes);
+        # random_state: liblinear shuffles, otherwise from numpy's global state (not reproducible)
+        clf = OneVsRestClassifier(LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", max_iter=1000,
+                                                    random_state=seed))
         return clf.fit(z[idx], y[idx])
 
     scores = {}
