@@ -19,6 +19,7 @@ mask on test images (for the methods that report it), the seconds spent and extr
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from xgir.bench import fmt, mean_std
-from xgir.bench._guidance_common import OVERLAP_EXPLAINERS, explain_maps, normalised, overlaps, table
+from xgir.bench._guidance_common import OVERLAP_EXPLAINERS, explain_maps, normalised, overlaps, run_suite, table
 from xgir.correct.bayes_feedback import fine_tune_feedback
 from xgir.correct.feedback import FeedbackStore, SimulatedAnnotator, collect_feedback, select_random, select_uncertain
 from xgir.correct.guidance import Guidance, fine_tune_guided
@@ -64,6 +65,11 @@ class GuidanceSettings:
     mass: float = 0.8
     max_regions: int = 5
     samples: int = 10
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.feedback_strategies() if v not in STRATEGIES]
+        if unknown:
+            raise XgirError(f"unknown feedback strategy {unknown[0]!r}; use one of {', '.join(STRATEGIES)}")
 
     @property
     def ref_epochs(self) -> int:
@@ -234,6 +240,19 @@ def run_protocol(
     return res
 
 
+def run_guidance(
+    make_task: Callable[[int, Any], GuidanceTask],
+    report: Callable[[dict, Any, float], tuple[str, dict]],
+    s: GuidanceSettings,
+    out: Path,
+    seeds: list[int],
+    progress: bool = True,
+) -> dict:
+    """:func:`run_protocol` on ``make_task`` for each seed, then ``report`` (see
+    :func:`xgir.bench._guidance_common.run_suite`: report.md, results.json)."""
+    return run_suite(functools.partial(run_protocol, make_task), report, s, out, seeds, progress=progress)
+
+
 def _collect(
     task: GuidanceTask, bayes: nn.Module, strategy: str, k: int, seed: int, s: GuidanceSettings, path: Path
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -242,10 +261,8 @@ def _collect(
     tr = task.train
     if strategy == "random":
         ids = select_random(range(len(tr)), k, seed=seed)
-    elif strategy == "uncertainty":
+    else:  # "uncertainty" (GuidanceSettings checks the names)
         ids = select_uncertain(bayes, tr, range(len(tr)), k, seed=seed)
-    else:
-        raise XgirError(f"unknown feedback strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     store = FeedbackStore(path, len(tr), *tr.images.shape[-2:])

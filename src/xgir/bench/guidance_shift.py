@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from xgir.bench import spread_note
-from xgir.bench._guidance_common import run_suite
 from xgir.bench._guidance_protocol import (
     GuidanceSettings,
     GuidanceTask,
@@ -35,7 +34,7 @@ from xgir.bench._guidance_protocol import (
     fraction_table,
     metric_table,
     overlap_table,
-    run_protocol,
+    run_guidance,
     summarise,
 )
 from xgir.data import load_dataset
@@ -110,11 +109,6 @@ def _task(seed: int, s: Settings) -> GuidanceTask:
     )
 
 
-def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
-    """All methods for one seed; returns {method: entry} and writes the figure for the first seed."""
-    return run_protocol(_task, seed, s, out, progress)
-
-
 def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str, dict]:
     seeds = list(per_seed)
     summary = summarise(per_seed, METRICS)
@@ -155,5 +149,4 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
 
 def run(out: Path, seeds: list[int], quick: bool = False, settings: Settings | None = None) -> dict:
     """Run the suite; writes report.md, results.json, heatmaps.png and the feedback stores."""
-    s = settings or (QUICK if quick else Settings())
-    return run_suite(run_seed, _report, s, out, seeds, progress=not quick)
+    return run_guidance(_task, _report, settings or (QUICK if quick else Settings()), out, seeds, progress=not quick)
