@@ -6,7 +6,10 @@ import torch
 
 from xgir.bench import decoy, fmt, get_suite, guidance_shift, mean_std
 from xgir.bench._guidance_common import overlap
+from xgir.bench._guidance_protocol import QUICK_SIZES
 from xgir.correct.feedback import FeedbackStore
+from xgir.errors import XgirError
+from xgir.metrics.localisation import irrelevant_overlap
 
 
 def test_helpers():
@@ -19,6 +22,20 @@ def test_helpers():
     mask = torch.zeros(2, 4, 4, dtype=torch.bool)
     mask[:, 0, 0] = True
     assert overlap(maps, mask) == pytest.approx((0.75 + 0.0) / 2)
+    assert overlap(maps, mask) == pytest.approx(float(irrelevant_overlap(maps, mask).mean()))
+    mask[1] = False
+    with pytest.raises(XgirError, match="empty"):  # the benchmarks' masks are never empty
+        overlap(maps, mask)
+
+
+def test_shared_settings():
+    for suite in (decoy, guidance_shift):
+        assert {k: getattr(suite.QUICK, k) for k in QUICK_SIZES} == QUICK_SIZES
+    assert decoy.Settings().lambda_fb == 1e-2 and guidance_shift.Settings().lambda_fb == 1e-4
+    assert guidance_shift.Settings().feedback_lambdas() == (1e-4, 1e-2)
+    assert decoy.Settings().feedback_strategies() == ("random", "uncertainty")
+    with pytest.raises(XgirError, match="unknown feedback strategy 'bogus'"):
+        replace(decoy.QUICK, strategies=("bogus",))
 
 
 def test_suites_are_registered():
@@ -59,3 +76,10 @@ def test_guidance_shift_smoke(tmp_path):
     for text in ("| ERM |", "Unbiased-data reference", "worst group", "Bayes feedback"):
         assert text in report
     assert (tmp_path / "heatmaps.png").exists()
+    res = json.loads((tmp_path / "results.json").read_text())["per_seed"]["0"]
+    main, extra = res["Bayes feedback (random, 5 images)"], res["Bayes feedback (random, 5 images, lambda_fb 0.01)"]
+    assert set(main["overlap"]) == {"Saliency", "DeepLIFT", "Occlusion", "Grad-CAM"} and extra["overlap"] is None
+    assert main["feedback"] == extra["feedback"]  # one collection, two weights
+    assert "Bayes no-decoy reference" not in res and "No-decoy reference" not in res
+    with FeedbackStore(tmp_path / "feedback-seed0.sqlite") as store:
+        assert len(store) == main["feedback"]["regions"]

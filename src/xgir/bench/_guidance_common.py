@@ -1,5 +1,6 @@
 """Shared helpers of the guidance benchmarks (decoy, guidance-shift): attribution overlap with
-a mask for four Captum explainers, mean/std aggregation over seeds, Markdown tables."""
+a mask for four explainers, Markdown tables, the seed loop that writes the report. Their common
+protocol (methods, settings) is :mod:`xgir.bench._guidance_protocol`."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xgir.bench import one_thread
 from xgir.explain.gradcam import grad_cam
 from xgir.io import write_json, write_text
+from xgir.metrics.localisation import irrelevant_overlap
 from xgir.models.bayes import bayes_layers, sampling
 
 OVERLAP_EXPLAINERS = ("Saliency", "DeepLIFT", "Occlusion", "Grad-CAM")
@@ -54,10 +55,10 @@ def explain_maps(
 
 
 def overlap(maps: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over images of the share of normalised absolute attribution on ``mask`` bool[N,H,W]."""
-    a = maps.abs().flatten(1)
-    share = (a * mask.flatten(1).float()).sum(1) / a.sum(1).clamp(min=1e-12)
-    return float(share.mean())
+    """Mean over images of the share of absolute attribution on ``mask`` bool[N,H,W]
+    (:func:`xgir.metrics.localisation.irrelevant_overlap`). An empty mask is an error: the
+    benchmarks' masks (decoy patches, backgrounds) and the app's feedback masks never are."""
+    return float(irrelevant_overlap(maps, mask, empty="raise").mean())
 
 
 def overlaps(
@@ -84,10 +85,6 @@ def normalised(maps: torch.Tensor) -> torch.Tensor:
     """|maps| scaled per image to max 1 (for figures)."""
     a = maps.abs()
     return a / a.flatten(1).amax(1).clamp(min=1e-12).view(-1, *([1] * (a.ndim - 1)))
-
-
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def run_suite(

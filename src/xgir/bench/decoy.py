@@ -16,267 +16,88 @@ test time it is random. Per seed:
 Reports test accuracy on randomised decoys (and on clean digits), mean ± std over seeds, and
 the share of normalised absolute attribution on the decoys for Saliency, DeepLIFT, Occlusion
 and Grad-CAM (as the thesis's Table 6.4), plus a figure of heatmaps before and after.
+The protocol is shared with ``guidance-shift`` (:mod:`xgir.bench._guidance_protocol`); this
+module holds the data, the evaluation and the report.
 """
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from torch import nn
 
-from xgir.bench import fmt, mean_std, spread_note
-from xgir.bench._guidance_common import (
-    OVERLAP_EXPLAINERS,
-    explain_maps,
-    normalised,
-    overlaps,
-    run_suite,
-    table,
+from xgir.bench import spread_note
+from xgir.bench._guidance_common import OVERLAP_EXPLAINERS
+from xgir.bench._guidance_protocol import (
+    GuidanceSettings,
+    GuidanceTask,
+    feedback_table,
+    fraction_table,
+    metric_table,
+    overlap_table,
+    run_guidance,
+    summarise,
 )
-from xgir.correct.bayes_feedback import fine_tune_feedback
-from xgir.correct.feedback import FeedbackStore, SimulatedAnnotator, collect_feedback, select_random, select_uncertain
-from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.models import LeNet
 from xgir.models.bayes import BayesLeNet, bayes_accuracy
-from xgir.train import accuracy, fit_classifier
-from xgir.train.bayes import fit_bayes
+from xgir.train import accuracy
 
 SUITE = "decoy"
 
 
 @dataclass
-class Settings:
-    n_train: int = 2000
-    n_test: int = 1000
-    n_overlap: int = 200
-    width: int = 16
-    hidden: int = 64
-    erm_epochs: int = 5
-    guide_epochs: int = 5
-    fractions: tuple[float, ...] = (1.0, 0.1, 0.01)
-    bayes_epochs: int = 5
+class Settings(GuidanceSettings):
     fb_epochs: int = 15
-    fb_fraction: float = 0.01
     lambda_fb: float = 1e-2
-    mass: float = 0.8
-    max_regions: int = 5
     strategies: tuple[str, ...] = ("random", "uncertainty")
-    samples: int = 10
 
-    @property
-    def ref_epochs(self) -> int:
-        return self.erm_epochs + max(self.guide_epochs, self.fb_epochs)
+    def feedback_strategies(self) -> tuple[str, ...]:
+        return self.strategies
 
 
-QUICK = Settings(
-    n_train=200,
-    n_test=100,
-    n_overlap=20,
-    width=4,
-    hidden=16,
-    erm_epochs=1,
-    guide_epochs=1,
-    fractions=(1.0, 0.1),
-    bayes_epochs=1,
-    fb_epochs=1,
-    fb_fraction=0.05,
-    samples=2,
-)
+QUICK = Settings.quick()
 
 
-def _lenet(s: Settings) -> LeNet:
-    return LeNet(width=s.width, hidden=s.hidden)
-
-
-def _entry(acc: float, acc_clean: float, seconds: float, ov: dict | None = None, **extra) -> dict:
-    return {"acc": acc, "acc_clean": acc_clean, "overlap": ov, "seconds": seconds, **extra}
-
-
-def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
-    """All methods for one seed; returns {method: entry} and writes the figure for the first seed."""
-    torch.manual_seed(seed)
+def _task(seed: int, s: Settings) -> GuidanceTask:
+    """decoy-digits: guidance M = not the decoy patch; overlap and annotator on the patch."""
     tr = load_dataset("decoy-digits", "train", seed, n=s.n_train)
     te = load_dataset("decoy-digits", "test", seed, n=s.n_test)
     trn = load_dataset("decoy-digits", "train", seed, n=s.n_train, decoys=False)
     ten = load_dataset("decoy-digits", "test", seed, n=s.n_test, decoys=False)
-    ox, oy, om = te.images[: s.n_overlap], te.labels[: s.n_overlap], te.extras["decoy_mask"][: s.n_overlap]
-    res: dict[str, dict] = {}
-    models = {}
 
-    def ov(model):
-        return overlaps(model, ox, oy, om)
+    def evaluate(model: nn.Module, bayes: bool) -> dict[str, float]:
+        if bayes:
+            return {"acc": bayes_accuracy(model, te, s.samples), "acc_clean": bayes_accuracy(model, ten, s.samples)}
+        return {"acc": accuracy(model, te), "acc_clean": accuracy(model, ten)}
 
-    t = time.time()
-    torch.manual_seed(seed)
-    erm = fit_classifier(_lenet(s), tr, s.erm_epochs, seed=seed, progress=progress, desc="erm")
-    res["ERM"] = _entry(accuracy(erm, te), accuracy(erm, ten), time.time() - t, ov(erm))
-    models["ERM"] = erm
-
-    t = time.time()
-    cont = fit_classifier(copy.deepcopy(erm), tr, s.guide_epochs, seed=seed, progress=progress, desc="erm+")
-    res[f"ERM + {s.guide_epochs} epochs, no guidance"] = _entry(
-        accuracy(cont, te), accuracy(cont, ten), time.time() - t
+    return GuidanceTask(
+        train=tr,
+        reference_train=trn,
+        mask_key="decoy_mask",
+        invert=True,
+        irrelevant=tr.extras["decoy_mask"],
+        relevant=tr.masks,
+        overlap_x=te.images[: s.n_overlap],
+        overlap_y=te.labels[: s.n_overlap],
+        overlap_mask=te.extras["decoy_mask"][: s.n_overlap],
+        model=lambda: LeNet(width=s.width, hidden=s.hidden),
+        bayes_model=lambda: BayesLeNet(width=s.width, hidden=s.hidden),
+        evaluate=evaluate,
+        reference_name="No-decoy reference",
+        reference_desc="no-decoy",
+        bayes_reference="Bayes no-decoy reference",
+        store_per_strategy=True,
+        row_titles=True,
     )
-
-    t = time.time()
-    torch.manual_seed(seed)
-    ref = fit_classifier(_lenet(s), trn, s.ref_epochs, seed=seed, progress=progress, desc="no-decoy")
-    res["No-decoy reference"] = _entry(accuracy(ref, te), accuracy(ref, ten), time.time() - t, ov(ref))
-
-    for loss, name in (("rrr", "RRR"), ("energy", "Energy")):
-        for frac in s.fractions:
-            t = time.time()
-            model = copy.deepcopy(erm)
-            model, lam = fine_tune_guided(
-                model,
-                tr,
-                Guidance(loss, "grad"),
-                weight=None,
-                epochs=s.guide_epochs,
-                seed=seed,
-                fraction=frac,
-                mask_key="decoy_mask",
-                invert=True,
-                progress=progress,
-            )
-            key = f"{name} ({frac:.0%} masks)"
-            res[key] = _entry(
-                accuracy(model, te),
-                accuracy(model, ten),
-                time.time() - t,
-                ov(model) if frac == 1.0 else None,
-                weight=lam,
-                fraction=frac,
-            )
-            if frac == 1.0:
-                models[name] = model
-
-    t = time.time()
-    torch.manual_seed(seed)
-    bayes = fit_bayes(BayesLeNet(width=s.width, hidden=s.hidden), tr, s.bayes_epochs, seed=seed, progress=progress)
-    res["Bayes ERM"] = _entry(
-        bayes_accuracy(bayes, te, s.samples), bayes_accuracy(bayes, ten, s.samples), time.time() - t, ov(bayes)
-    )
-    models["Bayes ERM"] = bayes
-
-    t = time.time()
-    torch.manual_seed(seed)
-    bayes_ref = fit_bayes(
-        BayesLeNet(width=s.width, hidden=s.hidden), trn, s.bayes_epochs + s.fb_epochs, seed=seed, progress=progress
-    )
-    res["Bayes no-decoy reference"] = _entry(
-        bayes_accuracy(bayes_ref, te, s.samples), bayes_accuracy(bayes_ref, ten, s.samples), time.time() - t
-    )
-
-    t = time.time()
-    control = copy.deepcopy(bayes)
-    empty = torch.zeros_like(tr.extras["decoy_mask"])
-    fine_tune_feedback(control, tr, empty, epochs=s.fb_epochs, seed=seed, lambda_fb=s.lambda_fb, progress=progress)
-    res[f"Bayes ERM + {s.fb_epochs} epochs, no feedback"] = _entry(
-        bayes_accuracy(control, te, s.samples), bayes_accuracy(control, ten, s.samples), time.time() - t
-    )
-
-    k = max(1, round(s.fb_fraction * len(tr)))
-    for strategy in s.strategies:
-        t = time.time()
-        path = out / f"feedback-seed{seed}-{strategy}.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-        store = FeedbackStore(path, len(tr), 28, 28)
-        annotator = SimulatedAnnotator(tr.extras["decoy_mask"], tr.masks)
-        if strategy == "random":
-            ids = select_random(range(len(tr)), k, seed=seed)
-        else:
-            ids = select_uncertain(bayes, tr, range(len(tr)), k, seed=seed)
-        counts = collect_feedback(bayes, tr, ids, store, annotator, "relu2", round=0, mass=s.mass,
-                                  max_regions=s.max_regions)
-        fb_masks, has = store.feedback_masks()
-        store.close()
-        decoy = tr.extras["decoy_mask"]
-        hit = (fb_masks & decoy).sum().item()
-        quality = {
-            **counts,
-            "with_feedback": int(has.sum()),
-            "precision": hit / max(int(fb_masks.sum()), 1),
-            "recall": hit / max(int(decoy[torch.as_tensor(ids)].sum()), 1),
-        }
-        model = copy.deepcopy(bayes)
-        fine_tune_feedback(
-            model, tr, fb_masks, has, epochs=s.fb_epochs, seed=seed, lambda_fb=s.lambda_fb, progress=progress
-        )
-        key = f"Bayes feedback ({strategy}, {k} images)"
-        res[key] = _entry(
-            bayes_accuracy(model, te, s.samples),
-            bayes_accuracy(model, ten, s.samples),
-            time.time() - t,
-            ov(model),
-            feedback=quality,
-        )
-        if strategy == s.strategies[0]:
-            models["Bayes feedback"] = model
-
-    if seed == 0 or not (out / "heatmaps.png").exists():
-        _figure(models, ox[:6], oy[:6], out / "heatmaps.png")
-    return res
-
-
-def _figure(models: dict, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
-    from xgir.viz import heatmap_grid
-
-    cols, maps = [], []
-    for name, explainer in (
-        ("ERM", "Saliency"),
-        ("RRR", "Saliency"),
-        ("Energy", "Saliency"),
-        ("Bayes ERM", "Saliency"),
-        ("Bayes feedback", "Saliency"),
-    ):
-        if name in models:
-            cols.append(f"{name}\n{explainer}")
-            maps.append(normalised(explain_maps(models[name], x, y)[explainer]))
-    heatmap_grid(x, torch.stack(maps, 1), path, col_titles=cols, row_titles=[f"label {int(v)}" for v in y])
 
 
 def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str, dict]:
-    methods = list(next(iter(per_seed.values())).keys())
-    summary: dict[str, dict] = {}
-    for m in methods:
-        rows = [per_seed[sd][m] for sd in per_seed]
-        summary[m] = {"acc": mean_std([r["acc"] for r in rows]), "acc_clean": mean_std([r["acc_clean"] for r in rows])}
-        if rows[0]["overlap"] is not None:
-            summary[m]["overlap"] = {e: mean_std([r["overlap"][e] for r in rows]) for e in OVERLAP_EXPLAINERS}
     seeds = list(per_seed)
-
-    def col(m, key):
-        return fmt([per_seed[sd][m][key] for sd in seeds])
-
-    acc_rows = [[m, col(m, "acc"), col(m, "acc_clean")] for m in methods]
-    ov_methods = [m for m in methods if per_seed[seeds[0]][m]["overlap"] is not None]
-    ov_rows = [
-        [m] + [fmt([per_seed[sd][m]["overlap"][e] for sd in seeds]) for e in OVERLAP_EXPLAINERS] for m in ov_methods
-    ]
-    frac_rows = []
-    for name in ("RRR", "Energy"):
-        frac_rows.append([name] + [col(f"{name} ({f:.0%} masks)", "acc") for f in s.fractions])
+    methods = list(per_seed[seeds[0]])
+    summary = summarise(per_seed, ("acc", "acc_clean"))
     fb_keys = [m for m in methods if m.startswith("Bayes feedback")]
-    fb_rows = []
-    for m in fb_keys:
-        q = [per_seed[sd][m]["feedback"] for sd in seeds]
-        fb_rows.append(
-            [
-                m,
-                fmt([v["images"] for v in q], 0),
-                fmt([v["regions"] for v in q], 1),
-                fmt([v["accepted"] for v in q], 1),
-                fmt([v["with_feedback"] for v in q], 1),
-                fmt([v["precision"] for v in q]),
-                fmt([v["recall"] for v in q]),
-            ]
-        )
 
     ref = summary["No-decoy reference"]["acc_clean"][0]
     erm = summary["ERM"]["acc"][0]
@@ -329,30 +150,19 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
         "",
         "## Test accuracy",
         "",
-        table(["method", "acc (random decoys)", "acc (clean digits)"], acc_rows),
+        metric_table(per_seed, ("acc", "acc_clean"), ["acc (random decoys)", "acc (clean digits)"]),
         "",
         "## Attribution on the decoys (share of normalised |attribution|, test images)",
         "",
-        table(["method", *OVERLAP_EXPLAINERS], ov_rows),
+        overlap_table(per_seed),
         "",
         "## Accuracy (random decoys) vs annotated fraction",
         "",
-        table(["method", *[f"{f:.0%}" for f in s.fractions]], frac_rows),
+        fraction_table(per_seed, s.fractions, "acc"),
         "",
         "## Feedback collected (simulated annotator)",
         "",
-        table(
-            [
-                "run",
-                "images asked",
-                "regions",
-                "accepted",
-                "images with feedback",
-                "precision on decoy",
-                "decoy recall",
-            ],
-            fb_rows,
-        ),
+        feedback_table(per_seed, fb_keys, "decoy"),
         "",
         "## Goals",
         "",
@@ -365,5 +175,4 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
 
 def run(out: Path, seeds: list[int], quick: bool = False, settings: Settings | None = None) -> dict:
     """Run the suite; writes report.md, results.json, heatmaps.png and the feedback stores."""
-    s = settings or (QUICK if quick else Settings())
-    return run_suite(run_seed, _report, s, out, seeds, progress=not quick)
+    return run_guidance(_task, _report, settings or (QUICK if quick else Settings()), out, seeds, progress=not quick)

@@ -13,81 +13,53 @@ independent. Per seed, on a LeNet (3 channels, 32 px) trained end to end on sour
   its control continues for the same epochs without feedback.
 
 Reports source-test accuracy, target-test accuracy and worst-group target accuracy (groups =
-label x texture), mean ± std over seeds, and the attribution share on the background.
+label x texture), mean ± std over seeds, and the attribution share on the background. The
+protocol is shared with ``decoy`` (:mod:`xgir.bench._guidance_protocol`); this module holds the
+data, the evaluation and the report.
 """
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from torch import nn
 
-from xgir.bench import fmt, mean_std, spread_note
-from xgir.bench._guidance_common import (
-    OVERLAP_EXPLAINERS,
-    explain_maps,
-    normalised,
-    overlaps,
-    run_suite,
-    table,
+from xgir.bench import spread_note
+from xgir.bench._guidance_protocol import (
+    GuidanceSettings,
+    GuidanceTask,
+    feedback_table,
+    fraction_table,
+    metric_table,
+    overlap_table,
+    run_guidance,
+    summarise,
 )
-from xgir.correct.bayes_feedback import fine_tune_feedback
-from xgir.correct.feedback import FeedbackStore, SimulatedAnnotator, collect_feedback, select_random
-from xgir.correct.guidance import Guidance, fine_tune_guided
 from xgir.data import load_dataset
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 from xgir.models import LeNet
 from xgir.models.accuracy import accuracy_from_predictions
 from xgir.models.bayes import BayesLeNet, predictive
-from xgir.train import fit_classifier, predict_logits
-from xgir.train.bayes import fit_bayes
+from xgir.train import predict_logits
 
 SUITE = "guidance-shift"
+METRICS = ("source", "target", "worst_group")
 
 
 @dataclass
-class Settings:
-    n_train: int = 2000
-    n_test: int = 1000
-    n_overlap: int = 200
-    width: int = 16
-    hidden: int = 64
-    erm_epochs: int = 5
-    guide_epochs: int = 5
-    fractions: tuple[float, ...] = (1.0, 0.1, 0.01)
-    bayes_epochs: int = 5
+class Settings(GuidanceSettings):
     fb_epochs: int = 10
-    fb_fraction: float = 0.01
     lambda_fb: float = 1e-4  # within the authors' range (2e-6 to 3e-4)
     extra_lambda_fb: tuple[float, ...] = (1e-2,)  # also reported: the decoy suite's weight
-    mass: float = 0.8
-    max_regions: int = 5
-    samples: int = 10
 
-    @property
-    def ref_epochs(self) -> int:
-        return self.erm_epochs + max(self.guide_epochs, self.fb_epochs)
+    def feedback_lambdas(self) -> tuple[float, ...]:
+        return (self.lambda_fb, *self.extra_lambda_fb)
 
 
-QUICK = Settings(
-    n_train=200,
-    n_test=100,
-    n_overlap=20,
-    width=4,
-    hidden=16,
-    erm_epochs=1,
-    guide_epochs=1,
-    fractions=(1.0, 0.1),
-    bayes_epochs=1,
-    fb_epochs=1,
-    fb_fraction=0.05,
-    samples=2,
-)
+QUICK = Settings.quick()
 
 
 def _evaluate(model, src: ImageDataset, tgt: ImageDataset, samples: int, bayes: bool) -> dict[str, float]:
@@ -108,164 +80,39 @@ def _masks(dataset: ImageDataset) -> torch.Tensor:
     return dataset.masks
 
 
-def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict:
-    torch.manual_seed(seed)
+def _task(seed: int, s: Settings) -> GuidanceTask:
+    """background-shift: guidance M = the digit mask; overlap and annotator on the background."""
     tr = load_dataset("background-shift", "source-train", seed, n=s.n_train)
     unbiased = load_dataset("background-shift", "source-train", seed, n=s.n_train, p=0.1)
     src = load_dataset("background-shift", "source-test", seed, n=s.n_test)
     tgt = load_dataset("background-shift", "target-test", seed, n=s.n_test)
     tr_masks = _masks(tr)
-    background = ~_masks(tgt)
-    ox, oy, om = tgt.images[: s.n_overlap], tgt.labels[: s.n_overlap], background[: s.n_overlap]
-    res: dict[str, dict] = {}
-    models = {}
 
-    def lenet():
-        return LeNet(in_channels=3, image_size=32, width=s.width, hidden=s.hidden)
+    def evaluate(model: nn.Module, bayes: bool) -> dict[str, float]:
+        return _evaluate(model, src, tgt, s.samples, bayes)
 
-    def entry(model, t0, bayes=False, with_overlap=True, **extra):
-        ev = _evaluate(model, src, tgt, s.samples, bayes)
-        return {
-            **ev,
-            "overlap": overlaps(model, ox, oy, om) if with_overlap else None,
-            "seconds": time.time() - t0,
-            **extra,
-        }
-
-    t = time.time()
-    torch.manual_seed(seed)
-    erm = fit_classifier(lenet(), tr, s.erm_epochs, seed=seed, progress=progress, desc="erm")
-    res["ERM"] = entry(erm, t)
-    models["ERM"] = erm
-
-    t = time.time()
-    cont = fit_classifier(copy.deepcopy(erm), tr, s.guide_epochs, seed=seed, progress=progress, desc="erm+")
-    res[f"ERM + {s.guide_epochs} epochs, no guidance"] = entry(cont, t, with_overlap=False)
-
-    t = time.time()
-    torch.manual_seed(seed)
-    ref = fit_classifier(lenet(), unbiased, s.ref_epochs, seed=seed, progress=progress, desc="unbiased")
-    res["Unbiased-data reference"] = entry(ref, t)
-
-    for loss, name in (("rrr", "RRR"), ("energy", "Energy")):
-        for frac in s.fractions:
-            t = time.time()
-            model = copy.deepcopy(erm)
-            model, lam = fine_tune_guided(
-                model,
-                tr,
-                Guidance(loss, "grad"),
-                weight=None,
-                epochs=s.guide_epochs,
-                seed=seed,
-                fraction=frac,
-                mask_key="mask",
-                progress=progress,
-            )
-            res[f"{name} ({frac:.0%} masks)"] = entry(model, t, with_overlap=frac == 1.0, weight=lam, fraction=frac)
-            if frac == 1.0:
-                models[name] = model
-
-    t = time.time()
-    torch.manual_seed(seed)
-    bayes = fit_bayes(
-        BayesLeNet(in_channels=3, image_size=32, width=s.width, hidden=s.hidden),
-        tr,
-        s.bayes_epochs,
-        seed=seed,
-        progress=progress,
+    return GuidanceTask(
+        train=tr,
+        reference_train=unbiased,
+        mask_key="mask",
+        invert=False,
+        irrelevant=~tr_masks,
+        relevant=tr_masks,
+        overlap_x=tgt.images[: s.n_overlap],
+        overlap_y=tgt.labels[: s.n_overlap],
+        overlap_mask=~_masks(tgt)[: s.n_overlap],
+        model=lambda: LeNet(in_channels=3, image_size=32, width=s.width, hidden=s.hidden),
+        bayes_model=lambda: BayesLeNet(in_channels=3, image_size=32, width=s.width, hidden=s.hidden),
+        evaluate=evaluate,
+        reference_name="Unbiased-data reference",
+        reference_desc="unbiased",
     )
-    res["Bayes ERM"] = entry(bayes, t, bayes=True)
-    models["Bayes ERM"] = bayes
-
-    t = time.time()
-    control = copy.deepcopy(bayes)
-    fine_tune_feedback(
-        control, tr, torch.zeros_like(tr_masks), epochs=s.fb_epochs, seed=seed, lambda_fb=s.lambda_fb, progress=progress
-    )
-    res[f"Bayes ERM + {s.fb_epochs} epochs, no feedback"] = entry(control, t, bayes=True, with_overlap=False)
-
-    t = time.time()
-    k = max(1, round(s.fb_fraction * len(tr)))
-    path = out / f"feedback-seed{seed}.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-    store = FeedbackStore(path, len(tr), 32, 32)
-    ids = select_random(range(len(tr)), k, seed=seed)
-    counts = collect_feedback(
-        bayes, tr, ids, store, SimulatedAnnotator(~tr_masks, tr_masks), "relu2", round=0, mass=s.mass,
-        max_regions=s.max_regions,
-    )
-    fb_masks, has = store.feedback_masks()
-    store.close()
-    bg = ~tr_masks
-    quality = {
-        **counts,
-        "with_feedback": int(has.sum()),
-        "precision": (fb_masks & bg).sum().item() / max(int(fb_masks.sum()), 1),
-        "recall": (fb_masks & bg).sum().item() / max(int(bg[torch.as_tensor(ids)].sum()), 1),
-    }
-    for lam in (s.lambda_fb, *s.extra_lambda_fb):
-        t = time.time()
-        model = copy.deepcopy(bayes)
-        fine_tune_feedback(model, tr, fb_masks, has, epochs=s.fb_epochs, seed=seed, lambda_fb=lam, progress=progress)
-        suffix = "" if lam == s.lambda_fb else f", lambda_fb {lam:g}"
-        res[f"Bayes feedback (random, {k} images{suffix})"] = entry(
-            model, t, bayes=True, with_overlap=not suffix, feedback=quality
-        )
-        if not suffix:
-            models["Bayes feedback"] = model
-
-    if seed == 0 or not (out / "heatmaps.png").exists():
-        from xgir.viz import heatmap_grid
-
-        cols, maps = [], []
-        for name, explainer in (
-            ("ERM", "Saliency"),
-            ("RRR", "Saliency"),
-            ("Energy", "Saliency"),
-            ("Bayes ERM", "Saliency"),
-            ("Bayes feedback", "Saliency"),
-        ):
-            cols.append(f"{name}\n{explainer}")
-            maps.append(normalised(explain_maps(models[name], ox[:6], oy[:6])[explainer]))
-        heatmap_grid(ox[:6], torch.stack(maps, 1), out / "heatmaps.png", col_titles=cols)
-    return res
 
 
 def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str, dict]:
     seeds = list(per_seed)
-    methods = list(per_seed[seeds[0]])
-    keys = ("source", "target", "worst_group")
-    summary: dict[str, dict[str, Any]] = {
-        m: {k: mean_std([per_seed[sd][m][k] for sd in seeds]) for k in keys} for m in methods
-    }
-    rows = [[m] + [fmt([per_seed[sd][m][k] for sd in seeds]) for k in keys] for m in methods]
-    ov_methods = [m for m in methods if per_seed[seeds[0]][m]["overlap"] is not None]
-    ov_rows = [
-        [m] + [fmt([per_seed[sd][m]["overlap"][e] for sd in seeds]) for e in OVERLAP_EXPLAINERS] for m in ov_methods
-    ]
-    for m in ov_methods:
-        summary[m]["overlap"] = {
-            e: mean_std([per_seed[sd][m]["overlap"][e] for sd in seeds]) for e in OVERLAP_EXPLAINERS
-        }
-    frac_rows = [
-        [name] + [fmt([per_seed[sd][f"{name} ({f:.0%} masks)"]["target"] for sd in seeds]) for f in s.fractions]
-        for name in ("RRR", "Energy")
-    ]
-    fb = [m for m in methods if m.startswith("Bayes feedback")][0]
-    q = [per_seed[sd][fb]["feedback"] for sd in seeds]
-    fb_rows = [
-        [
-            fb,
-            fmt([v["images"] for v in q], 0),
-            fmt([v["regions"] for v in q], 1),
-            fmt([v["accepted"] for v in q], 1),
-            fmt([v["with_feedback"] for v in q], 1),
-            fmt([v["precision"] for v in q]),
-            fmt([v["recall"] for v in q]),
-        ]
-    ]
+    summary = summarise(per_seed, METRICS)
+    fb = [m for m in per_seed[seeds[0]] if m.startswith("Bayes feedback")][0]
     md = [
         "# background-shift, end to end: guidance and Bayesian feedback",
         "",
@@ -276,7 +123,7 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
         "",
         "## Accuracy",
         "",
-        table(["method", "source-test", "target-test", "worst group (target)"], rows),
+        metric_table(per_seed, METRICS, ["source-test", "target-test", "worst group (target)"]),
         "",
         f"lambda_fb weights log q(a_F = 0 | x), a Gaussian density that grows without bound as an "
         f"activation's variance shrinks; here the feedback (the background) covers most of the last conv "
@@ -285,26 +132,15 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
         "",
         "## Attribution on the background (share of normalised |attribution|, target-test images)",
         "",
-        table(["method", *OVERLAP_EXPLAINERS], ov_rows),
+        overlap_table(per_seed),
         "",
         "## Target accuracy vs annotated fraction",
         "",
-        table(["method", *[f"{f:.0%}" for f in s.fractions]], frac_rows),
+        fraction_table(per_seed, s.fractions, "target"),
         "",
         "## Feedback collected (simulated annotator, irrelevant = background)",
         "",
-        table(
-            [
-                "run",
-                "images asked",
-                "regions",
-                "accepted",
-                "images with feedback",
-                "precision on background",
-                "background recall",
-            ],
-            fb_rows,
-        ),
+        feedback_table(per_seed, [fb], "background"),
         "",
         "Heatmaps before and after: heatmaps.png.",
     ]
@@ -313,5 +149,4 @@ def _report(per_seed: dict[int, dict], s: Settings, seconds: float) -> tuple[str
 
 def run(out: Path, seeds: list[int], quick: bool = False, settings: Settings | None = None) -> dict:
     """Run the suite; writes report.md, results.json, heatmaps.png and the feedback stores."""
-    s = settings or (QUICK if quick else Settings())
-    return run_suite(run_seed, _report, s, out, seeds, progress=not quick)
+    return run_guidance(_task, _report, settings or (QUICK if quick else Settings()), out, seeds, progress=not quick)
