@@ -4,7 +4,7 @@ XGIR's x0 adds data-mean (old spelling "mean" still read, with a warning)."""
 import pytest
 import torch
 
-import xgir.correct.xgir as xgir_mod
+import xgir.correct.xgir_config as xgir_mod
 from xgir.correct.xgir import XGIRConfig, empty_images, empty_name
 from xgir.errors import XgirError
 from xgir.explain.baselines import ZeroBaseline, baseline_name, get_baseline, reference_image

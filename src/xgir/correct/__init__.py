@@ -19,7 +19,8 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "xgir": ("XGIRConfig", "XGIRRecord", "xgir_retrain", "retrain_head", "support_from_heatmaps",
+    "xgir_config": ("XGIRConfig",),
+    "xgir": ("XGIRRecord", "xgir_retrain", "retrain_head", "support_from_heatmaps",
              "true_class_heatmaps", "cwox_true_cluster_heatmaps", "unit_responses", "empty_images"),
     "dfr": ("dfr_head",),
     "guidance": ("Guidance", "fine_tune_guided", "rrr_loss", "energy_loss", "energy_star_loss", "l1_loss",
