@@ -38,7 +38,8 @@ for p in sz.ps:
         res["dfr"].append(_accuracies(dfr_reference(st, seed), h, y, tt.groups, vg))
         cfg = XGIRConfig(seed=seed, delta1=0.5, variant="swap", empty="data-mean")
         sup = st.supports["pretrained-shallow"][idx]
-        head, _ = retrain_head(hs, st.responses("pretrained-shallow", cfg)[idx], ys, 10, cfg, ~sup.flatten(1).any(1))
+        head, _ = retrain_head(hs, st.responses("pretrained-shallow", cfg)[idx], ys, 10, cfg,
+                               empty_support=~sup.flatten(1).any(1))
         res["swap"].append(_accuracies(head, h, y, tt.groups, vg))
     t = {k: np.mean([r["target"] for r in v]) for k, v in res.items()}
     sd = np.std([r["target"] for r in res["swap"]])

@@ -300,9 +300,11 @@ def test_one_seed_reports_show_the_value_alone():
     assert "±" not in spread_note(1) and "±" in spread_note(3)
 
 
-def test_corrupt_extractor_cache_entry_is_recomputed(capsys):
+def test_corrupt_extractor_cache_entry_is_recomputed(capsys, tmp_path, monkeypatch):
     """Item 17: a corrupt cached extractor is detected, reported as a cache entry and retrained."""
     from xgir.io import cache_dir
+
+    monkeypatch.setenv("XGIR_CACHE", str(tmp_path / "cache"))  # its own cache: one extractor in it
     from xgir.train.config import ModelConfig, PretrainConfig
     from xgir.train.two_stage import pretrain_extractor
 

@@ -34,11 +34,11 @@ def test_deletion_accepts_both_spellings():
 def test_xgir_empty_image_names(capsys, monkeypatch):
     x, mean_image = torch.rand(2, 3, 8, 8), torch.rand(3, 8, 8)
     assert torch.equal(empty_images(x, "zero"), torch.zeros_like(x))
-    assert torch.equal(empty_images(x, "data-mean", mean_image), mean_image.expand_as(x))
+    assert torch.equal(empty_images(x, "data-mean", data_mean=mean_image), mean_image.expand_as(x))
     monkeypatch.setattr(xgir_mod, "_warned_mean", False)
     cfg = XGIRConfig(empty="mean")  # an old config still loads, read as data-mean
     assert empty_name(cfg.empty) == "data-mean" and "data-mean" in capsys.readouterr().err
-    assert torch.equal(empty_images(x, cfg.empty, mean_image), mean_image.expand_as(x))
+    assert torch.equal(empty_images(x, cfg.empty, data_mean=mean_image), mean_image.expand_as(x))
     with pytest.raises(XgirError, match="zeros, data-mean or blur"):
         XGIRConfig(empty="black")  # type: ignore[arg-type]
     with pytest.raises(XgirError, match="data mean"):

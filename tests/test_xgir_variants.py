@@ -62,7 +62,8 @@ def test_swap_is_core_plus_another_images_context():
 def test_swap_trains_on_h_and_the_swaps_and_keeps_images_without_core():
     h, r = torch.randn(6, 3), torch.randn(6, 3)
     empty = torch.tensor([True, False, False, False, False, False])
-    feats, copies, _ = variant_features(h, r, XGIRConfig(variant="swap", draws=2), torch.Generator(), empty)
+    cfg = XGIRConfig(variant="swap", draws=2)
+    feats, copies, _ = variant_features(h, r, cfg, torch.Generator(), empty_support=empty)
     assert copies == 3 and feats.shape == (18, 3)
     assert torch.allclose(feats[:6], h)
 
@@ -224,6 +225,6 @@ def test_basis_round_trip_with_fewer_images_than_units(basis):
     cfg = XGIRConfig(delta2=1.0, delta2_mode="absolute", floor=0.0, basis=basis, draws=2)
     _, b = decorrelating_basis(h, basis)
     high = (100.0 * torch.ones(12, 40)) @ torch.linalg.inv(b.double()).float()
-    feats, copies, stats = variant_features(h, high, cfg, g, torch.ones(12, dtype=torch.bool))
+    feats, copies, stats = variant_features(h, high, cfg, g, empty_support=torch.ones(12, dtype=torch.bool))
     assert stats["frac_units_randomised"] == 0
     assert torch.allclose(feats, h.repeat(copies, 1), atol=1e-3 * float(h.abs().max()))

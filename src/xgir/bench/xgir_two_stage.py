@@ -144,7 +144,7 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
     def responses(kind: str, empty: EmptyImage, response: str = "core") -> torch.Tensor:
         key = f"{kind}/{empty}/{response}"
         if key not in x0_cache:
-            x0 = empty_images(train.images, empty, train.images.mean(0), base.blur_sigma)
+            x0 = empty_images(train.images, empty, data_mean=train.images.mean(0), blur_sigma=base.blur_sigma)
             x0_cache[key] = unit_responses(features, train.images, supports[kind], x0, response=response)
         return x0_cache[key]
 
@@ -152,7 +152,7 @@ def run_seed(seed: int, quick: bool, progress: bool = True) -> dict[str, Any]:
         sup = supports[kind]
         empty = ~sup.flatten(1).any(1)
         new_head, rec = retrain_head(h["source-train"], responses(kind, config.empty, config.response), y, 10, config,
-                                     empty, float(sup.float().mean()))
+                                     empty_support=empty, support_fraction=float(sup.float().mean()))
         acc = head_accuracies(new_head, h, data)
         return acc, {"frac_units_randomised": rec.frac_units_randomised,
                      "frac_units_fully_randomised": rec.frac_units_fully_randomised,

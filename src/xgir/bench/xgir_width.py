@@ -3,8 +3,8 @@
 The xgir-two-stage report explains XGIR's failure on the SmallResNet extractor (64 units) by
 entanglement: each unit mixes digit and texture, so randomising whole units cannot remove the
 texture alone. This suite tests that explanation by widening the head. Per width, one extractor
-is pretrained (seed 0, cached) with the two-stage setup's pretraining data and optimiser, for 3 of
-its 10 epochs (CPU time; the same for every width).
+is pretrained (seed 0, cached) with the two-stage setup's pretraining data, optimiser and
+10 epochs (the same for every width).
 The extractor is the SmallResNet of that setup (width 16) with ``head_width`` units: a 1x1
 conv-BN-ReLU appended to ``layer3`` (:class:`xgir.models.zoo.SmallResNet`). A full widening of
 the 3x3 stages costs 16-64x the compute and does not fit a CPU run.
@@ -71,9 +71,9 @@ class Sizes:
     n: int | None = None
 
 
-# The full run pretrains for 3 of the two-stage setup's 10 epochs (same data, lr and batch size, the same
-# for every width): three extractors at 10 epochs take ~50 CPU-minutes, more than a shared 2-core machine gives.
-FULL, QUICK = Sizes(pretrain_epochs=3), Sizes(pretrain_n=256, pretrain_epochs=1, n=256)
+# The full run pretrains as the two-stage setup does (10 epochs, the same data, lr and batch size for every
+# width); three extractors take ~50 CPU-minutes (cached: run the widths in parallel with run(widths=(w,))).
+FULL, QUICK = Sizes(), Sizes(pretrain_n=256, pretrain_epochs=1, n=256)
 
 
 def width_model(head_width: int) -> ModelConfig:
@@ -181,11 +181,12 @@ def run_width_seed(pre: nn.Module, head_width: int, data: dict[str, ImageDataset
     records: dict[str, Any] = {}
     for name, (kind, conf) in methods(seed).items():
         if (kind, conf.empty) not in responses:
-            x0 = empty_images(train.images, conf.empty, train.images.mean(0), conf.blur_sigma)
+            x0 = empty_images(train.images, conf.empty, data_mean=train.images.mean(0), blur_sigma=conf.blur_sigma)
             responses[kind, conf.empty] = unit_responses(features, train.images, supports[kind], x0)
         sup = supports[kind]
         new_head, rec = retrain_head(h["source-train"], responses[kind, conf.empty], y, 10, conf,
-                                     ~sup.flatten(1).any(1), float(sup.float().mean()))
+                                     empty_support=~sup.flatten(1).any(1),
+                                     support_fraction=float(sup.float().mean()))
         rows[name] = head_accuracies(new_head, h, data)
         records[name] = {"frac_units_randomised": rec.frac_units_randomised}
     erm_t, dfr_t = rows[ERM]["target"], rows[DFR]["target"]

@@ -30,7 +30,7 @@ def _worst_group(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
 
 
 def dfr_head(
-    h: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, num_classes: int,
+    h: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, num_classes: int, *,
     c_grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0), resamples: int = 5, seed: int = 0,
 ) -> tuple[nn.Linear, dict[str, float]]:
     """DFR head ``nn.Linear(D, K)`` from held-out features float[N,D], labels and groups.

@@ -157,7 +157,7 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
             maps = true_class_heatmaps(model, x, y.to(device), deep, batch_size=len(x))
         out["label"] = y.int()
         if xcfg.core != "explainer":  # a label-free core source (a variant, xgir_variants)
-            maps = core_heatmaps(xcfg.core, model, x, deep, xcfg.top_k)
+            maps = core_heatmaps(xcfg.core, model, x, deep, top_k=xcfg.top_k)
         if tree is None:
             if len(got) != 1:
                 raise XgirError(f"the head ran {len(got)} times in one Grad-CAM forward; expected once")
@@ -167,7 +167,7 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
                                                   batch_size=len(x))
             out["sum:fallback"] = torch.tensor(fb * len(x), dtype=torch.float64)
         sup = support_from_heatmaps(maps, size, xcfg.delta1)
-        x0 = empty_images(x, xcfg.empty, data_mean, xcfg.blur_sigma)
+        x0 = empty_images(x, xcfg.empty, data_mean=data_mean, blur_sigma=xcfg.blur_sigma)
         r = unit_responses(features, x, sup, x0, batch_size=len(x), response=xcfg.response)
         out["r"] = r.float().to(dtype).cpu()
         out["empty"] = ~sup.flatten(1).any(1).cpu()

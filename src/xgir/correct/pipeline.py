@@ -212,7 +212,7 @@ def _indices(ds: ImageFolderDataset, cap: int | None, seed: int) -> torch.Tensor
 
 
 # ---- the pipeline -------------------------------------------------------------------------
-def run_xgir_pipeline(cfg: XGIRRunConfig, progress: bool = True) -> dict[str, Any]:
+def run_xgir_pipeline(cfg: XGIRRunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run XGIR on the config's model and folders; write the outputs to ``cfg.out``.
 
     Returns the results dict (also written to results.json): accuracies of the original and
@@ -276,7 +276,8 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     support_share, fallback, examples = res.support_share, res.fallback, res.examples
     orig_head = copy.deepcopy(linear).cpu()
 
-    new_head, record = retrain_head(h["source_train"], r, y_train, num_classes, xcfg, empty, support_share)
+    new_head, record = retrain_head(h["source_train"], r, y_train, num_classes, xcfg, empty_support=empty,
+                                    support_fraction=support_share)
     new_inner, _, new_linear = frozen_copy(inner, head_name)
     with torch.no_grad():
         new_linear.weight.copy_(new_head.weight)

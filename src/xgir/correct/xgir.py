@@ -73,7 +73,7 @@ def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1:
     return (rel > delta1) & (peak > 0)[:, None, None]
 
 
-def true_class_heatmaps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str,
+def true_class_heatmaps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str, *,
                         batch_size: int = 256) -> torch.Tensor:
     """IOX: Grad-CAM of the true class at ``layer``, float[N,u,v] (not upsampled)."""
     maps = [grad_cam(model, images[i : i + batch_size], labels[i : i + batch_size, None], layer,
@@ -83,7 +83,7 @@ def true_class_heatmaps(model: nn.Module, images: torch.Tensor, labels: torch.Te
 
 def cwox_true_cluster_heatmaps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                                tree: ConfusionTree, level: float, iox: torch.Tensor, deep_layer: str,
-                               shallow_layer: str, batch_size: int = 256) -> tuple[torch.Tensor, float]:
+                               shallow_layer: str, *, batch_size: int = 256) -> tuple[torch.Tensor, float]:
     """CWOX: the contrasted map H(C) of the confusion cluster holding the true class (upsampled
     to the input); the IOX map where the true class is not among the top labels. Returns the
     maps float[N,H,W] and the share of images that fell back to IOX."""
@@ -104,7 +104,7 @@ def cwox_true_cluster_heatmaps(model: nn.Module, images: torch.Tensor, labels: t
     return out, 1.0 - found / len(images)
 
 
-def empty_images(x: torch.Tensor, kind: EmptyImage, data_mean: torch.Tensor | None = None,
+def empty_images(x: torch.Tensor, kind: EmptyImage, *, data_mean: torch.Tensor | None = None,
                  blur_sigma: float | None = None) -> torch.Tensor:
     """x0 for each image, float[N,C,H,W]: ``"zeros"`` black, ``"data-mean"`` the data mean image
     float[C,H,W] ``data_mean``, or ``"blur"`` x blurred by :func:`xgir.data.blur.gaussian_blur`
@@ -131,7 +131,7 @@ def interventional_lambda(r: torch.Tensor, delta2: torch.Tensor | float) -> torc
 
 
 def noisy_features(h: torch.Tensor, lam: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   draws: int, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+                   draws: int, generator: torch.Generator, *, scale: float = 1.0) -> torch.Tensor:
     """h' = (1 - lam) h + lam eps, eps ~ N(mean, (scale std)^2) per unit; ``draws`` draws per
     row: h, lam float[N,D] -> float[draws*N,D] (draw-major order)."""
     n, d = h.shape
@@ -158,7 +158,7 @@ class XGIRRecord:
 
 
 @torch.no_grad()
-def unit_responses(features: nn.Module, x: torch.Tensor, support: torch.Tensor, x0: torch.Tensor,
+def unit_responses(features: nn.Module, x: torch.Tensor, support: torch.Tensor, x0: torch.Tensor, *,
                    batch_size: int = 512, response: str = "core") -> torch.Tensor:
     """r = f(x * s + x0 * (1 - s)) - f(x0): float[N,D] (CPU); with
     ``response="core-minus-context"``, r = f(x * s + x0 * (1 - s)) - f(x * (1 - s) + x0 * s)."""
@@ -197,7 +197,7 @@ def noisy_training_set(h: torch.Tensor, lam: torch.Tensor, labels: torch.Tensor,
     ``config.draws`` draws per image: (h' float[draws*N,D], labels long[draws*N])."""
     mean, std = h.mean(dim=0), h.std(dim=0)
     g = torch.Generator().manual_seed(config.seed)
-    return noisy_features(h, lam, mean, std, config.draws, g, config.noise_scale), labels.repeat(config.draws)
+    return noisy_features(h, lam, mean, std, config.draws, g, scale=config.noise_scale), labels.repeat(config.draws)
 
 
 def fit_config_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig) -> nn.Linear:
@@ -261,7 +261,7 @@ def xgir_training_set(
 
 
 def retrain_head(
-    h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig,
+    h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig, *,
     empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
 ) -> tuple[nn.Linear, XGIRRecord]:
     """Steps 4-6: lambda from r, noisy features, a fresh head trained on them.
@@ -289,6 +289,7 @@ def xgir_retrain(
     labels: torch.Tensor,
     support: torch.Tensor,
     config: XGIRConfig,
+    *,
     head: str = "fc",
     features_h: torch.Tensor | None = None,
     data_mean: torch.Tensor | None = None,
@@ -311,12 +312,12 @@ def xgir_retrain(
     h = features_h if features_h is not None else extract_features(features, images)
     if data_mean is None and empty_name(config.empty) == "data-mean":
         data_mean = images.mean(dim=0)
-    x0 = empty_images(images, config.empty, data_mean, config.blur_sigma)
+    x0 = empty_images(images, config.empty, data_mean=data_mean, blur_sigma=config.blur_sigma)
     r = unit_responses(features, images.to(device), support.to(device), x0.to(device),
                        response=config.response).cpu()
     empty = ~support.flatten(1).any(dim=1)
-    new_head, record = retrain_head(h, r, labels, linear.out_features, config, empty,
-                                    float(support.float().mean()))
+    new_head, record = retrain_head(h, r, labels, linear.out_features, config, empty_support=empty,
+                                    support_fraction=float(support.float().mean()))
     with torch.no_grad():
         linear.weight.copy_(new_head.weight)
         linear.bias.copy_(new_head.bias)

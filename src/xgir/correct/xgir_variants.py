@@ -76,7 +76,7 @@ def uses_variant(config: XGIRConfig) -> bool:
 
 # ---------------------------------------------------------------- maps and cores
 @torch.no_grad()
-def pooled_maps(model: nn.Module, images: torch.Tensor, pool: str, batch_size: int = 64,
+def pooled_maps(model: nn.Module, images: torch.Tensor, pool: str, *, batch_size: int = 64,
                 dtype: torch.dtype = torch.float16) -> tuple[torch.Tensor, torch.Tensor]:
     """The input of the global pooling module ``pool`` (the maps M float[N,D,u,v], stored in
     ``dtype``) and the features h = mean of M over space, float[N,D] (float32), in one pass."""
@@ -110,7 +110,7 @@ def class_cam(maps: torch.Tensor, head: nn.Linear, labels: torch.Tensor) -> torc
     return cam_from_weights(maps, head.weight.detach()[labels])
 
 
-def pretrained_cam(maps: torch.Tensor, head: nn.Linear, k: int = 5) -> torch.Tensor:
+def pretrained_cam(maps: torch.Tensor, head: nn.Linear, *, k: int = 5) -> torch.Tensor:
     """The pretrained head's map of its own top-``k`` classes, weighted by their softmax
     probability (no label used): float[N,u,v]."""
     w = head.weight.detach().float()
@@ -231,7 +231,7 @@ def swap_features(h: torch.Tensor, r: torch.Tensor, draws: int, generator: torch
     return torch.cat(out)
 
 
-def variant_features(h: torch.Tensor, r: torch.Tensor, config: XGIRConfig, generator: torch.Generator,
+def variant_features(h: torch.Tensor, r: torch.Tensor, config: XGIRConfig, generator: torch.Generator, *,
                      empty_support: torch.Tensor | None = None) -> tuple[torch.Tensor, int, dict[str, Any]]:
     """The training features of a variant: (features float[M,D], M // N copies of the labels,
     stats). Images with an empty support keep h."""
@@ -271,7 +271,7 @@ def variant_training_set(
     if h.shape != r.shape:
         raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
     g = torch.Generator().manual_seed(config.seed)
-    feats, copies, stats = variant_features(h, r, config, g, empty_support)
+    feats, copies, stats = variant_features(h, r, config, g, empty_support=empty_support)
     record = XGIRRecord(
         config=asdict(config), delta2_used=stats["delta2_used"],
         frac_units_randomised=stats["frac_units_randomised"],
@@ -284,7 +284,7 @@ def variant_training_set(
     return feats, labels.repeat(copies), record
 
 
-def core_heatmaps(kind: str, model: nn.Module, x: torch.Tensor, layer: str, top_k: int = 5) -> torch.Tensor:
+def core_heatmaps(kind: str, model: nn.Module, x: torch.Tensor, layer: str, *, top_k: int = 5) -> torch.Tensor:
     """Label-free core maps float[N,u,v] at ``layer`` for ``xgir correct`` (``XGIRConfig.core``):
     ``"pretrained"``: Grad-CAM of the model's own top-``top_k`` classes, weighted by their softmax
     probability (the pretrained head's view when the model is the pretrained network);

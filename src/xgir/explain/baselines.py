@@ -118,7 +118,7 @@ class BlurBaseline:
 class UniformNoiseBaseline:
     """Uniform noise in [low, high], seeded, drawn on the images' device (same for all targets)."""
 
-    def __init__(self, low: float = 0.0, high: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, *, low: float = 0.0, high: float = 1.0, seed: int = 0) -> None:
         if high < low:
             raise XgirError(f"uniform baseline needs low <= high, got {low} > {high}")
         self.low, self.high, self.seed = low, high, seed

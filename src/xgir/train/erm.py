@@ -42,6 +42,7 @@ def fit_classifier(
     model: nn.Module,
     dataset: ImageDataset,
     epochs: int,
+    *,
     lr: float = 1e-3,
     batch_size: int = 128,
     seed: int = 0,

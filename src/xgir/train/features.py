@@ -135,6 +135,7 @@ def fit_head(
     features: torch.Tensor,
     labels: torch.Tensor,
     num_classes: int,
+    *,
     epochs: int = 30,
     lr: float = 1e-2,
     batch_size: int = 256,
