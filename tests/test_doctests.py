@@ -42,6 +42,10 @@ DOCUMENTED = [
     "xgir.explain.registry:explainer_info",
     "xgir.io:fingerprint",
     "xgir.data.transforms:Preprocess",
+    "xgir.data.blur:gaussian_blur",
+    "xgir.models.accuracy:accuracy_from_predictions",
+    "xgir.models.inference:predict",
+    "xgir.explain.gradcam:grad_cam",
 ]
 
 

@@ -181,6 +181,16 @@ def grad_cam(
 
     Returns:
         float[N,T,H,W] (float[N,T,u,v] without upsampling), on x's device.
+
+    Two targets (classes 0 and 2) for each of 4 images, at the ReLU after the conv:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                     nn.Flatten(), nn.Linear(2, 3)).eval()
+    >>> maps = grad_cam(net, torch.rand(4, 1, 8, 8), [0, 2], "1")
+    >>> tuple(maps.shape), bool((maps >= 0).all())
+    ((4, 2, 8, 8), True)
     """
     return grad_cam_layers(model, x, [(layer, targets)], relu=relu, upsample=upsample, strategy=strategy,
                            differentiable=differentiable)[1][0]

@@ -22,6 +22,14 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> to
     The model runs in eval mode for the call (each submodule's mode is restored afterwards).
     XgirError for a non-image tensor, a batch size below 1, or a model that cannot run on
     images of this shape.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3), nn.Dropout(0.5))
+    >>> x = torch.rand(5, 1, 8, 8)
+    >>> torch.allclose(predict(net, x, batch_size=2), predict(net, x), atol=1e-6)  # dropout off
+    True
+    >>> net.training  # the caller's mode is kept
+    True
     """
     from xgir.models.modes import eval_mode
 
