@@ -207,7 +207,6 @@ def collate_readable(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-
 # ---- chunk files --------------------------------------------------------------------------
 def pass_folder(run_dir: Path, name: str, key: dict[str, Any]) -> Path:
     """``run_dir/<name>-<fingerprint of key>``."""

@@ -68,7 +68,6 @@ def fmt(values: Sequence[float], digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-
 def suites() -> dict[str, ModuleType]:
     """Suite name -> module."""
     found: dict[str, ModuleType] = {}

@@ -314,7 +314,6 @@ def _methods() -> dict[str, str]:
 METHODS = _methods()
 
 
-
 def register(app: typer.Typer) -> None:
     @app.command("explain", epilog="Methods:\n\n" + "\n\n".join(f"  {k}: {v}" for k, v in METHODS.items()))
     def explain_cmd(

@@ -283,7 +283,6 @@ class CWOX:
         return contrast_clusters(grad_cam(model, x, targets, layer, relu=self.relu))
 
 
-
 def _label(classes: Sequence[int], names: Sequence[str] | None) -> str:
     return ", ".join(names[c] if names is not None and c < len(names) else str(c) for c in classes)
 

@@ -120,8 +120,6 @@ class Critic(nn.Module):
         return self.head(self.features(x)).squeeze(1)
 
 
-
-
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a GANMEX checkpoint written by :func:`train_ganmex`."""
     state = load_torch(path, "GANMEX checkpoint", "give a checkpoint written by xgir.train.ganmex.train_ganmex")

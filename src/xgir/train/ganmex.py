@@ -80,7 +80,6 @@ def build_networks(cfg: GanmexConfig) -> tuple[Generator, Critic]:
 # ---------------------------------------------------------------------------- losses
 
 
-
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                      eps: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP penalty mean_i (|grad D(xh_i)|_2 - 1)^2 at xh = eps x_real + (1 - eps) x_fake.

@@ -109,7 +109,6 @@ def propose_regions(
     return out
 
 
-
 def select_random(candidates: Sequence[int] | torch.Tensor, k: int, *, seed: int = 0) -> list[int]:
     """``k`` ids drawn uniformly without replacement from ``candidates``."""
     cand = torch.as_tensor(list(candidates), dtype=torch.long)
