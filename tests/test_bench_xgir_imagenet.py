@@ -53,3 +53,18 @@ def test_quick_suite_writes_tables_figures_and_diagnostics(tmp_path, monkeypatch
     assert 0 <= res["probes"]["digit"] <= 1 and saved["summary"]["0.9"]["best_on_source_val"] in rows
     prec = saved["per_p"]["0.9"]["diagnostics"]["support_precision"]
     assert prec["gt"] == 1.0 and prec["random"] < 0.6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stage_on_cuda_gives_the_cpu_features(tmp_path, monkeypatch):
+    """`xgir bench xgir-imagenet --device cuda`: the network passes run on the GPU and give the
+    CPU's features (to 1e-3: cuDNN / TF32 sums differ in order)."""
+    from xgir.bench.xgir_imagenet_stage import QUICK, Stage
+
+    monkeypatch.setenv("XGIR_CACHE", str(tmp_path / "cpu"))
+    cpu = Stage(QUICK)
+    monkeypatch.setenv("XGIR_CACHE", str(tmp_path / "cuda"))
+    gpu = Stage(QUICK, device="cuda")
+    assert next(gpu.model.parameters()).is_cuda
+    for name in cpu.h:
+        assert torch.allclose(cpu.h[name], gpu.h[name], atol=1e-3, rtol=1e-3), name

@@ -90,3 +90,15 @@ def test_bench_help_lists_every_suite_and_empty_seeds(capsys):
     assert all(f"{name}:" in text for name in suites())
     assert main(["bench", "decoy", "--seeds", ""]) == 2
     assert "--seeds is empty" in capsys.readouterr().err
+
+
+def test_bench_device_is_checked(capsys, tmp_path):
+    """--device goes to suites that take one (xgir-imagenet); one line otherwise."""
+    assert main(["bench", "decoy", "--device", "cuda", "--out", str(tmp_path / "a")]) == 2
+    assert "suite decoy runs on the CPU only" in capsys.readouterr().err
+    assert main(["bench", "xgir-imagenet", "--device", "gpu", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown --device 'gpu' (for a GPU use cuda)" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "xgir-imagenet", "--device", "cuda", "--out", str(tmp_path / "c")]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abc")  # nothing written

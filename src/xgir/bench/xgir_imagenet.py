@@ -205,12 +205,14 @@ def diagnostics(st: Stage) -> dict[str, Any]:
     return out
 
 
-def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
+def run(out: Path, seeds: list[int], quick: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """The suite (``device``: where the network passes run, e.g. ``cuda``; the heads are fitted on
+    the CPU from the cached features)."""
     start = time.time()
     out = Path(out)
     sizes = QUICK if quick else Sizes()
     with one_thread() if quick else _threads(2):
-        st = Stage(sizes)
+        st = Stage(sizes, device=device)
         t_feat = time.time() - start
         probe = probes(st)
         per_p = {p: run_p(st, p, seeds) for p in sizes.ps}

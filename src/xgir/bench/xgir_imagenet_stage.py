@@ -47,11 +47,11 @@ QUICK = Sizes(size=64, pool_train=(40, 20), n_train=40, pool_val=(30, 12), n_val
 class Stage:
     """Data, features, maps and responses of one size setting, cached on disk."""
 
-    def __init__(self, sizes: Sizes, progress: bool = False) -> None:
+    def __init__(self, sizes: Sizes, progress: bool = False, device: str = "cpu") -> None:
         from xgir.models import load_model
 
         self.sizes, self.progress = sizes, progress
-        loaded = load_model(MODEL)
+        loaded = load_model(MODEL, device=device)  # the network passes run there; heads on the CPU
         self.model = loaded.model
         from xgir.models.split import get_module
 

@@ -35,9 +35,14 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, help="results folder (default: results/NAME)"),
         seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
         quick: bool = typer.Option(False, help="a small, fast version of the suite"),
+        device: str = typer.Option("cpu", help="where the network passes run (cuda, cuda:1) for suites "
+                                   "that take a device (xgir-imagenet); the others run on the CPU"),
     ) -> None:
         """Run a benchmark suite and write its results folder (report.md, JSON, PNGs)."""
+        import inspect
+
         from xgir.bench import get_suite
+        from xgir.cli.explain import check_device
         from xgir.errors import XgirError
         from xgir.io import run_folder
 
@@ -48,9 +53,15 @@ def register(app: typer.Typer) -> None:
         if not seed_list:
             raise XgirError("--seeds is empty; give at least one seed, e.g. --seeds 0 or --seeds 0,1,2")
         suite = get_suite(name)
+        extra = {}
+        if device != "cpu":
+            if "device" not in inspect.signature(suite.run).parameters:
+                raise XgirError(f"suite {name} runs on the CPU only; drop --device (xgir-imagenet takes one)")
+            check_device(device)
+            extra["device"] = device
         out_dir = out or Path("results") / name
         with run_folder(out_dir) as tmp:  # the suite's outputs as a set
-            suite.run(tmp, seed_list, quick=quick)
+            suite.run(tmp, seed_list, quick=quick, **extra)
         report = out_dir / "report.md"
         if report.exists():
             typer.echo(report.read_text())
