@@ -11,10 +11,11 @@ from safetensors.torch import save_file
 from _pipeline_models import CLASSES, tiny_resnet, write_folder
 from xgir.cli import main
 from xgir.config import load_config
-from xgir.correct.pipeline import ModelSection, Normalized, XGIRRunConfig, build_user_model, run_xgir_pipeline
+from xgir.correct.pipeline import ModelSection, XGIRRunConfig, build_user_model, run_xgir_pipeline
 from xgir.correct.xgir import support_from_heatmaps, true_class_heatmaps, xgir_retrain
 from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError
+from xgir.models.load import attach_normalization
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
@@ -214,15 +215,15 @@ def test_streaming_pipeline_matches_in_memory_xgir(iox_run, folders):
     whole training set in memory (same supports, same config)."""
     cfg, _ = iox_run
     inner = tiny_resnet(seed=1).eval()
-    model = Normalized(inner, MEAN, STD).eval()
+    model = attach_normalization(inner, MEAN, STD).eval()
     train = ImageFolderDataset(folders["source_train"], 32).load()
-    maps = true_class_heatmaps(model, train.images, train.labels, "model.layer3")
+    maps = true_class_heatmaps(model, train.images, train.labels, "layer3")
     xcfg = cfg.xgir
     support = support_from_heatmaps(maps, (32, 32), xcfg.delta1)
-    new_model, _ = xgir_retrain(model, train.images, train.labels, support, xcfg, head="model.fc")
+    new_model, _ = xgir_retrain(model, train.images, train.labels, support, xcfg, head="fc")
     saved = torch.load(Path(cfg.out) / "xgir_model.pt", weights_only=True)
-    assert torch.allclose(saved["fc.weight"], new_model.model.fc.weight, atol=1e-5)
-    assert torch.allclose(saved["fc.bias"], new_model.model.fc.bias, atol=1e-5)
+    assert torch.allclose(saved["fc.weight"], new_model.fc.weight, atol=1e-5)
+    assert torch.allclose(saved["fc.bias"], new_model.fc.bias, atol=1e-5)
 
 
 def _copy_folder(src, dst, rename=None):

@@ -41,32 +41,16 @@ from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError, warn
 from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.accuracy import accuracy_from_predictions
-from xgir.models.load import import_factory, load_weights
+from xgir.models.load import attach_normalization, import_factory, load_weights
 from xgir.models.split import get_module, split
 from xgir.sharded import Dist, init_dist
 
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
-__all__ = ["DataSection", "MaxImages", "ModelSection", "NormalizeSection", "Normalized", "XGIRRunConfig",
+__all__ = ["DataSection", "MaxImages", "ModelSection", "NormalizeSection", "XGIRRunConfig",
            "XGIRSection", "build_user_model", "check_class_folders", "resolve_model", "run_xgir_pipeline"]
 
 
 # ---- model --------------------------------------------------------------------------------
-class Normalized(nn.Module):
-    """``model((x - mean) / std)``: the model takes images in [0, 1]. Layers are ``model.<name>``."""
-
-    mean: torch.Tensor  # buffers float[1,C,1,1]
-    std: torch.Tensor
-
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
-
-
 def resolve_model(section: ModelSection) -> tuple[nn.Module, ModelSection]:
     """The model (eval mode, frozen) and the section with its head and layers filled in from
     the loaded model (``spec``) or the factory defaults. One line listing the model's layers
@@ -246,21 +230,18 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     num_classes = linear_inner.out_features
     if linear_inner.bias is None:
         raise XgirError(f"head '{cfg.model.head}' has no bias; XGIR retrains a linear head with a bias")
-    model: nn.Module = inner
-    prefix = ""
+    channels = 3  # ImageFolderDataset reads RGB
     if cfg.data.normalize is not None:
-        model = Normalized(inner, cfg.data.normalize.mean, cfg.data.normalize.std)
-        prefix = "model."
-    model = model.to(device).eval()
-    features, linear = split(model, prefix + head_name)
-    deep = prefix + deep_layer
-    shallow = prefix + cfg.model.shallow_layer if cfg.model.shallow_layer else None
+        norm = cfg.data.normalize
+        if len(norm.mean) not in (1, channels):
+            raise XgirError(f"data.normalize has {len(norm.mean)} values; images have {channels} channels (RGB)")
+        # inside the model, as for every loaded model: layer names stay the user's own
+        attach_normalization(inner, norm.mean * (channels // len(norm.mean)), norm.std * (channels // len(norm.std)))
+    model: nn.Module = inner.to(device).eval()
+    features, linear = split(model, head_name)
+    deep, shallow = deep_layer, cfg.model.shallow_layer or None
 
     datasets = _datasets(cfg.data, num_classes, head_name)
-    channels = 3  # ImageFolderDataset reads RGB
-    if cfg.data.normalize is not None and len(cfg.data.normalize.mean) not in (1, channels):
-        raise XgirError(f"data.normalize has {len(cfg.data.normalize.mean)} values; images have "
-                        f"{channels} channels (RGB)")
     idx = {k: _indices(ds, _cap(cfg.data, k), xcfg.seed) for k, ds in datasets.items()}
 
     # the passes over every split (sharded over torchrun's ranks, resumable; see correct/passes.py)
