@@ -178,7 +178,7 @@ def run_explain(
     """
     from xgir.data.images import is_embedded, load_images
     from xgir.explain import get_explainer
-    from xgir.explain.registry import EXPLAINERS, explainer_info
+    from xgir.explain.registry import EXPLAINERS, canonical_params, explainer_info
     from xgir.io import check_output_folder, fingerprint, mark_run_folder
     from xgir.models import get_module, load_model
     from xgir.progress import iterate
@@ -242,8 +242,7 @@ def run_explain(
                             tree, level, params, batches, batch_size, dev, progress, source, tree_images)
 
         info = explainer_info(method)
-        if "baselines" in params and "baseline" not in params:  # the old name
-            params["baseline"] = params.pop("baselines")
+        params = canonical_params(method, params)
         if info.baseline == "data" and "baseline" not in params:  # a distribution of references
             extra = load_images(spec, loaded.preprocess, seed=seed, limit=n + 64) if is_embedded(spec) else ds
             base = extra.images[n:] if len(extra) > n + 1 else extra.images

@@ -75,39 +75,37 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
         raise XgirError(f"--out {out} is a folder; give a .pt file name")
     dev = check_device(device)
     dist = init_dist(dev)
-    try:
-        with dist.guard():
-            loaded = load_model(model_spec, device=dist.device)
-            model = loaded.model
-            features = PooledLayer(model, layer) if layer else split(model, loaded.head)[0]
-            ds, idx = _dataset(images, loaded.preprocess, n)
-            files = [str(f) for f in ds.files][: len(idx)]
-            labels = ds.labels[: len(idx)]
-            if hasattr(ds, "images"):  # read into memory: the pixels
-                seen = fingerprint(ds.images[: len(idx)], labels, files)
-            else:  # a lazy folder: each file's name, size and time
-                seen = fingerprint(labels, [(f, *_stat(f)) for f in files])
-            key = {"model": fingerprint(model), "layer": layer or f"input of {loaded.head}", "images": seen,
-                   "preprocess": repr(loaded.preprocess), "chunk_images": chunk_images, "device": dist.device.type}
-            run_dir = out.with_suffix(".passes")
-            if dist.is_main:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            dist.barrier()
-            plan = features_pass(dist, features, ds, run_dir, key, indices=idx, batch_size=batch_size,
-                                 chunk_images=chunk_images, dtype=STORES[store], workers=workers,
-                                 progress=progress)
-            dist.release()  # rank 0 writes the file alone
-            if not dist.is_main:
-                return None
-            res = load_pass(plan)
-            torch_save({"h": res["h"].clone(), "labels": res["label"].long(), "files": files,
-                        "classes": list(ds.classes), "model": str(model_spec),
-                        "layer": layer or f"input of {loaded.head}",
-                        "images": images if isinstance(images, str) else list(images), "store": store}, out)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            return out
-    finally:
-        dist.close()
+    with dist.session():  # guarded on every rank; the process group closed at the end
+        loaded = load_model(model_spec, device=dist.device)
+        model = loaded.model
+        features = PooledLayer(model, layer) if layer else split(model, loaded.head)[0]
+        where = layer or f"input of {loaded.head}"
+        ds, idx = _dataset(images, loaded.preprocess, n)
+        files = [str(f) for f in ds.files][: len(idx)]
+        labels = ds.labels[: len(idx)]
+        if hasattr(ds, "images"):  # read into memory: the pixels
+            seen = fingerprint(ds.images[: len(idx)], labels, files)
+        else:  # a lazy folder: each file's name, size and time
+            seen = fingerprint(labels, [(f, *_stat(f)) for f in files])
+        key = {"model": fingerprint(model), "layer": where, "images": seen,
+               "preprocess": repr(loaded.preprocess), "chunk_images": chunk_images, "device": dist.device.type}
+        run_dir = out.with_suffix(".passes")
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+        plan = features_pass(dist, features, ds, run_dir, key, indices=idx, batch_size=batch_size,
+                             chunk_images=chunk_images, dtype=STORES[store], workers=workers,
+                             progress=progress)
+        dist.release()  # rank 0 writes the file alone
+        if not dist.is_main:
+            return None
+        res = load_pass(plan)
+        torch_save({"h": res["h"].clone(), "labels": res["label"].long(), "files": files,
+                    "classes": list(ds.classes), "model": str(model_spec),
+                    "layer": where,
+                    "images": images if isinstance(images, str) else list(images), "store": store}, out)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return out
 
 
 def register(app: typer.Typer) -> None:

@@ -206,11 +206,8 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, *, progress: bool = True) -> dict[str,
     check_output_folder(cfg.out, "out")  # before any work
     xcfg = cfg.xgir
     dist = init_dist(_device(cfg.device))  # one process, or this rank of torchrun's group
-    try:
-        with dist.guard():
-            return _run(cfg, xcfg, dist, start, progress)
-    finally:
-        dist.close()
+    with dist.session():  # guarded on every rank; the process group closed at the end
+        return _run(cfg, xcfg, dist, start, progress)
 
 
 def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progress: bool) -> dict[str, Any]:

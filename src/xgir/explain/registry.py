@@ -139,14 +139,21 @@ class _InEvalMode:
             return self.explainer(model, x, targets)
 
 
-def get_explainer(name: str, **params: Any) -> Explainer:
-    """Build the explainer ``name`` with its parameters; clear errors for unknown names or
-    parameters. ``baselines=`` (the old name of the sampling methods' parameter) is read as
-    ``baseline=``."""
+def canonical_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with ``baselines=`` (the old name of the sampling methods' parameter) read as
+    ``baseline=``; giving both is an error."""
+    params = dict(params)
     if "baselines" in params:
         if "baseline" in params:
             raise XgirError(f"explainer '{name}': give baseline= only (baselines= is its old name)")
         params["baseline"] = params.pop("baselines")
+    return params
+
+
+def get_explainer(name: str, **params: Any) -> Explainer:
+    """Build the explainer ``name`` with its parameters (:func:`canonical_params`); clear errors
+    for unknown names or parameters."""
+    params = canonical_params(name, params)
     factory = explainer_info(name).load()
     try:
         inspect.signature(factory).bind(**params)
