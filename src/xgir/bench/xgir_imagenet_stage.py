@@ -87,8 +87,8 @@ class Stage:
                                       lambda ds=ds: pooled_maps(self.model, ds.images, POOL)[0])  # type: ignore[misc]
         pool = self.data["pool"]
         self.mean_image = pool.images.mean(0)
-        self.f0 = {k: pooled_maps(self.model, x0[None], POOL)[0][0]
-                   for k, x0 in (("zeros", torch.zeros_like(self.mean_image)), ("data-mean", self.mean_image))}
+        self.x0 = {"zeros": torch.zeros_like(self.mean_image), "data-mean": self.mean_image}
+        self.f0 = {k: pooled_maps(self.model, x0[None], POOL)[0][0] for k, x0 in self.x0.items()}
         self.supports: dict[str, torch.Tensor] = {"gt": present(pool.masks, "masks")}
         self.supports["random"] = random_supports(present(pool.masks, "masks"), 12345)
         hw = (int(pool.images.shape[-2]), int(pool.images.shape[-1]))
@@ -123,11 +123,13 @@ class Stage:
     def core_features(self, core: str, empty: str) -> torch.Tensor:
         """f(x * s + x0 * (1 - s)) over the pool, float[N,D] (cached); ``empty``: zeros | data-mean."""
         empty = empty_name(empty)
+        if empty not in self.x0:
+            raise XgirError(f"xgir-imagenet computes f(core) with x0 = zeros or data-mean, not {empty}")
         sup = self.supports[core]
         pool = self.data["pool"]
 
         def compute() -> torch.Tensor:
-            x0 = torch.zeros_like(self.mean_image) if empty == "zeros" else self.mean_image  # or data-mean
+            x0 = self.x0[empty]
             out = []
             for i in range(0, len(pool.images), 256):
                 s = sup[i : i + 256, None].float()
