@@ -25,6 +25,7 @@ def fit_heads(
     labels: Sequence[torch.Tensor] | torch.Tensor,
     num_classes: int,
     seeds: Sequence[int],
+    *,
     epochs: int = 30,
     lr: float = 1e-2,
     batch_size: int = 256,
