@@ -46,6 +46,7 @@ DOCUMENTED = [
     "xgir.models.accuracy:accuracy_from_predictions",
     "xgir.models.inference:predict",
     "xgir.explain.gradcam:grad_cam",
+    "xgir.models.inference:resolve_device",
 ]
 
 

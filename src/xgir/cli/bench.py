@@ -42,9 +42,9 @@ def register(app: typer.Typer) -> None:
         import inspect
 
         from xgir.bench import get_suite
-        from xgir.cli.explain import check_device
         from xgir.errors import XgirError
         from xgir.io import run_folder
+        from xgir.models.inference import resolve_device
 
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         if device != "cpu":
             if "device" not in inspect.signature(suite.run).parameters:
                 raise XgirError(f"suite {name} runs on the CPU only; drop --device (xgir-imagenet takes one)")
-            check_device(device)
+            resolve_device(device)
             extra["device"] = device
         out_dir = out or Path("results") / name
         with run_folder(out_dir) as tmp:  # the suite's outputs as a set

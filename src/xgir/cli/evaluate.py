@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain N images with each explainer; write EPG, IoU, pointing game, irrelevant
         overlap and deletion/insertion AUC to OUT/metrics.json and OUT/report.md."""
-        from xgir.cli.explain import _image_spec, check_device
+        from xgir.cli.explain import _image_spec
         from xgir.data.images import load_images
         from xgir.errors import XgirError
         from xgir.explain.registry import available_explainers, get_explainer
@@ -37,12 +37,13 @@ def register(app: typer.Typer) -> None:
         from xgir.metrics.report import evaluate_explainers
         from xgir.metrics.shift import predict
         from xgir.models import get_module, load_model
+        from xgir.models.inference import resolve_device
 
         if n < 1:
             raise XgirError(f"--n must be at least 1, got {n}")
         if targets not in ("label", "predicted"):
             raise XgirError(f"--targets must be 'label' or 'predicted', got '{targets}'")
-        check_device(device)
+        resolve_device(device)
         check_output_folder(out, "--out")
         spec = _image_spec(images, data, split)
         loaded = load_model(model, device=device)

@@ -92,20 +92,7 @@ def _sharded_maps(dist: Any, explainer: Any, model: torch.nn.Module, x_all: torc
     return res["maps"].clone(), res["logits"].clone(), res["targets"].clone()
 
 
-DEVICES = "cpu, cuda, cuda:N or mps"
 DEFAULT_N = 16
-
-
-def check_device(device: str) -> torch.device:
-    """``--device`` as a torch device, or one line saying which devices exist."""
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
-        hint = " (for a GPU use cuda)" if device.lower() in ("gpu", "nvidia") else ""
-        raise XgirError(f"unknown --device '{device}'{hint}; use {DEVICES}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise XgirError(f"--device {device} asked for, but no CUDA device is available; use cpu")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise XgirError("--device mps asked for, but MPS is not available; use cpu")
-    return torch.device(device)
 
 
 def check_params(method: str, params: dict[str, Any]) -> None:
@@ -181,6 +168,7 @@ def run_explain(
     from xgir.explain.registry import EXPLAINERS, canonical_params, explainer_info
     from xgir.io import check_output_folder, fingerprint, mark_run_folder
     from xgir.models import get_module, load_model
+    from xgir.models.inference import resolve_device
     from xgir.progress import iterate
     from xgir.sharded import init_dist, launched_world
     from xgir.train import predict_logits
@@ -197,7 +185,7 @@ def run_explain(
         raise XgirError(f"--tree-source must be auto, images or head, got '{tree_source}'")
     if level is not None and not 0.0 <= level <= 1.0:
         raise XgirError(f"--level is a cut distance in [0, 1], got {level}")
-    dev = check_device(device)
+    dev = resolve_device(device)
     check_output_folder(out, "--out")
     params = dict(params or {})
     check_params(method, params)

@@ -55,9 +55,9 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
                  store: str = "float16", batch_size: int = 64, chunk_images: int = 1024, device: str = "cpu",
                  workers: int = 0, progress: bool = True) -> Path | None:
     """Extract the features (see the module docstring); ``out`` on rank 0, None on the others."""
-    from xgir.cli.explain import check_device
     from xgir.io import fingerprint, torch_save
     from xgir.models import load_model, split
+    from xgir.models.inference import resolve_device
     from xgir.sharded import init_dist, load_pass
     from xgir.train.features import PooledLayer, features_pass
 
@@ -73,7 +73,7 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
         raise XgirError(f"--out {out}: give a .pt file name (the features are one torch file)")
     if out.is_dir():
         raise XgirError(f"--out {out} is a folder; give a .pt file name")
-    dev = check_device(device)
+    dev = resolve_device(device)
     dist = init_dist(dev)
     with dist.session():  # guarded on every rank; the process group closed at the end
         loaded = load_model(model_spec, device=dist.device)

@@ -41,6 +41,7 @@ from xgir.data.real import ImageFolderDataset
 from xgir.errors import XgirError, warn
 from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.accuracy import accuracy_from_predictions
+from xgir.models.inference import resolve_device
 from xgir.models.load import attach_normalization, import_factory, load_weights
 from xgir.models.split import get_module, split
 from xgir.sharded import Dist, init_dist
@@ -89,14 +90,6 @@ def build_user_model(section: ModelSection) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise XgirError("device: cuda requested but no CUDA GPU is available (use auto or cpu)")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -205,7 +198,8 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, *, progress: bool = True) -> dict[str,
     start = time.time()
     check_output_folder(cfg.out, "out")  # before any work
     xcfg = cfg.xgir
-    dist = init_dist(_device(cfg.device))  # one process, or this rank of torchrun's group
+    device = resolve_device(cfg.device, "device:", allow_auto=True)
+    dist = init_dist(device)  # one process, or this rank of torchrun's group
     with dist.session():  # guarded on every rank; the process group closed at the end
         return _run(cfg, xcfg, dist, start, progress)
 

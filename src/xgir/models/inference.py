@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from xgir.errors import XgirError
+
+DEVICES = "cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str, option: str = "--device", allow_auto: bool = False) -> torch.device:
+    """``name`` as a torch device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` (and, with
+    ``allow_auto``, ``auto``: cuda when there is one, else cpu). One XgirError line naming
+    ``option`` for an unknown name or a device this machine does not have.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if allow_auto and name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", name):
+        hint = " (for a GPU use cuda)" if name.lower() in ("gpu", "nvidia") else ""
+        raise XgirError(f"unknown {option} '{name}'{hint}; use {DEVICES}" + (" or auto" if allow_auto else ""))
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise XgirError(f"{option} {name} asked for, but no CUDA device is available; use cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise XgirError(f"{option} mps asked for, but MPS is not available; use cpu")
+    return torch.device(name)
 
 
 def model_device(model: nn.Module) -> torch.device:

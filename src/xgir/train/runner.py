@@ -12,6 +12,7 @@ from xgir.data import load_dataset
 from xgir.errors import XgirError
 from xgir.io import check_output_folder, run_folder, write_json, write_text
 from xgir.models import build_model, save_checkpoint, split
+from xgir.models.inference import resolve_device
 from xgir.progress import iterate, step
 from xgir.train.config import TrainConfig
 from xgir.train.erm import accuracy_by_group, fit_classifier
@@ -36,7 +37,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train as ``cfg`` says, save ``model.pt``, ``results.json`` and ``report.md`` in ``cfg.out``."""
     start = time.time()
     out = Path(cfg.out)
-    _check_device(cfg.device)
+    resolve_device(cfg.device, "device:")
     check_output_folder(out, "output folder")
     with step(f"building {cfg.data.name}/{cfg.data.train_split}", enabled=progress):
         train = load_dataset(cfg.data.name, cfg.data.train_split, seed=cfg.seed, **cfg.data.params)
@@ -75,13 +76,6 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         write_json(tmp / "results.json", results)
         write_text(tmp / "report.md", format_report(results))
     return results
-
-
-def _check_device(device: str) -> None:
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise XgirError(f"device: {device} requested but no CUDA GPU is available; use device: cpu")
-    if torch.device(device).type == "mps" and not torch.backends.mps.is_available():
-        raise XgirError(f"device: {device} requested but MPS is not available; use device: cpu")
 
 
 def _splits(cfg: TrainConfig) -> tuple[str, ...]:
