@@ -156,9 +156,14 @@ def test_unwritable_output_is_reported_before_the_work(tmp_path, capsys):
     (mine / "notes.txt").write_text("keep")
     _one_line(*_run_cli(["train", "--config", str(cfg), "--out", str(mine)], capsys), "xgir did not write")
     assert (mine / "notes.txt").read_text() == "keep"
-    old = tmp_path / "old"  # results of a version before run_folder: replaced
+    old = tmp_path / "old"  # a results.json without xgir's marker: a user's folder, refused (issue 20)
     old.mkdir()
     (old / "results.json").write_text("{}")
+    with pytest.raises(XgirError, match="did not write"):
+        with run_folder(old) as tmp:
+            write_text(tmp / "results.json", "new")
+    assert (old / "results.json").read_text() == "{}"
+    (old / ".xgir-run").write_text("")  # with the marker: an earlier run, replaced whole
     with run_folder(old) as tmp:
         write_text(tmp / "results.json", "new")
     assert (old / "results.json").read_text() == "new"

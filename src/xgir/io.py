@@ -94,12 +94,9 @@ RUN_MARKER = ".xgir-run"  # in every folder written by run_folder
 
 
 def _earlier_results(folder: Path) -> bool:
-    """A folder written by xgir: the marker of run_folder, or (from versions before it) a
-    results.json / report.md with no subfolders."""
-    if (folder / RUN_MARKER).exists():
-        return True
-    entries = list(folder.iterdir())
-    return any(e.name in ("results.json", "report.md") for e in entries) and not any(e.is_dir() for e in entries)
+    """A folder written by xgir: it holds the marker file of :func:`run_folder` (nothing else
+    counts: a user's folder with a report.md of their own is not ours to replace)."""
+    return (folder / RUN_MARKER).is_file()
 
 
 def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
@@ -112,8 +109,8 @@ def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
     if out.exists() and not out.is_dir():
         raise XgirError(f"{option} {out} is a file; give a folder for the results")
     if out.is_dir() and any(out.iterdir()) and not _earlier_results(out):
-        raise XgirError(f"{option} {out} is a folder that xgir did not write (it would be replaced); "
-                        "give a new or empty folder")
+        raise XgirError(f"{option} {out} is a folder that xgir did not write (no {RUN_MARKER} marker), and a "
+                        "run replaces its output folder as a whole; give a new or empty folder")
     parent = out.resolve().parent
     probe = parent
     while not probe.exists():
@@ -277,6 +274,22 @@ def fingerprint(*parts: Any) -> str:
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def file_identity(path: str | os.PathLike) -> tuple[str, int, int] | str:
+    """What a file's cached results depend on: (name, size in bytes, modification time in ns),
+    so that a file replaced under the same name is seen as new; the name alone for what is not a
+    readable file (an embedded image's name)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return str(path)
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def files_fingerprint(files: Any) -> str:
+    """:func:`fingerprint` of the :func:`file_identity` of each file (one ``stat`` per file, no read)."""
+    return fingerprint([file_identity(f) for f in files])
 
 
 def cache_dir() -> Path:

@@ -14,15 +14,17 @@ from pathlib import Path
 
 
 def build_state(model: str, images: str, feedback: str | Path, out: str | Path, n: int | None = None,
-                eval_images: str | None = "auto", eval_n: int | None = 1000, samples: int = 10, seed: int = 0):
+                eval_images: str | None = "auto", eval_n: int | None = 1000, samples: int = 10, seed: int = 0,
+                weights: str | Path | None = None):
     """Load the model and images and open (or create) the feedback store: an
     :class:`~xgir.app.state.AppState`. ``eval_images="auto"`` uses the test split of an embedded
-    training set (``decoy-digits:train`` -> ``decoy-digits:test``); None: no held-out set."""
+    training set (``decoy-digits:train`` -> ``decoy-digits:test``); None: no held-out set.
+    ``weights`` go with a factory ``model`` (:func:`xgir.models.load_model`)."""
     from xgir.app.images import evaluation_spec, load_image_set
     from xgir.app.state import AppState
     from xgir.models import load_model
 
-    loaded = load_model(model)
+    loaded = load_model(model, weights=weights)
     image_set = load_image_set(images, loaded, n=n, seed=seed)
     ev_spec = evaluation_spec(images) if eval_images == "auto" else eval_images
     ev = load_image_set(ev_spec, loaded, n=eval_n, seed=seed) if ev_spec else None

@@ -6,8 +6,8 @@ before and after, save the corrected model as a checkpoint :func:`xgir.models.lo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -129,7 +129,7 @@ def _train(state: AppState, model: nn.Module, p: dict[str, Any], data: ImageData
 
 def run(state: AppState, p: dict[str, Any], job: Job) -> dict[str, Any]:
     """The job: fine-tune, evaluate before and after, save the checkpoint; returns the result."""
-    from xgir.models import LoadedModel, save_loaded
+    from xgir.models.load import reload_options, save_loaded
 
     job.report(0.02, "reading the feedback")
     with state.store() as store:
@@ -153,12 +153,11 @@ def run(state: AppState, p: dict[str, Any], job: Job) -> dict[str, Any]:
     after = evaluate(state, model, ids, masks)
     job.report(0.95, "saving the corrected model")
     src = state.loaded
-    spec = str(Path(src.spec).resolve()) if Path(src.spec).is_file() else src.spec
-    corrected = LoadedModel(model, src.preprocess, list(src.classes), spec, src.head, src.layer,
-                            src.shallow_layer, dict(src.kwargs))
+    corrected = dataclasses.replace(src, model=model, classes=list(src.classes), kwargs=dict(src.kwargs))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(job.started))
     path = save_loaded(corrected, state.out / f"corrected-{stamp}-job{job.id}.pt",
                        meta={"correction": p, "feedback": str(state.feedback_path), "images": state.images.spec,
                              "annotated": int(has.sum())})
     return {"params": p, "before": before, "after": after, "ids": ids[:MAX_MAP_IMAGES].tolist(),
-            "annotated": int(has.sum()), "checkpoint": str(path), **info}
+            "annotated": int(has.sum()), "checkpoint": str(path),
+            "load_with": reload_options(corrected, path), **info}

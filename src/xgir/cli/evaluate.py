@@ -13,6 +13,8 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         model: str = typer.Option(..., "--model", help="model: built-in name, xgir checkpoint (.pt) or "
                                   "factory package.module:function"),
+        weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
+                                     "or a checkpoint of a model built by that factory"),
         data: str = typer.Option(None, "--data", help="dataset name (e.g. decoy-digits)"),
         split: str = typer.Option("", "--split", help="dataset split (e.g. test)"),
         images: str = typer.Option(None, "--images", help="images with object masks, e.g. decoy-digits:test "
@@ -33,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from xgir.data.images import load_images
         from xgir.errors import XgirError
         from xgir.explain.registry import available_explainers, get_explainer
-        from xgir.io import check_output_folder
+        from xgir.io import check_output_folder, run_folder
         from xgir.metrics.report import evaluate_explainers
         from xgir.metrics.shift import predict
         from xgir.models import get_module, load_model
@@ -46,7 +48,7 @@ def register(app: typer.Typer) -> None:
         resolve_device(device)
         check_output_folder(out, "--out")
         spec = _image_spec(images, data, split)
-        loaded = load_model(model, device=device)
+        loaded = load_model(model, weights=weights, device=device)
         net = loaded.model
         dataset = load_images(spec, loaded.preprocess, seed=seed)
         if dataset.masks is None:
@@ -66,18 +68,19 @@ def register(app: typer.Typer) -> None:
                 params["layer"] = layer
             built[name] = get_explainer(name, **params)
         predict(net, dataset.images[:1])  # clear error when the model does not fit the images
-        result = evaluate_explainers(
-            net,
-            dataset,
-            built,
-            targets=targets,
-            n=n,
-            out_dir=out,
-            seed=seed,
-            step=step,
-            progress=not quiet,
-            meta={"model": str(model), "data": dataset.name.partition(":")[0],
-                  "split": dataset.name.partition(":")[2], "layer": layer},
-        )
+        with run_folder(out, "--out") as tmp:  # metrics.json, report.md and heatmaps.png as a set
+            result = evaluate_explainers(
+                net,
+                dataset,
+                built,
+                targets=targets,
+                n=n,
+                out_dir=tmp,
+                seed=seed,
+                step=step,
+                progress=not quiet,
+                meta={"model": str(model), "data": dataset.name.partition(":")[0],
+                      "split": dataset.name.partition(":")[2], "layer": layer},
+            )
         typer.echo((out / "report.md").read_text())
         typer.echo(f"results in {out} ({len(result['summary'])} rows)")

@@ -12,7 +12,6 @@ Every file is written atomically.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -142,13 +141,13 @@ def run_explain(
     target: str = "pred", tree: Path | None = None, level: float | None = None, tree_images: int = 1000,
     params: dict[str, Any] | None = None, batch_size: int = 16, device: str = "cpu",
     progress: bool = True, images: str | list[str] | None = None, tree_source: str = "auto",
-    chunk_images: int = 256,
+    chunk_images: int = 256, weights: str | Path | None = None,
 ) -> list[Path]:
     """Explain images with ``method``; returns the written files.
 
     Args:
         model_path: a model spec (:func:`xgir.models.load_model`: built-in name, checkpoint,
-            factory).
+            factory); ``weights`` for a factory.
         data, split: an embedded dataset and split (the older form of ``images``).
         images: an image spec (:func:`xgir.data.images.load_images`).
         n: the first ``n`` images (None: up to 16 of a dataset or folder, all files/photos).
@@ -166,7 +165,7 @@ def run_explain(
     from xgir.data.images import is_embedded, load_images
     from xgir.explain import get_explainer
     from xgir.explain.registry import EXPLAINERS, canonical_params, explainer_info
-    from xgir.io import check_output_folder, fingerprint, mark_run_folder
+    from xgir.io import check_output_folder, fingerprint, mark_run_folder, run_folder
     from xgir.models import get_module, load_model
     from xgir.models.inference import resolve_device
     from xgir.progress import iterate
@@ -196,7 +195,7 @@ def run_explain(
     dist = init_dist(dev)
     with dist.session():  # guarded on every rank; the process group closed at the end
         dev = dist.device  # under torchrun on CUDA: this rank's GPU
-        loaded = load_model(model_path, device=dev)
+        loaded = load_model(model_path, weights=weights, device=dev)
         model = loaded.model
         for name in (layer, shallow_layer):
             if name:
@@ -226,8 +225,10 @@ def run_explain(
             source = tree_source if tree_source != "auto" else ("images" if is_embedded(spec) else "head")
             from xgir.cli.explain_cwox import run_cwox
 
-            return run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out, layer, shallow_layer,
-                            tree, level, params, batches, batch_size, dev, progress, source, tree_images)
+            with run_folder(out, "--out") as tmp:  # the outputs as a set
+                written = run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, tmp, layer, shallow_layer,
+                                   tree, level, params, batches, batch_size, dev, progress, source, tree_images)
+            return [out / p.relative_to(tmp) if p.is_relative_to(tmp) else p for p in written]
 
         info = explainer_info(method)
         params = canonical_params(method, params)
@@ -267,11 +268,11 @@ def run_explain(
         cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
         if info.targets == "foils":
             cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
-        written = [
-            save_npy(out / "maps.npy", heat.numpy().astype(np.float32)),
-            heatmap_grid(x_all, heat, out / "heatmaps.png", row_titles=rows, col_titles=cols,
-                         signed=info.signed),
-            write_json(out / "explain.json", {
+        with run_folder(out, "--out") as tmp:  # the outputs as a set (a torchrun run's chunks go with the old folder)
+            save_npy(tmp / "maps.npy", heat.numpy().astype(np.float32))
+            heatmap_grid(x_all, heat, tmp / "heatmaps.png", row_titles=rows, col_titles=cols,
+                         signed=info.signed)
+            write_json(tmp / "explain.json", {
                 "method": method, "params": {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)},
                 "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
                 "data": ds.name, "split": split, "seed": seed, "target": target, "files": ds.files,
@@ -279,10 +280,8 @@ def run_explain(
                 "labels": labels.tolist(), "preds": pred.tolist(), "pred_names": [names[int(p)] for p in pred],
                 "classes": names if len(names) <= 100 else f"{len(names)} classes of {loaded.spec}",
                 "maps": "maps.npy float32[N,T,H,W]",
-            }),
-        ]
-        shutil.rmtree(out / "passes", ignore_errors=True)  # the chunks of a torchrun run: in the outputs now
-        return written
+            })
+        return [out / "maps.npy", out / "heatmaps.png", out / "explain.json"]
 
 
 def _row_title(ds: Any, i: int, names: list[str], pred: int) -> str:
@@ -308,6 +307,8 @@ def register(app: typer.Typer) -> None:
                                                 show_default=False),
         model: str = typer.Option(..., help="model: a built-in name (efficientnet-lite0), an xgir "
                                   "checkpoint (.pt) or a factory package.module:function"),
+        weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
+                                     "or a checkpoint of a model built by that factory"),
         images: list[str] = typer.Option([], help="images: photos[:NAME,...], DATASET[:SPLIT] "
                                          "(decoy-digits:test), a class folder, files or globs (repeatable)"),
         method: str = typer.Option("gradcam", help="explanation method (listed below)"),
@@ -347,6 +348,7 @@ def register(app: typer.Typer) -> None:
                                   shallow_layer=shallow_layer, target=target, tree=tree, level=level,
                                   tree_images=tree_images, params=parse_params(param), batch_size=batch_size,
                                   device=device, images=list(images) + list(more_images or []) or None,
-                                  tree_source=tree_source, chunk_images=chunk_images, progress=not quiet)
+                                  tree_source=tree_source, chunk_images=chunk_images, progress=not quiet,
+                                  weights=weights)
         if written:  # under torchrun: rank 0 alone writes
             typer.echo(f"wrote {len(written)} files to {out}")

@@ -89,7 +89,7 @@ def run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,
         write_json(out / "cwox.json", {
             "method": "cwox", "deep_layer": results[0].deep_layer,
             "shallow_layer": results[0].shallow_layer, "level": level, "delta": results[0].delta,
-            "tree": str(tree_path), "tree_source": ctree.meta.get("source", "images"),
+            "tree": str(tree) if tree is not None else "tree.json", "tree_source": ctree.meta.get("source", "images"),
             "classes": names if len(names) <= 100 else f"{len(names)} classes of {loaded.spec}",
             "images": summary,
         }),

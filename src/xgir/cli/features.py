@@ -46,16 +46,11 @@ def _dataset(spec: str | list[str], preprocess: Any, n: int | None) -> tuple[Any
     return ds, torch.arange(len(ds))
 
 
-def _stat(path: str) -> tuple[int, int]:
-    st = Path(path).stat()
-    return st.st_size, st.st_mtime_ns
-
-
 def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: str = "", n: int | None = None,
                  store: str = "float16", batch_size: int = 64, chunk_images: int = 1024, device: str = "cpu",
-                 workers: int = 0, progress: bool = True) -> Path | None:
+                 workers: int = 0, progress: bool = True, weights: str | Path | None = None) -> Path | None:
     """Extract the features (see the module docstring); ``out`` on rank 0, None on the others."""
-    from xgir.io import fingerprint, torch_save
+    from xgir.io import files_fingerprint, fingerprint, torch_save
     from xgir.models import load_model, split
     from xgir.models.inference import resolve_device
     from xgir.sharded import init_dist, load_pass
@@ -76,7 +71,7 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
     dev = resolve_device(device)
     dist = init_dist(dev)
     with dist.session():  # guarded on every rank; the process group closed at the end
-        loaded = load_model(model_spec, device=dist.device)
+        loaded = load_model(model_spec, weights=weights, device=dist.device)
         model = loaded.model
         features = PooledLayer(model, layer) if layer else split(model, loaded.head)[0]
         where = layer or f"input of {loaded.head}"
@@ -86,7 +81,7 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
         if hasattr(ds, "images"):  # read into memory: the pixels
             seen = fingerprint(ds.images[: len(idx)], labels, files)
         else:  # a lazy folder: each file's name, size and time
-            seen = fingerprint(labels, [(f, *_stat(f)) for f in files])
+            seen = fingerprint(labels, files_fingerprint(files))
         key = {"model": fingerprint(model), "layer": where, "images": seen,
                "preprocess": repr(loaded.preprocess), "chunk_images": chunk_images, "device": dist.device.type}
         run_dir = out.with_suffix(".passes")
@@ -114,6 +109,8 @@ def register(app: typer.Typer) -> None:
         more_images: list[str] = typer.Argument(None, help="more image files or globs", show_default=False),
         model: str = typer.Option(..., help="model: a built-in name (efficientnet-lite0), an xgir checkpoint "
                                   "(.pt) or a factory package.module:function"),
+        weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
+                                     "or a checkpoint of a model built by that factory"),
         images: list[str] = typer.Option([], help="images: a class folder root/<class>/<image>, "
                                          "DATASET[:SPLIT], photos, files or globs (repeatable)"),
         out: Path = typer.Option(..., help="output file F.pt (chunks of a running extraction: F.passes/)"),
@@ -139,7 +136,7 @@ def register(app: typer.Typer) -> None:
         with rank0_prints_errors():
             written = run_features(model, spec if len(spec) > 1 else spec[0], out, layer=layer, n=n, store=store,
                                    batch_size=batch_size, chunk_images=chunk_images, device=device,
-                                   workers=workers, progress=not quiet)
+                                   workers=workers, progress=not quiet, weights=weights)
         if written is not None:
             h = torch.load(written, weights_only=True)["h"]
             typer.echo(f"wrote {written}: h {h.dtype} {tuple(h.shape)}")

@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
     def app_cmd(
         model: str = typer.Option(..., help="model: efficientnet-lite0, an xgir checkpoint (.pt) or "
                                    "package.module:function"),
+        weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
+                                     "or a checkpoint of a model built by that factory"),
         images: str = typer.Option(..., help="images: NAME:SPLIT (decoy-digits:train), photos, a file or a glob"),
         feedback: Path = typer.Option(Path("results/app/feedback.db"),
                                        help="SQLite feedback store (created if missing)"),
@@ -49,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
         _check_port(host, port)
         ev = None if eval_images == "none" else eval_images
-        state = build_state(model, images, feedback, out, n, ev, eval_n, samples, seed)
+        state = build_state(model, images, feedback, out, n, ev, eval_n, samples, seed, weights=weights)
         hosts = None if host in ("0.0.0.0", "::") else tuple(dict.fromkeys(LOCAL_HOSTS + (host,)))
         if host not in LOCAL_HOSTS:
             typer.echo(f"warning: listening on {host}: anyone who can reach it can use the app and its files", err=True)

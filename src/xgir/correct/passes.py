@@ -44,7 +44,7 @@ from xgir.correct.xgir import (
 from xgir.correct.xgir_variants import core_heatmaps
 from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree, top_label_sets
-from xgir.io import fingerprint
+from xgir.io import files_fingerprint, fingerprint
 from xgir.sharded import (
     BatchFn,
     Dist,
@@ -107,7 +107,8 @@ def pass_key(cfg: Any, model: nn.Module, device: torch.device, split: str, files
              labels: torch.Tensor, idx: torch.Tensor, xgir: bool) -> dict[str, Any]:
     """What a pass's results depend on: the config (but the output folder and the settings
     that only change the head retraining; no XGIR settings at all unless ``xgir``), the
-    model's weights, the split's files, labels and subset, and the device type. Another
+    model's weights, the split's files (name, size and modification time: an image replaced
+    under the same name is recomputed), labels and subset, and the device type. Another
     key = another chunk folder."""
     conf = cfg.model_dump()
     conf.pop("out", None)
@@ -121,7 +122,7 @@ def pass_key(cfg: Any, model: nn.Module, device: torch.device, split: str, files
         conf.get("model", {}).pop("shallow_layer", None)
         conf.get("model", {}).pop("deep_layer", None)
     return {"config": conf, "model": fingerprint(model), "device": device.type, "split": split,
-            "data": fingerprint([str(f) for f in files], labels, idx)}
+            "data": fingerprint(files_fingerprint(files), labels, idx)}
 
 
 def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, want_h: bool,

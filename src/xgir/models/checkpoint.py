@@ -19,8 +19,8 @@ ACCEPTS = ("xgir reads .pt checkpoints written by xgir train, xgir correct or xg
 
 def build_model(arch: str, **params: Any) -> nn.Module:
     """A zoo model by name (``lenet``, ``small-resnet``) with its keyword arguments."""
-    if arch not in ARCHITECTURES:
-        raise XgirError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise XgirError(f"unknown architecture {str(arch)[:60]!r}; choose one of: {', '.join(ARCHITECTURES)}")
     try:
         return ARCHITECTURES[arch](**params)
     except TypeError as err:
@@ -55,7 +55,11 @@ def load_checkpoint(
     if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
         raise XgirError(f"{path} is not an xgir checkpoint (no 'arch' / 'state_dict'); {ACCEPTS}")
     check_finite_state(state["state_dict"], f"checkpoint {path}")
-    model = build_model(state["arch"], **(state.get("params") or {}))
+    params = state.get("params") or {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise XgirError(f"{path}: its 'params' are a {type(params).__name__}, not a mapping of names to values; "
+                        "retrain or re-save the checkpoint")
+    model = build_model(state["arch"], **params)
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as err:

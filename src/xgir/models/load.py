@@ -4,8 +4,11 @@ checkpoint of ours, or a user's factory.
 Accepted forms of ``spec``:
 
 - a built-in pretrained name: ``efficientnet-lite0`` (ImageNet-1k; :data:`PRETRAINED`);
-- a checkpoint written by xgir (``run/model.pt``): a zoo model, or any model saved with
-  :func:`save_loaded` (it records the spec it was built from);
+- a checkpoint written by xgir (``run/model.pt``): a zoo model, or a model saved with
+  :func:`save_loaded`. A checkpoint is data: it may name only xgir's own models (a built-in
+  pretrained name, a zoo architecture, :data:`OWN_MODELS`), never a function to call. A model
+  built by a user's factory is saved with that factory's name for the record, and loaded back
+  by naming the factory yourself with the checkpoint as ``weights``;
 - a factory ``"package.module:function"`` (e.g. ``torchvision.models:resnet50``), called
   with ``kwargs``, optionally loaded from ``weights`` (a state_dict ``.pt`` or
   ``.safetensors``).
@@ -47,6 +50,8 @@ class LoadedModel:
         layer: default Grad-CAM / CWOX cluster layer (last spatial stage).
         shallow_layer: default CWOX class-map layer (a finer stage), or None.
         kwargs: factory keyword arguments (for rebuilding from a checkpoint).
+        arch: the zoo architecture when it is one (``lenet``...; with ``kwargs`` its
+            parameters), so that :func:`save_loaded` records it rather than a file path.
     """
 
     model: nn.Module
@@ -57,6 +62,7 @@ class LoadedModel:
     layer: str | None = None
     shallow_layer: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    arch: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -141,7 +147,8 @@ PRETRAINED: dict[str, Callable[[], LoadedModel]] = {"efficientnet-lite0": _effic
 # ---- factories and weights -------------------------------------------------------------------
 def import_factory(spec: str) -> Any:
     """The callable named by ``"package.module:function"`` (attribute may be dotted); modules in
-    the current folder are found too."""
+    the current folder are found too. Only for a spec the user gave (command line or config),
+    never for one read from a file."""
     import os
     import sys
 
@@ -164,10 +171,9 @@ def import_factory(spec: str) -> Any:
     return obj
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict (``.safetensors``, or a ``.pt`` holding it or ``{"state_dict": ...}``)
-    into ``model``; one clear line when the file is missing, unreadable or does not fit."""
-    path = Path(path)
+def _read_weights(path: Path) -> dict[str, Any]:
+    """The file's state_dict (``.safetensors``, a ``.pt`` holding it, ``{"state_dict": ...}`` or
+    an xgir checkpoint) and, for an xgir checkpoint, the checkpoint itself under ``"checkpoint"``."""
     if path.suffix != ".safetensors":
         state: Any = load_torch(path, "model.weights", "give a state_dict saved with torch.save or .safetensors")
     elif not path.is_file():
@@ -179,15 +185,27 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             state = load_file(str(path))
         except Exception as err:  # noqa: BLE001 - corrupt or foreign file
             raise XgirError(f"cannot read model.weights {path}: {str(err).splitlines()[0]}") from None
+    checkpoint = None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+        checkpoint, state = state, state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise XgirError(f"model.weights {path} holds no state_dict (a mapping of names to tensors)")
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
+    return {"state_dict": state, "checkpoint": checkpoint}
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state_dict (``.safetensors``, or a ``.pt`` holding it, ``{"state_dict": ...}`` or an
+    xgir checkpoint) into ``model``; one clear line when the file is missing, unreadable or does
+    not fit."""
+    _load_state(model, _read_weights(Path(path))["state_dict"], Path(path))
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [str(k) for k in state if k not in own]
     shapes = [f"{k}: {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in model"
               for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
@@ -216,63 +234,143 @@ def _from_factory(spec: str, kwargs: dict[str, Any], weights: str | Path | None)
         raise XgirError(f"model factory '{spec}'(**{kwargs}) failed: {type(err).__name__}: {err}") from None
     if not isinstance(net, nn.Module):
         raise XgirError(f"model factory '{spec}' returned a {type(net).__name__}, not a torch nn.Module")
-    if weights is not None:
-        load_weights(net, weights)
+    read = _read_weights(Path(weights)) if weights is not None else {"state_dict": None, "checkpoint": None}
+    if read["state_dict"] is not None:
+        _load_state(net, read["state_dict"], Path(str(weights)))
     head = next((n for n, m in reversed(list(net.named_modules())) if isinstance(m, nn.Linear)), "fc")
     convs = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     k = getattr(net.get_submodule(head), "out_features", 0) if head in dict(net.named_modules()) else 0
     # torchvision's ImageNet models expect the standard ImageNet normalisation
     pre = Preprocess(size=224, resize=256, fit="crop", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    return LoadedModel(net, pre, [str(i) for i in range(k)], spec, head=head,
-                       layer=convs[-1] if convs else None, kwargs=dict(kwargs))
+    loaded = LoadedModel(net, pre, [str(i) for i in range(k)], spec, head=head,
+                         layer=convs[-1] if convs else None, kwargs=dict(kwargs))
+    if read["checkpoint"] is not None:  # weights saved by save_loaded: its classes and preprocessing too
+        _apply_saved(loaded, read["checkpoint"], Path(str(weights)))
+    return loaded
+
+
+def _bayes_lenet() -> Callable[..., nn.Module]:
+    from xgir.models.bayes import BayesLeNet
+
+    return BayesLeNet
+
+
+OWN_MODELS: dict[str, Callable[[], Callable[..., nn.Module]]] = {"xgir.models.bayes:BayesLeNet": _bayes_lenet}
+"""xgir's own model classes that a checkpoint may name (besides :data:`PRETRAINED` names and the
+zoo's architectures): spec -> the class it builds (imported when asked for)."""
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """A value made of strings, numbers, booleans, None, lists and string-keyed dicts only."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return isinstance(value, _PLAIN)
+
+
+def _own_model(spec: str, kwargs: dict[str, Any], path: Path) -> LoadedModel:
+    """A :data:`OWN_MODELS` model built from a checkpoint's kwargs (plain values)."""
+    try:
+        net = OWN_MODELS[spec]()(**kwargs)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise XgirError(f"{path}: its kwargs {kwargs} do not build {spec}: {err}") from None
+    return LoadedModel(net, Preprocess(size=28, fit="squash", channels=1), [], spec, kwargs=dict(kwargs))
+
+
+def _named_by_checkpoint(spec: Any, kwargs: Any, path: Path) -> LoadedModel:
+    """The model a checkpoint names, if it is one of xgir's own; XgirError otherwise (nothing is
+    imported or called on behalf of a file)."""
+    if not isinstance(kwargs, dict) or not _plain(kwargs):
+        raise XgirError(f"{path}: its 'kwargs' are not plain values (a checkpoint holds only names, numbers "
+                        "and tensors); re-save it with xgir.models.save_loaded")
+    if isinstance(spec, str) and spec in PRETRAINED:
+        return PRETRAINED[spec]()
+    if isinstance(spec, str) and spec in OWN_MODELS:
+        return _own_model(spec, kwargs, path)
+    shown = repr(spec)[:80]
+    raise XgirError(f"{path} names the model {shown}, which is not one of xgir's own ({', '.join(PRETRAINED)}, "
+                    f"{', '.join(OWN_MODELS)}, or a zoo architecture); a checkpoint never names code to run. "
+                    "If you trust the file, name the factory yourself: --model package.module:function "
+                    f"--weights {path} (model.spec and model.weights in a config)")
+
+
+def _apply_saved(loaded: LoadedModel, state: dict[str, Any], path: Path) -> None:
+    """Classes, preprocessing and layers recorded by :func:`save_loaded` onto ``loaded``."""
+    classes = state.get("classes")
+    if classes is not None:
+        if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+            raise XgirError(f"{path}: its 'classes' are not a list of names; re-save it with save_loaded")
+        loaded.classes = list(classes) or loaded.classes
+    pre = state.get("preprocess")
+    if pre:
+        if not isinstance(pre, dict) or not _plain(pre):
+            raise XgirError(f"{path}: its 'preprocess' is not a mapping of plain values; re-save it with save_loaded")
+        try:
+            loaded.preprocess = Preprocess.from_dict(pre)
+        except (TypeError, ValueError) as err:
+            raise XgirError(f"{path}: its 'preprocess' is not valid ({err})") from None
+        attach_normalization(loaded.model, loaded.preprocess.mean, loaded.preprocess.std)
+    modules = dict(loaded.model.named_modules())
+    for name in ("head", "layer", "shallow_layer"):
+        value = state.get(name)
+        if isinstance(value, str) and value in modules:
+            setattr(loaded, name, value)
 
 
 def _from_checkpoint(path: Path) -> LoadedModel:
     from xgir.models.checkpoint import read_checkpoint
 
     state = read_checkpoint(path)
-    if not isinstance(state, dict) or "state_dict" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise XgirError(f"{path} is not an xgir checkpoint (no 'state_dict'); for a plain state_dict "
                         "use a factory spec with weights")
-    if "spec" in state:  # a LoadedModel saved by save_loaded
-        base = load_model(state["spec"], kwargs=state.get("kwargs") or {})
+    if "spec" in state and "arch" not in state:  # a LoadedModel saved by save_loaded
+        base = _named_by_checkpoint(state["spec"], state.get("kwargs") or {}, path)
         try:
             base.model.load_state_dict(state["state_dict"])
         except RuntimeError as err:
             raise XgirError(f"{path}: weights do not fit {state['spec']}: {str(err).splitlines()[0]}") from None
-        base.classes = list(state.get("classes") or base.classes)
-        if state.get("preprocess"):
-            base.preprocess = Preprocess.from_dict(state["preprocess"])
-            attach_normalization(base.model, base.preprocess.mean, base.preprocess.std)
+        _apply_saved(base, state, path)
         return base
     from xgir.models.checkpoint import load_checkpoint
 
     net, state = load_checkpoint(path)
-    arch, params, meta = state["arch"], state.get("params", {}), state.get("meta", {})
+    arch, params, meta = state["arch"], state.get("params") or {}, state.get("meta") or {}
     fc = getattr(net, "fc", None)
     k = fc.out_features if isinstance(fc, nn.Linear) else 0
-    classes = list(meta.get("classes") or [str(i) for i in range(k)])
+    classes = list(meta.get("classes") or [str(i) for i in range(k)]) if isinstance(meta, dict) else []
     import inspect
 
     from xgir.models.zoo import ARCHITECTURES
 
     defaults = {k: v.default for k, v in inspect.signature(ARCHITECTURES[arch]).parameters.items()}
-    size = int(params.get("image_size", meta.get("image_size", defaults.get("image_size", 32))))
+    image_size = meta.get("image_size") if isinstance(meta, dict) else None
+    size = int(params.get("image_size") or image_size or defaults.get("image_size") or 32)
     channels = int(params.get("in_channels", defaults.get("in_channels", 3)))
     pre = Preprocess(size=size, fit="squash", channels=channels)
     # layers None: the explainers' defaults (the last spatial module found by a forward pass)
-    return LoadedModel(net, pre, classes, str(path), head="fc")
+    loaded = LoadedModel(net, pre, classes, str(path), head="fc", kwargs=dict(params), arch=arch)
+    _apply_saved(loaded, state, path)
+    return loaded
 
 
 def load_model(spec: str | Path, *, weights: str | Path | None = None,
                kwargs: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model named by ``spec`` (see the module docstring): frozen, in eval mode, on
     ``device``, taking images in [0, 1]. XgirError (one line listing the accepted forms) on a
-    spec that is none of them."""
+    spec that is none of them. ``weights`` (a state_dict file, or a checkpoint of
+    :func:`save_loaded`) goes with a factory spec only."""
     spec_s = str(spec)
+    is_factory = ":" in spec_s and not Path(spec_s).exists() and "/" not in spec_s.partition(":")[0]
+    if weights is not None and not is_factory:
+        raise XgirError(f"--weights (model.weights) go with a factory spec 'package.module:function', not with "
+                        f"'{spec_s}'")
     if spec_s in PRETRAINED:
         loaded = PRETRAINED[spec_s]()
-    elif ":" in spec_s and not Path(spec_s).exists() and "/" not in spec_s.partition(":")[0]:
+    elif is_factory:
         loaded = _from_factory(spec_s, dict(kwargs or {}), weights)
     elif Path(spec_s).is_file():
         loaded = _from_checkpoint(Path(spec_s))
@@ -288,12 +386,24 @@ def load_model(spec: str | Path, *, weights: str | Path | None = None,
 
 
 def save_loaded(loaded: LoadedModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Save a loaded (e.g. corrected) model as a checkpoint that :func:`load_model` reads back:
-    its weights, the spec it was built from, its classes and preprocessing. Atomic."""
+    """Save a loaded (e.g. corrected) model as a checkpoint: its weights, what it was built from
+    (a zoo architecture and its parameters, or a spec), its classes and preprocessing. Atomic.
+    :func:`load_model` reads it back when it names xgir's own model; a model of a user's factory
+    is read back with ``load_model(factory, weights=path)``."""
     from xgir.io import torch_save
 
-    state = {"spec": loaded.spec, "kwargs": loaded.kwargs, "state_dict": loaded.model.state_dict(),
+    built: dict[str, Any] = ({"arch": loaded.arch, "params": dict(loaded.kwargs)} if loaded.arch
+                             else {"spec": loaded.spec, "kwargs": loaded.kwargs})
+    state = {**built, "state_dict": loaded.model.state_dict(),
              "classes": list(loaded.classes), "preprocess": loaded.preprocess.to_dict(),
              "head": loaded.head, "layer": loaded.layer, "shallow_layer": loaded.shallow_layer,
              "meta": meta or {}}
     return torch_save(state, path)
+
+
+def reload_options(loaded: LoadedModel, path: str | Path) -> str:
+    """The command-line options that load ``path``, a :func:`save_loaded` checkpoint of ``loaded``:
+    ``--model PATH``, or ``--model FACTORY --weights PATH`` for a model of a user's factory."""
+    if loaded.arch or loaded.spec in PRETRAINED or loaded.spec in OWN_MODELS:
+        return f"--model {path}"
+    return f"--model {loaded.spec} --weights {path}"
