@@ -24,6 +24,8 @@ from xgir.data.benchmarks import (
 from xgir.data.objects import OBJECT_SPLITS, object_shift
 from xgir.data.real import ImageFolderDataset, load_mnist
 from xgir.data.textures import TEXTURE_FAMILIES
+from xgir.data.waterbirds_photos import SPLITS as WATERBIRDS_PHOTOS_SPLITS
+from xgir.data.waterbirds_photos import waterbirds_photos
 from xgir.errors import XgirError
 
 
@@ -38,6 +40,7 @@ DATASETS: dict[str, tuple[Callable[..., ImageDataset], tuple[str, ...]]] = {
     "glyph-pretrain": (glyph_pretrain, GLYPH_SPLITS),
     "mnist": (mnist, ("train", "test")),
     "object-shift": (object_shift, OBJECT_SPLITS),
+    "waterbirds-photos": (waterbirds_photos, WATERBIRDS_PHOTOS_SPLITS),
 }
 
 
