@@ -7,7 +7,7 @@ into pseudo-groups, and DFR runs on them in place of the true groups:
 
 1. each heatmap float[u,v] is divided by its largest absolute value and flattened;
 2. per class c (the "local" ExMap, L-ExMap): the symmetric k-nearest-neighbour graph
-   A = (C + C^T) / 2 of the n_c heatmaps, C the 0/1 connectivity with k = int(ln n_c) (each
+   A = (C + C^T) / 2 of the n_c heatmaps, C the 0/1 connectivity with k = max(2, int(ln n_c)) (each
    point its own neighbour), as scikit-learn's ``SpectralClustering(affinity="nearest_neighbors")``;
 3. the number of clusters by the eigengap heuristic on the normalised Laplacian
    L = I - D^-1/2 A D^-1/2 with eigenvalues l_0 <= l_1 <= ...: m_c = 1 + argmax_{j in [1, M-1]}
@@ -26,7 +26,9 @@ eigengap (their ``--clusters_class_*`` without ``--auto``).
 
 What differs from the paper: the explainer (the caller's; Grad-CAM in xgir, LRP there); the
 eigenvalues come from a dense symmetric solver for classes of up to 3000 samples (LOBPCG
-above, as theirs); a class with fewer than 4 samples is one pseudo-group (too few to cluster).
+above, as theirs); k = max(2, int(ln n_c)) (theirs: int(ln n_c), which leaves a class of fewer
+than 8 samples without edges); a class with fewer than 4 samples is one pseudo-group (too few to
+cluster); the spectral embedding uses scikit-learn's default eigensolver (theirs: LOBPCG).
 """
 
 from __future__ import annotations
