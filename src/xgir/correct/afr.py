@@ -25,9 +25,12 @@ the caller selects gamma and lam, and ``score`` (for example
 :func:`xgir.models.accuracy.pseudo_group_worst_accuracy` on held-out features, no group label)
 picks the epoch when given; without it the last step's head is returned.
 
-What differs from the paper: nothing in the objective or the optimiser; the ERM model and the
-split are the caller's, and the features are those of xgir's frozen extractor (the paper's ERM
-fine-tunes the whole network on the 80 %).
+What differs from the paper: nothing in the objective or the optimiser. The head starts at
+(W0, b0) as in their ``train_embeddings.py`` (their notebook instead adds a freshly initialised
+linear layer to the ERM logits and penalises it, so it starts near, not at, W0); the epoch is
+the last one unless ``score`` picks it; the ERM model and the split are the caller's, and the
+features are those of xgir's frozen extractor (the paper's ERM fine-tunes the whole network on
+the 80 %).
 """
 
 from __future__ import annotations

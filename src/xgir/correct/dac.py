@@ -116,6 +116,15 @@ def _features(features_fn: Callable[[torch.Tensor], torch.Tensor], make: Callabl
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
+def _masker(x: torch.Tensor, m: torch.Tensor, sel: torch.Tensor,
+            mu: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Rows ``r`` of the selection -> m x + (1 - m) mu."""
+    def make(r: torch.Tensor) -> torch.Tensor:
+        a = m[sel[r]].to(x.dtype)[:, None]
+        return a * x[sel[r]] + (1 - a) * mu
+    return make
+
+
 def _composer(x: torch.Tensor, m: torch.Tensor, i_idx: torch.Tensor, j_idx: torch.Tensor,
               mu: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Rows ``r`` of the pairs -> their composites (one round's partners bound)."""
@@ -151,10 +160,12 @@ def dac_head(
     "mask_share": the mean share of object pixels, "epochs", "steps"} (+ "best_epoch",
     "best_score" with ``score``)."""
     if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
-        raise XgirError(f"DaC: images must be float [N,C,H,W], got {tuple(x.shape) if torch.is_tensor(x) else x}")
+        raise XgirError(f"DaC: images must be float [N,C,H,W], got "
+                        f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
     n = len(x)
-    if tuple(masks.shape) != (n, *x.shape[2:]):
-        raise XgirError(f"DaC: masks must be [N,H,W] = {[n, *x.shape[2:]]}, got {tuple(masks.shape)}")
+    if not torch.is_tensor(masks) or tuple(masks.shape) != (n, *x.shape[2:]):
+        raise XgirError(f"DaC: masks must be [N,H,W] = {[n, *x.shape[2:]]}, got "
+                        f"{tuple(masks.shape) if torch.is_tensor(masks) else type(masks).__name__}")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise XgirError(f"DaC: alpha must be >= 0, got {alpha}")
     if rounds < 1 or chunk < 1 or batch_size < 1:
@@ -162,7 +173,7 @@ def dac_head(
     if not isinstance(erm_head, nn.Linear) or erm_head.bias is None:
         raise XgirError(f"DaC: the ERM head must be an nn.Linear with a bias, got {type(erm_head).__name__}")
     _, y = check_labelled_features(torch.zeros(n, 1), labels, erm_head.out_features, "DaC")
-    m = masks.to(x.dtype)
+    m = masks  # bool or float; converted per chunk (a float copy of all masks could be large)
     h = _features(features_fn, lambda i: x[i], n, chunk)
     if h.ndim != 2 or len(h) != n:
         raise XgirError(f"DaC: features_fn must map images [B,C,H,W] to features [B,D], got {tuple(h.shape)}")
@@ -175,11 +186,11 @@ def dac_head(
     for s in range(0, n, chunk):
         mu += x[s : s + chunk].double().sum(dim=(0, 2, 3))
     mu = (mu / (n * x.shape[2] * x.shape[3])).to(x.dtype)[:, None, None]
+    share = sum(float(m[s : s + chunk].double().sum()) for s in range(0, n, chunk)) / m.numel()
     gen = torch.Generator().manual_seed(seed)
     sel, _ = dac_pairs(y, losses, quantile=quantile, generator=gen)
     s_n = len(sel)
-    h_masked = _features(features_fn, lambda i: m[sel[i], None] * x[sel[i]] + (1 - m[sel[i], None]) * mu,
-                         s_n, chunk)
+    h_masked = _features(features_fn, _masker(x, m, sel, mu), s_n, chunk)
     comps = []
     for _ in range(rounds):
         i_idx, j_idx = dac_pairs(y, losses, quantile=quantile, generator=gen)
@@ -197,4 +208,4 @@ def dac_head(
     head, info = fit_weighted_head(h_all, y_all, w_all, k, init=init, epochs=epochs, lr=lr, batch_size=batch,
                                    optimizer="adam", lr_step=lr_step, seed=seed, score=score, desc="DaC")
     return head, {"selected": s_n, "loss_threshold": float(torch.quantile(losses.double(), quantile)),
-                  "composites": rounds * s_n, "mask_share": float(m.mean()), **info}
+                  "composites": rounds * s_n, "mask_share": share, **info}
