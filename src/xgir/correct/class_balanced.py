@@ -23,8 +23,9 @@ an early-stopped ERM model and the final ERM model disagree most,
 
 the ``num_data`` largest d_i, then the ERM head (not reset) fine-tuned on them class-balanced
 (sampler) for 250 steps, SGD (momentum 0.9, weight decay 1e-4, batch 32). Their grid:
-num_data in {20, 100, 500}, lr in {1e-4, 1e-3, 1e-2}, early stop at 1, 2 or 5 checkpoints
-(every 10 epochs), chosen by group-labelled validation; here the caller selects (for example
+num_data in {20, 100, 500}, lr in {1e-4, 1e-3, 1e-2}, the early-stopped model = the ERM run's
+1st, 2nd or 5th saved checkpoint (saved every 10 epochs in their Waterbirds config), chosen by
+group-labelled validation; here the caller selects (for example
 by :func:`xgir.models.accuracy.pseudo_group_worst_accuracy`). The early-stopped model is the
 caller's: on frozen features, an ERM head trained for fewer epochs (its logits on the held-out
 split are the argument ``early_logits``).
