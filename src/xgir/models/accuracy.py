@@ -1,7 +1,8 @@
 """Accuracy, per-group and worst-group accuracy: the one implementation.
 
-Tensor level (no model): :func:`group_accuracy` (hits, groups) and
-:func:`accuracy_from_predictions` (predictions, labels, groups). Model level (a model and an
+Tensor level (no model): :func:`group_accuracy` (hits, groups),
+:func:`accuracy_from_predictions` (predictions, labels, groups) and
+:func:`pseudo_group_worst_accuracy` (the annotation-free selection score). Model level (a model and an
 :class:`~xgir.data.base.ImageDataset`, run through :func:`xgir.models.inference.predict`):
 :func:`correct`, :func:`accuracy`, :func:`accuracy_by_group`. ``xgir.train`` and
 ``xgir.metrics`` re-export these; the benches, DFR and the app call them.
@@ -83,6 +84,30 @@ def accuracy_from_predictions(
         out["worst_group"] = float(acc.min())
         out["num_groups"] = len(ids)
     return out
+
+
+def pseudo_group_worst_accuracy(pred: torch.Tensor, labels: torch.Tensor, erm_pred: torch.Tensor) -> float:
+    """Worst accuracy of predictions long[N] over the pseudo-groups (class y, whether the ERM
+    model's prediction ``erm_pred`` long[N] is right): an annotation-free stand-in for
+    worst-group accuracy when selecting a model (the ERM's errors mark the minority groups,
+    as in JTT and AFR). Pseudo-group id = 2 y + [erm_pred == y]; empty pseudo-groups are left
+    out. A float in [0, 1].
+
+    >>> pseudo_group_worst_accuracy(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 1]),
+    ...                             torch.tensor([0, 1, 1, 1]))
+    1.0
+    >>> pseudo_group_worst_accuracy(torch.tensor([0, 0, 1, 0]), torch.tensor([0, 0, 1, 1]),
+    ...                             torch.tensor([0, 0, 1, 0]))
+    0.0
+    """
+    pred, labels, erm_pred = torch.as_tensor(pred), torch.as_tensor(labels), torch.as_tensor(erm_pred)
+    if erm_pred.shape != labels.shape:
+        raise XgirError(f"ERM predictions and labels must both be [N]: {tuple(erm_pred.shape)} vs "
+                        f"{tuple(labels.shape)}")
+    if labels.numel() and int(labels.min()) < 0:
+        raise XgirError("labels must be >= 0")
+    groups = 2 * labels.long().cpu() + (erm_pred.cpu() == labels.cpu()).long()
+    return float(accuracy_from_predictions(pred, labels, groups)["worst_group"])
 
 
 def _label(dataset: ImageDataset) -> str:
