@@ -73,6 +73,27 @@ def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1:
     return (rel > delta1) & (peak > 0)[:, None, None]
 
 
+def support_top_fraction(heatmaps: torch.Tensor, size: tuple[int, int], fraction: float) -> torch.Tensor:
+    """Matched-size supports: the ``fraction`` of pixels where the bilinearly upsampled map is
+    highest, exactly round(fraction H W) pixels per image (ties broken by position): heatmaps
+    float[N,h,w] -> bool[N,H,W]. Unlike ``delta1``, which keeps most of an image whose map is
+    flat, every map keeps the same share, so precisions compare across maps."""
+    if heatmaps.ndim != 3:
+        raise XgirError(f"heatmaps must be [N,h,w], got shape {tuple(heatmaps.shape)}")
+    if not (isinstance(fraction, int | float) and 0.0 < fraction < 1.0):
+        raise XgirError(f"the support fraction must lie in (0, 1), got {fraction!r}")
+    if torch.isnan(heatmaps).any():
+        raise XgirError("heatmaps contain NaN")
+    e = heatmaps.float()
+    if tuple(e.shape[-2:]) != tuple(size):
+        e = F.interpolate(e[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    flat = e.flatten(1)
+    k = max(1, round(fraction * flat.shape[1]))
+    out = torch.zeros_like(flat, dtype=torch.bool)
+    out.scatter_(1, flat.topk(k, dim=1).indices, True)
+    return out.view(e.shape)
+
+
 def true_class_heatmaps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str, *,
                         batch_size: int = 256) -> torch.Tensor:
     """IOX: Grad-CAM of the true class at ``layer``, float[N,u,v] (not upsampled)."""

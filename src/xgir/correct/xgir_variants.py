@@ -45,6 +45,7 @@ from xgir.train.erm import model_device
 
 if TYPE_CHECKING:
     from xgir.correct.xgir import XGIRConfig, XGIRRecord
+    from xgir.explain.clusters import ConfusionTree
 
 VARIANTS = ("note", "swap")
 NOISES = ("gaussian", "empirical")
@@ -118,6 +119,40 @@ def pretrained_cam(maps: torch.Tensor, head: nn.Linear, *, k: int = 5) -> torch.
     prob, top = logits.softmax(dim=1).topk(k, dim=1)
     weights = torch.einsum("nk,nkd->nd", prob, w[top])
     return cam_from_weights(maps, weights)
+
+
+def cwox_cluster_cam(maps: torch.Tensor, head: nn.Linear, tree: ConfusionTree, *, level: float | None = None,
+                     k: int = 5, mass: float | None = None) -> torch.Tensor:
+    """CWOX's cluster map of the head's top cluster, from the maps M float[N,D,u,v] that a
+    global-average-pooled linear ``head`` reads (no label used): float[N,u,v].
+
+    The head's top-``k`` classes (or the smallest set past ``mass``) are cut into confusion
+    clusters by ``tree`` at ``level``; each cluster's map is the CAM of its generalised logit
+    logsumexp_{c in C} z_c (the head's rows weighted by the softmax within C: Grad-CAM at M, up
+    to the factor 1/(uv)), and the top cluster's map (the most probable) is contrasted with the
+    others, H = clip((m-1) G(C_1) - sum_{j>1} G(C_j), 0), as :func:`xgir.explain.cwox.cwox` does.
+    A bird photograph's top classes split into a bird cluster and a scene cluster (lakeside,
+    dock...): the contrast keeps the bird."""
+    from xgir.explain.clusters import top_label_sets
+    from xgir.explain.cwox import contrast_clusters
+
+    if level is None:
+        level = tree.default_level
+    w = head.weight.detach().float()
+    logits = head(maps.float().mean(dim=(2, 3)))
+    probs = logits.softmax(dim=1)
+    rows = top_label_sets(probs, k=k, mass=mass)
+    n, d = maps.shape[:2]
+    weights = torch.zeros(n, k, d)
+    valid = torch.zeros(n, k, dtype=torch.bool)
+    for i, labels in enumerate(rows):
+        clusters = sorted(tree.partition(labels, level), key=lambda c: -float(probs[i, list(c)].sum()))
+        for j, cluster in enumerate(clusters[:k]):
+            idx = torch.tensor(cluster)
+            weights[i, j] = logits[i, idx].softmax(0) @ w[idx]
+            valid[i, j] = True
+    g = torch.einsum("ndij,nkd->nkij", maps.float(), weights).clamp(min=0)
+    return contrast_clusters(g, valid)[:, 0]
 
 
 def novelty_map(maps: torch.Tensor) -> torch.Tensor:
