@@ -4,7 +4,8 @@ Usage: write a config (see ``configs/xgir-imagefolder.yaml``) naming the model f
 ``"package.module:function"`` (called with ``model.kwargs``; optional ``model.weights``, a
 state_dict / checkpoint ``.pt`` or ``.safetensors``), its linear head (``fc``) and Grad-CAM
 layer(s), and three folders ``root/<class>/<image>`` (source train, source test, target
-test; optional target val). Then ``xgir correct --config FILE.yaml`` or, in Python,
+test; optional target val; or Waterbirds splits ``ROOT:train``, see
+:mod:`xgir.data.waterbirds`). Then ``xgir correct --config FILE.yaml`` or, in Python,
 ``run_xgir_pipeline(load_config(path, XGIRRunConfig))``. Images are resized to
 ``image_size`` and read in [0, 1]; ``data.normalize`` is applied inside a wrapper module,
 so heatmaps, supports and the empty image x0 live in image space (x0 = "zeros" is black).
@@ -37,7 +38,10 @@ from xgir.correct.run_config import (  # the config sections, importable from he
     XGIRSection,
 )
 from xgir.correct.xgir import XGIRConfig, frozen_copy, retrain_head
-from xgir.data.real import ImageFolderDataset
+from xgir.data.images import open_images
+from xgir.data.real import ImageFolderDataset, LazyImageDataset
+from xgir.data.transforms import Preprocess
+from xgir.data.waterbirds import parse_spec
 from xgir.errors import XgirError, warn
 from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.accuracy import accuracy_from_predictions
@@ -127,28 +131,33 @@ def check_class_folders(root: str | Path, classes: list[str], key: str, hint: st
                     f"{'; '.join(parts)}; {hint}")
 
 
-def _check_counts(ds: ImageFolderDataset, key: str) -> None:
-    """An empty class folder: an error in source_train (the head would lose that class),
-    a warning line elsewhere."""
+def _check_counts(ds: LazyImageDataset, key: str) -> None:
+    """An empty class: an error in source_train (the head would lose that class), a warning
+    line elsewhere."""
     counts = torch.bincount(ds.labels, minlength=ds.num_classes).tolist()
     empty = [c for c, n in zip(ds.classes, counts, strict=True) if n == 0]
     if not empty:
         return
-    where = ", ".join(str(ds.root / c) for c in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+    names = [str(ds.root / c) if isinstance(ds, ImageFolderDataset) else f"{c} of {ds.name}" for c in empty[:8]]
+    where = ", ".join(names) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+    kind = "class folder" if isinstance(ds, ImageFolderDataset) else "class"
     if key == "source_train":
-        raise XgirError(f"data.source_train: class folder{'s' if len(empty) > 1 else ''} {where} "
+        raise XgirError(f"data.source_train: {kind}{'s' if len(empty) > 1 else ''} {where} "
                         "hold no images; every class needs training images")
-    warn(f"data.{key}: empty class folder{'s' if len(empty) > 1 else ''} {where}")
+    warn(f"data.{key}: empty {kind}{'s' if len(empty) > 1 else ''} {where}")
 
 
-def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
+def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, LazyImageDataset]:
     """The folders of every given split, with one class list so labels agree; the class
-    folders of every split must match that list (see :func:`check_class_folders`)."""
-    def folder(key: str, classes: list[str] | None, hint: str) -> ImageFolderDataset:
+    folders of every split must match that list (see :func:`check_class_folders`). A split
+    may be a Waterbirds ``ROOT:SPLIT`` (:mod:`xgir.data.waterbirds`): classes landbird, waterbird."""
+    def folder(key: str, classes: list[str] | None, hint: str) -> LazyImageDataset:
+        spec = getattr(data, key)
         try:
-            if classes is not None:
-                check_class_folders(getattr(data, key), classes, key, hint)
-            ds = ImageFolderDataset(getattr(data, key), data.image_size, classes, fit=data.fit)
+            if classes is not None and parse_spec(spec) is None:
+                check_class_folders(spec, classes, key, hint)
+            pre = Preprocess(data.image_size, fit=data.fit)
+            ds = open_images(spec, pre, classes=classes, masks=False) or ImageFolderDataset(spec, preprocess=pre)
         except XgirError as err:
             msg = str(err)
             raise XgirError(msg if msg.startswith("data.") else f"data.{key}: {msg}") from None
@@ -179,7 +188,7 @@ def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, Image
     return out
 
 
-def _indices(ds: ImageFolderDataset, cap: int | None, seed: int) -> torch.Tensor:
+def _indices(ds: LazyImageDataset, cap: int | None, seed: int) -> torch.Tensor:
     """All indices, or a seeded random subset of ``cap`` of them (sorted)."""
     n = len(ds)
     if cap is None or cap >= n:

@@ -17,7 +17,7 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
-from xgir.io import cache_dir, cached, fingerprint, torch_save
+from xgir.io import cache_dir, cached, files_fingerprint, fingerprint, torch_save
 from xgir.models.split import get_module
 from xgir.progress import iterate
 from xgir.sharded import Dist, GuardedImages, PassPlan, active_dist, collate_readable, load_pass, sharded_pass
@@ -72,6 +72,17 @@ class PooledLayer(nn.Module):
             raise XgirError(f"layer '{self.layer}' gave no tensor in the forward pass; name another layer")
         out = got[0]
         return out.flatten(2).mean(2) if out.ndim > 2 else out.flatten(1)
+
+
+def images_fingerprint(dataset: Any, indices: torch.Tensor) -> str:
+    """What features of ``dataset[indices]`` depend on besides the model: the pixels and labels
+    of images in memory (an :class:`ImageDataset`), or the labels and each file's name, size and
+    modification time for images read lazily (no file is read)."""
+    files = [str(dataset.files[int(i)]) for i in indices] if dataset.files else []
+    labels = dataset.labels[indices]
+    if isinstance(dataset, ImageDataset):
+        return fingerprint(dataset.images[indices], labels, files)
+    return fingerprint(labels, files_fingerprint(files))
 
 
 def features_pass(dist: Dist, features: nn.Module, dataset: Any, run_dir: Path, key: dict[str, Any], *,
