@@ -185,3 +185,8 @@ def test_correct_streams_waterbirds_splits(root, tmp_path):
     assert main(["correct", "--config", str(path), "--quiet"]) == 0
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["images"] == {"source_train": 6, "source_test": 4, "target_test": 4}
+
+
+def test_preview_reads_the_first_n(root, tmp_path, capsys):
+    assert main(["data", "preview", f"{root}:train", "--n", "2", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").is_file()

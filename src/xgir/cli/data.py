@@ -57,8 +57,8 @@ def register(app: typer.Typer) -> None:
         if base in DATASETS and not Path(name).exists():  # random samples of the whole split
             ds = load_images(spec, seed=seed)
             written = preview(ds, path, n=n, seed=seed)
-        else:  # photos, folders and files: the first n
-            ds = load_images(spec)
+        else:  # photos, folders and files: the first n (only those are read)
+            ds = load_images(spec, limit=n)
             written = preview(ds, path, n=min(n, len(ds)), seed=None)
         typer.echo(f"wrote {written}")
 
