@@ -253,3 +253,13 @@ def test_efficientnet_lite0_head_loads_with_model_alone(tmp_path):
     torch.save({**state, "head_shape": [2, 999]}, tmp_path / "bad.pt")
     with pytest.raises(XgirError, match=r"bad.pt: its head '_fc' takes 999 inputs, this model's 1280"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_example_config_validates():
+    from pathlib import Path
+
+    from xgir.train.config import HeadTrainConfig, load_train_config
+
+    cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "head-waterbirds.yaml")
+    assert isinstance(cfg, HeadTrainConfig) and cfg.model.spec == "efficientnet-lite0"
+    assert list(cfg.data.eval) == ["val", "test"] and cfg.head.method == "erm"
