@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
     @data_app.command("preview")
     def preview_cmd(
         name: str = typer.Argument(..., help="images: decoy-digits[:SPLIT], background-shift[:SPLIT], "
-                                   "glyph-pretrain, photos[:NAME,...], a class folder, files or globs"),
+                                   "glyph-pretrain, photos[:NAME,...], a Waterbirds ROOT[:SPLIT], a class folder, "
+                                   "files or globs"),
         split: str = typer.Option("", help="split of an embedded dataset (default: the first)"),
         out: Path = typer.Option(None, help="output folder (writes preview-NAME.png) or a .png file "
                                  "(default: results/)"),

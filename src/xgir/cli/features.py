@@ -105,8 +105,8 @@ def register(app: typer.Typer) -> None:
                                   "(.pt) or a factory package.module:function"),
         weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
                                      "or a checkpoint of a model built by that factory"),
-        images: list[str] = typer.Option([], help="images: a class folder root/<class>/<image>, "
-                                         "DATASET[:SPLIT], photos, files or globs (repeatable)"),
+        images: list[str] = typer.Option([], help="images: a class folder root/<class>/<image>, a Waterbirds "
+                                         "ROOT:SPLIT, DATASET[:SPLIT], photos, files or globs (repeatable)"),
         out: Path = typer.Option(..., help="output file F.pt (chunks of a running extraction: F.passes/)"),
         layer: str = typer.Option("", help="a layer whose output, averaged over space, is h (default: the "
                                   "input of the model's linear head)"),

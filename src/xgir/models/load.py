@@ -337,11 +337,11 @@ def _saved_head(net: nn.Module, state: dict[str, Any], path: Path) -> None:
     if not isinstance(current, nn.Linear):
         raise XgirError(f"{path}: its head '{head}' is not an nn.Linear of {type(net).__name__}; the checkpoint "
                         "does not fit this model")
-    if tuple(current.weight.shape) != tuple(shape):
+    bias = isinstance(state.get("state_dict"), dict) and f"{head}.bias" in state["state_dict"]
+    if tuple(current.weight.shape) != tuple(shape) or (current.bias is not None) != bias:
         if shape[1] != current.in_features:
             raise XgirError(f"{path}: its head '{head}' takes {shape[1]} inputs, this model's "
                             f"{current.in_features}; the checkpoint does not fit this model")
-        bias = isinstance(state.get("state_dict"), dict) and f"{head}.bias" in state["state_dict"]
         from xgir.models.split import replace_head
 
         replace_head(net, head, nn.Linear(shape[1], shape[0], bias=bias))

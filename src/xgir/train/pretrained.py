@@ -95,7 +95,7 @@ def _run(cfg: HeadTrainConfig, dist: Dist, start: float, progress: bool) -> dict
     evals = {k: open_split(spec, f"eval.{k}", pre, classes, same, in_memory=True) for k, spec in cfg.data.eval.items()}
     model_fp = fingerprint(loaded.model)
 
-    def extract(name: str, ds: Any) -> SplitFeatures:
+    def extract(ds: Any) -> SplitFeatures:
         idx = torch.arange(len(ds))
         fp = fingerprint({"model": model_fp, "head": head_name, "preprocess": repr(pre),
                           "images": images_fingerprint(ds, idx)})
@@ -104,7 +104,7 @@ def _run(cfg: HeadTrainConfig, dist: Dist, start: float, progress: bool) -> dict
         return SplitFeatures(h.float(), ds.labels.clone(), None if ds.groups is None else ds.groups.clone(),
                              list(ds.group_names))
 
-    feats = {"train": extract("train", train), **{k: extract(k, ds) for k, ds in evals.items()}}
+    feats = {"train": extract(train), **{k: extract(ds) for k, ds in evals.items()}}
     dist.release()  # every rank has passed the last meeting: rank 0 goes on alone
     if not dist.is_main:
         return {"rank": dist.rank, "world": dist.world}
