@@ -60,7 +60,9 @@ def _cfg(out, train, evals=None, **over):
 def folder_run(folders, pretrained, tmp_path_factory):
     base = tmp_path_factory.mktemp("run")
     cfg = _cfg(base / "run", folders["train"], {"test": folders["test"]}, **{"model.weights": str(pretrained)})
-    assert _train(base, cfg) == 0
+    with pytest.MonkeyPatch.context() as mp:  # a module fixture runs before conftest's cache fixture
+        mp.setenv("XGIR_CACHE", str(base / "cache"))
+        assert _train(base, cfg) == 0
     return base / "run"
 
 
