@@ -2,10 +2,10 @@
 tests/test_sharded_cli.py: ``python -m torch.distributed.run ... tests/_torchrun_jobs.py JOBS.json``.
 
 JOBS.json: a list of jobs, each ``{"cli": [argv of xgir]}`` (run as ``python -m xgir ...``
-runs it: :func:`xgir.cli.main`) or ``{"cached": {"folder", "out", "cache"}}`` (the
-features of a small folder through :func:`xgir.train.features.cached_features` in a
-process group; every rank saves what it got to ``out``-RANK.pt). Exit status: the first
-non-zero status of a job.
+runs it: :func:`xgir.cli.main`; an optional ``"env": {NAME: VALUE}`` is set first) or
+``{"cached": {"folder", "out", "cache"}}`` (the features of a small folder through
+:func:`xgir.train.features.cached_features` in a process group; every rank saves what it got
+to ``out``-RANK.pt). Exit status: the first non-zero status of a job.
 
 The script joins the process group once (:func:`xgir.sharded.init_dist`) and the commands
 run in it (they join only when no group is active), with a barrier after each job: a
@@ -42,6 +42,7 @@ def main() -> int:
     dist = init_dist(torch.device("cpu"))
     try:
         for job in json.loads(Path(sys.argv[1]).read_text()):
+            os.environ.update(job.get("env", {}))
             rc = xgir_main(job["cli"]) if "cli" in job else cached(**job["cached"])
             if rc:
                 return rc

@@ -1,5 +1,5 @@
-"""``xgir explain`` and ``xgir features`` (and ``cached_features`` in a process group) under
-torchrun with 2 CPU processes (gloo) give the results of 1 process; a killed ``xgir features``
+"""``xgir explain``, ``xgir features`` and ``xgir train`` mode head (and ``cached_features`` in a
+process group) under torchrun with 2 CPU processes (gloo) give the results of 1 process; a killed ``xgir features``
 run resumes from its chunks; cwox under torchrun is a one-line error."""
 
 import json
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from _pipeline_models import write_folder
 from xgir.cli import main as xgir_main
@@ -40,12 +41,15 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_processes(folder):
-    """One torchrun launch (2 processes): explain, features, cached_features."""
+    """One torchrun launch (2 processes): explain, features, cached_features, train mode head."""
     base = folder.parent
+    (base / "head.yaml").write_text(yaml.safe_dump(_head_config(folder, base / "head2")))
     jobs = [{"cli": ["explain", "--images", str(folder), "--out", str(base / "explain2"), "--chunk-images", "3",
                      *EXPLAIN]},
             {"cli": ["features", "--images", str(folder), "--out", str(base / "f2.pt"), *FEATURES]},
-            {"cached": {"folder": str(folder), "out": str(base / "cached"), "cache": str(base / "cache")}}]
+            {"cached": {"folder": str(folder), "out": str(base / "cached"), "cache": str(base / "cache")}},
+            {"cli": ["train", "--config", str(base / "head.yaml"), "--quiet"],
+             "env": {"XGIR_CACHE": str(base / "head-cache")}}]
     (base / "jobs.json").write_text(json.dumps(jobs))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests" / "_torchrun_jobs.py"), str(base / "jobs.json")]
@@ -80,6 +84,29 @@ def test_torchrun_features_match_one_process(folder, two_processes, tmp_path):
     assert a["files"] == b["files"] and a["files"][0].endswith("cat/0.png")
     assert torch.equal(a["labels"], b["labels"]) and a["labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert not (base / "f2.passes").exists() and not (tmp_path / "f1.passes").exists()
+
+
+def _head_config(folder, out):
+    return {"mode": "head", "out": str(out), "model": {"spec": MODEL},
+            "data": {"train": str(folder), "eval": {"again": str(folder)}, "batch_size": 2, "chunk_images": 3},
+            "head": {"epochs": 5, "lr": 0.05}}
+
+
+def test_torchrun_train_head_matches_one_process(folder, two_processes, tmp_path):
+    from xgir.train.config import HeadTrainConfig
+    from xgir.train.runner import run_training
+
+    base, proc = two_processes
+    assert proc.stdout.count("# Training results (head)") == 1  # rank 0 alone writes and reports
+    one = run_training(HeadTrainConfig.model_validate(_head_config(folder, tmp_path / "head1")), progress=False)
+    two = json.loads((base / "head2" / "results.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["splits"] == one["splits"] and two["images"] == {"train": 12, "again": 12}
+    a, b = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (tmp_path / "head1", base / "head2"))
+    assert torch.allclose(a["fc.weight"], b["fc.weight"], atol=1e-4, rtol=0)
+    assert not list((base / "head-cache" / "features").glob("*.passes"))  # the chunks removed
+    # one entry: the split "again" is the same images through the same network (the same key)
+    assert len(list((base / "head-cache" / "features").glob("*.pt"))) == 1
 
 
 def test_cached_features_in_a_process_group_match_one_process(folder, two_processes):

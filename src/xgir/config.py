@@ -40,6 +40,12 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
 
 def load_config(path: str | os.PathLike, model: type[M]) -> M:
     """Read a YAML file into the pydantic ``model``; XgirError on any problem."""
+    return validate_config(read_config(path, model), model, path)
+
+
+def read_config(path: str | os.PathLike, model: type[BaseModel]) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (not validated: see :func:`validate_config`);
+    XgirError for a missing, unreadable, empty or non-mapping file (``model`` lists the keys)."""
     path = Path(path)
     if path.is_dir():
         raise XgirError(f"config {path} is a directory; give the YAML file inside it")
@@ -59,6 +65,11 @@ def load_config(path: str | os.PathLike, model: type[M]) -> M:
         raise XgirError(f"{path} is empty (or only comments); {config_keys(model)}")
     if not isinstance(raw, dict):
         raise XgirError(f"{path}: the top level must be a mapping of keys to values")
+    return raw
+
+
+def validate_config(raw: dict[str, Any], model: type[M], path: str | os.PathLike) -> M:
+    """``raw`` (read from ``path``) validated into ``model``; XgirError with the first problem."""
     try:
         return model.model_validate(raw)
     except ValidationError as err:

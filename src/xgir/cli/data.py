@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
     @data_app.command("preview")
     def preview_cmd(
         name: str = typer.Argument(..., help="images: decoy-digits[:SPLIT], background-shift[:SPLIT], "
-                                   "glyph-pretrain, photos[:NAME,...], a class folder, files or globs"),
+                                   "glyph-pretrain, photos[:NAME,...], a Waterbirds ROOT[:SPLIT], a class folder, "
+                                   "files or globs"),
         split: str = typer.Option("", help="split of an embedded dataset (default: the first)"),
         out: Path = typer.Option(None, help="output folder (writes preview-NAME.png) or a .png file "
                                  "(default: results/)"),
@@ -57,8 +58,8 @@ def register(app: typer.Typer) -> None:
         if base in DATASETS and not Path(name).exists():  # random samples of the whole split
             ds = load_images(spec, seed=seed)
             written = preview(ds, path, n=n, seed=seed)
-        else:  # photos, folders and files: the first n
-            ds = load_images(spec)
+        else:  # photos, folders and files: the first n (only those are read)
+            ds = load_images(spec, limit=n)
             written = preview(ds, path, n=min(n, len(ds)), seed=None)
         typer.echo(f"wrote {written}")
 

@@ -32,11 +32,11 @@ def register(app: typer.Typer) -> None:
         """Explain N images with each explainer; write EPG, IoU, pointing game, irrelevant
         overlap and deletion/insertion AUC to OUT/metrics.json and OUT/report.md."""
         from xgir.cli.explain import _image_spec
-        from xgir.data.images import load_images
+        from xgir.data.images import load_images, open_images
         from xgir.errors import XgirError
         from xgir.explain.registry import available_explainers, get_explainer
         from xgir.io import check_output_folder, run_folder
-        from xgir.metrics.report import evaluate_explainers
+        from xgir.metrics.report import evaluate_explainers, subset_indices
         from xgir.metrics.shift import predict
         from xgir.models import get_module, load_model
         from xgir.models.inference import resolve_device
@@ -50,10 +50,20 @@ def register(app: typer.Typer) -> None:
         spec = _image_spec(images, data, split)
         loaded = load_model(model, weights=weights, device=device)
         net = loaded.model
-        dataset = load_images(spec, loaded.preprocess, seed=seed)
+        no_masks = XgirError(f"xgir evaluate scores maps against object masks, and '{spec}' has none; use an "
+                             "embedded dataset (decoy-digits:test, background-shift:target-test) or a Waterbirds "
+                             "folder with its segmentations (ROOT/segmentations)")
+        lazy = open_images(spec, loaded.preprocess)
+        indices = None
+        if lazy is None:
+            dataset = load_images(spec, loaded.preprocess, seed=seed)
+        elif lazy.has_masks:  # a folder: only the n images scored are read
+            indices = subset_indices(len(lazy), n, seed)
+            dataset = lazy.take(indices)
+        else:
+            raise no_masks
         if dataset.masks is None:
-            raise XgirError(f"xgir evaluate scores maps against object masks, and '{spec}' has none; "
-                            "use an embedded dataset (decoy-digits:test, background-shift:target-test)")
+            raise no_masks
         if layer is not None:
             get_module(net, layer)  # clear error for an unknown layer
         found = available_explainers()
@@ -81,6 +91,7 @@ def register(app: typer.Typer) -> None:
                 progress=not quiet,
                 meta={"model": str(model), "data": dataset.name.partition(":")[0],
                       "split": dataset.name.partition(":")[2], "layer": layer},
+                indices=indices,
             )
         typer.echo((out / "report.md").read_text())
         typer.echo(f"results in {out} ({len(result['summary'])} rows)")

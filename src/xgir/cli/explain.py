@@ -310,7 +310,8 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
                                      "or a checkpoint of a model built by that factory"),
         images: list[str] = typer.Option([], help="images: photos[:NAME,...], DATASET[:SPLIT] "
-                                         "(decoy-digits:test), a class folder, files or globs (repeatable)"),
+                                         "(decoy-digits:test), a Waterbirds ROOT:SPLIT, a class folder, files or "
+                                         "globs (repeatable)"),
         method: str = typer.Option("gradcam", help="explanation method (listed below)"),
         out: Path = typer.Option(..., help="output folder"),
         data: str = typer.Option(None, help="embedded dataset (older form of --images DATASET:SPLIT)"),

@@ -10,8 +10,9 @@ The extraction is a pass of :mod:`xgir.sharded`: chunks of ``--chunk-images`` im
 written atomically under ``F.passes/`` beside ``F.pt`` (removed once ``F.pt`` is written),
 so a killed run started again with the same arguments resumes; under ``torchrun
 --nproc_per_node=N -m xgir features ...`` the N processes share the chunks and rank 0 writes
-``F.pt``. A class folder is read lazily (each rank reads its own images); other image specs
-are read whole by every rank.
+``F.pt``. A class folder or a Waterbirds folder is read lazily (each rank reads its own
+images); other image specs are read whole by every rank. Where the images have groups
+(Waterbirds), ``groups`` long[N] and ``group_names`` are saved too.
 """
 
 from __future__ import annotations
@@ -30,18 +31,14 @@ STORES = {"float16": torch.float16, "float32": torch.float32}
 
 def _dataset(spec: str | list[str], preprocess: Any, n: int | None) -> tuple[Any, torch.Tensor]:
     """A dataset of ``{"image", "label"}`` items and the indices to extract (the first ``n``)."""
-    from xgir.data.images import _is_class_folder, load_images
-    from xgir.data.real import ImageFolderDataset
+    from xgir.data.images import load_images, open_images
 
-    path = Path(spec[0] if isinstance(spec, list) and len(spec) == 1 else str(spec)).expanduser()
-    if not isinstance(spec, list) or len(spec) == 1:
-        if _is_class_folder(path):  # lazily: every rank reads only its own images
-            ds: Any = ImageFolderDataset(path, preprocess=preprocess)
-            if n is not None and n > len(ds):
-                raise XgirError(f"class folder {path} has {len(ds)} images, fewer than --n {n}; "
-                                f"ask for at most {len(ds)}")
-            count = len(ds) if n is None else n
-            return ds, torch.arange(count)
+    lazy = open_images(spec, preprocess, masks=False)  # lazily: every rank reads only its own images
+    if lazy is not None:
+        if n is not None and n > len(lazy):
+            raise XgirError(f"{spec if isinstance(spec, str) else spec[0]} has {len(lazy)} images, fewer than "
+                            f"--n {n}; ask for at most {len(lazy)}")
+        return lazy, torch.arange(len(lazy) if n is None else n)
     ds = load_images(spec, preprocess, n=n)
     return ds, torch.arange(len(ds))
 
@@ -50,11 +47,11 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
                  store: str = "float16", batch_size: int = 64, chunk_images: int = 1024, device: str = "cpu",
                  workers: int = 0, progress: bool = True, weights: str | Path | None = None) -> Path | None:
     """Extract the features (see the module docstring); ``out`` on rank 0, None on the others."""
-    from xgir.io import files_fingerprint, fingerprint, torch_save
+    from xgir.io import fingerprint, torch_save
     from xgir.models import load_model, split
     from xgir.models.inference import resolve_device
     from xgir.sharded import init_dist, load_pass
-    from xgir.train.features import PooledLayer, features_pass
+    from xgir.train.features import PooledLayer, features_pass, images_fingerprint
 
     if store not in STORES:
         raise XgirError(f"--store must be float16 or float32, got '{store}'")
@@ -77,12 +74,7 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
         where = layer or f"input of {loaded.head}"
         ds, idx = _dataset(images, loaded.preprocess, n)
         files = [str(f) for f in ds.files][: len(idx)]
-        labels = ds.labels[: len(idx)]
-        if hasattr(ds, "images"):  # read into memory: the pixels
-            seen = fingerprint(ds.images[: len(idx)], labels, files)
-        else:  # a lazy folder: each file's name, size and time
-            seen = fingerprint(labels, files_fingerprint(files))
-        key = {"model": fingerprint(model), "layer": where, "images": seen,
+        key = {"model": fingerprint(model), "layer": where, "images": images_fingerprint(ds, idx),
                "preprocess": repr(loaded.preprocess), "chunk_images": chunk_images, "device": dist.device.type}
         run_dir = out.with_suffix(".passes")
         if dist.is_main:
@@ -95,10 +87,12 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
         if not dist.is_main:
             return None
         res = load_pass(plan)
-        torch_save({"h": res["h"].clone(), "labels": res["label"].long(), "files": files,
-                    "classes": list(ds.classes), "model": str(model_spec),
-                    "layer": where,
-                    "images": images if isinstance(images, str) else list(images), "store": store}, out)
+        saved = {"h": res["h"].clone(), "labels": res["label"].long(), "files": files,
+                 "classes": list(ds.classes), "model": str(model_spec), "layer": where,
+                 "images": images if isinstance(images, str) else list(images), "store": store}
+        if ds.groups is not None:  # e.g. Waterbirds: 2 y + place
+            saved |= {"groups": ds.groups[idx].clone(), "group_names": list(ds.group_names)}
+        torch_save(saved, out)
         shutil.rmtree(run_dir, ignore_errors=True)
         return out
 
@@ -111,8 +105,8 @@ def register(app: typer.Typer) -> None:
                                   "(.pt) or a factory package.module:function"),
         weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
                                      "or a checkpoint of a model built by that factory"),
-        images: list[str] = typer.Option([], help="images: a class folder root/<class>/<image>, "
-                                         "DATASET[:SPLIT], photos, files or globs (repeatable)"),
+        images: list[str] = typer.Option([], help="images: a class folder root/<class>/<image>, a Waterbirds "
+                                         "ROOT:SPLIT, DATASET[:SPLIT], photos, files or globs (repeatable)"),
         out: Path = typer.Option(..., help="output file F.pt (chunks of a running extraction: F.passes/)"),
         layer: str = typer.Option("", help="a layer whose output, averaged over space, is h (default: the "
                                   "input of the model's linear head)"),

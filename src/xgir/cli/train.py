@@ -14,14 +14,20 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, help="override the config's output folder"),
         quiet: bool = typer.Option(False, help="no progress bars"),
     ) -> None:
-        """Train a model (ERM or the two-stage setup) and write model.pt, results.json, report.md."""
-        from xgir.config import load_config
-        from xgir.train.config import TrainConfig
+        """Train a model and write model.pt, results.json, report.md: ERM or the two-stage setup on an
+        embedded dataset, or (mode head) a new linear head for your classes on a pretrained network's
+        frozen features. Under ``torchrun --nproc_per_node=N -m xgir train ...`` mode head shares
+        its features passes over the N processes; rank 0 writes the outputs."""
+        from xgir.cli.ranks import rank0_prints_errors
+        from xgir.train.config import load_train_config
         from xgir.train.runner import run_training
 
-        cfg = load_config(config, TrainConfig)
-        if out is not None:
-            cfg.out = str(out)
-        results = run_training(cfg, progress=not quiet)
+        with rank0_prints_errors():
+            cfg = load_train_config(config)
+            if out is not None:
+                cfg.out = str(out)
+            results = run_training(cfg, progress=not quiet)
+        if "seconds" not in results:  # a rank other than 0 under torchrun: its share is on disk
+            return
         typer.echo((Path(cfg.out) / "report.md").read_text())
         typer.echo(f"results in {cfg.out} ({results['seconds']} s)")

@@ -4,7 +4,8 @@ Usage: write a config (see ``configs/xgir-imagefolder.yaml``) naming the model f
 ``"package.module:function"`` (called with ``model.kwargs``; optional ``model.weights``, a
 state_dict / checkpoint ``.pt`` or ``.safetensors``), its linear head (``fc``) and Grad-CAM
 layer(s), and three folders ``root/<class>/<image>`` (source train, source test, target
-test; optional target val). Then ``xgir correct --config FILE.yaml`` or, in Python,
+test; optional target val; or Waterbirds splits ``ROOT:train``, see
+:mod:`xgir.data.waterbirds`). Then ``xgir correct --config FILE.yaml`` or, in Python,
 ``run_xgir_pipeline(load_config(path, XGIRRunConfig))``. Images are resized to
 ``image_size`` and read in [0, 1]; ``data.normalize`` is applied inside a wrapper module,
 so heatmaps, supports and the empty image x0 live in image space (x0 = "zeros" is black).
@@ -37,8 +38,10 @@ from xgir.correct.run_config import (  # the config sections, importable from he
     XGIRSection,
 )
 from xgir.correct.xgir import XGIRConfig, frozen_copy, retrain_head
-from xgir.data.real import ImageFolderDataset
-from xgir.errors import XgirError, warn
+from xgir.data.checks import check_class_counts, check_class_folders, open_split
+from xgir.data.real import LazyImageDataset
+from xgir.data.transforms import Preprocess
+from xgir.errors import XgirError
 from xgir.io import check_output_folder, mark_run_folder, run_folder, torch_save, write_json, write_text
 from xgir.models.accuracy import accuracy_from_predictions
 from xgir.models.inference import resolve_device
@@ -99,60 +102,14 @@ def _cap(data: DataSection, split_name: str) -> int | None:
     return getattr(data.max_images, split_name)
 
 
-def check_class_folders(root: str | Path, classes: list[str], key: str, hint: str) -> None:
-    """The class folders in ``root`` must be exactly ``classes``: a folder missing, a folder that
-    is not a class (or differs from one only in case) is an XgirError naming them and ``hint``."""
-    root = Path(root)
-    if not root.is_dir():
-        return  # ImageFolderDataset says "image folder not found"
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    missing = [c for c in classes if c not in found]
-    extra = [f for f in found if f not in set(classes)]
-    if not missing and not extra:
-        return
-
-    def names(items: list[str]) -> str:
-        return ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
-
-    lower = {c.lower(): c for c in missing}
-    case = [f"'{f}' vs '{lower[f.lower()]}'" for f in extra if f.lower() in lower]
-    parts = []
-    if case:
-        parts.append(f"folder names differ from the classes only in case ({names(case)})")
-    if missing:
-        parts.append(f"no folder for class{'es' if len(missing) > 1 else ''} {names(missing)}")
-    if extra:
-        parts.append(f"folder{'s' if len(extra) > 1 else ''} {names(extra)} not among the classes")
-    raise XgirError(f"data.{key}: class folders in {root} do not match the classes: "
-                    f"{'; '.join(parts)}; {hint}")
-
-
-def _check_counts(ds: ImageFolderDataset, key: str) -> None:
-    """An empty class folder: an error in source_train (the head would lose that class),
-    a warning line elsewhere."""
-    counts = torch.bincount(ds.labels, minlength=ds.num_classes).tolist()
-    empty = [c for c, n in zip(ds.classes, counts, strict=True) if n == 0]
-    if not empty:
-        return
-    where = ", ".join(str(ds.root / c) for c in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
-    if key == "source_train":
-        raise XgirError(f"data.source_train: class folder{'s' if len(empty) > 1 else ''} {where} "
-                        "hold no images; every class needs training images")
-    warn(f"data.{key}: empty class folder{'s' if len(empty) > 1 else ''} {where}")
-
-
-def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, ImageFolderDataset]:
+def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, LazyImageDataset]:
     """The folders of every given split, with one class list so labels agree; the class
-    folders of every split must match that list (see :func:`check_class_folders`)."""
-    def folder(key: str, classes: list[str] | None, hint: str) -> ImageFolderDataset:
-        try:
-            if classes is not None:
-                check_class_folders(getattr(data, key), classes, key, hint)
-            ds = ImageFolderDataset(getattr(data, key), data.image_size, classes, fit=data.fit)
-        except XgirError as err:
-            msg = str(err)
-            raise XgirError(msg if msg.startswith("data.") else f"data.{key}: {msg}") from None
-        _check_counts(ds, key)
+    folders of every split must match that list (see :func:`check_class_folders`). A split
+    may be a Waterbirds ``ROOT:SPLIT`` (:mod:`xgir.data.waterbirds`): classes landbird, waterbird."""
+    def folder(key: str, classes: list[str] | None, hint: str) -> LazyImageDataset:
+        ds = open_split(getattr(data, key), key, Preprocess(data.image_size, fit=data.fit), classes, hint)
+        assert isinstance(ds, LazyImageDataset)  # a folder or a Waterbirds split (else open_split's error)
+        check_class_counts(ds, key, required=key == "source_train")
         return ds
 
     src = folder("source_train", data.classes, "data.classes lists the class folders in label order")
@@ -179,7 +136,7 @@ def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, Image
     return out
 
 
-def _indices(ds: ImageFolderDataset, cap: int | None, seed: int) -> torch.Tensor:
+def _indices(ds: LazyImageDataset, cap: int | None, seed: int) -> torch.Tensor:
     """All indices, or a seeded random subset of ``cap`` of them (sorted)."""
     n = len(ds)
     if cap is None or cap >= n:

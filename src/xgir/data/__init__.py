@@ -24,6 +24,7 @@ from xgir.data.benchmarks import (
 from xgir.data.objects import OBJECT_SPLITS, object_shift
 from xgir.data.real import ImageFolderDataset, load_mnist
 from xgir.data.textures import TEXTURE_FAMILIES
+from xgir.data.waterbirds import WaterbirdsDataset
 from xgir.data.waterbirds_photos import SPLITS as WATERBIRDS_PHOTOS_SPLITS
 from xgir.data.waterbirds_photos import waterbirds_photos
 from xgir.errors import XgirError
@@ -113,6 +114,7 @@ __all__ = [
     "ImageDataset",
     "ImageFolderDataset",
     "TEXTURE_FAMILIES",
+    "WaterbirdsDataset",
     "dataset_splits",
     "load_dataset",
     "load_mnist",

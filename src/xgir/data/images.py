@@ -6,6 +6,9 @@ Accepted forms of ``spec`` (a string, or a list of strings for files and globs):
   (``decoy-digits`` alone: its first split);
 - the bundled photos (scikit-image photos that ship with the package, no download):
   ``photos`` (all of :data:`PHOTOS`) or ``photos:chelsea,coffee``;
+- a Waterbirds folder (:mod:`xgir.data.waterbirds`: a folder holding ``metadata.csv``):
+  ``ROOT`` (every image) or ``ROOT:train``, ``ROOT:val``, ``ROOT:test`` (the split follows
+  the LAST colon; labels landbird / waterbird, groups, places, masks when present);
 - a class folder in the ImageNet layout, ``root/<class>/<image>`` (labels = folder order);
 - image files and globs: ``cat.jpg``, ``'shots/*.png'``, a folder of images, or a list of them
   (unlabelled: label -1).
@@ -15,6 +18,13 @@ by the model's :class:`~xgir.data.transforms.Preprocess` (class folders and file
 shorter side and centre crop by default, ``fit="squash"`` to resize both sides). ``n`` takes
 the FIRST ``n`` images of the split, folder or file list; asking for more than there are is
 an error.
+
+How a string is read, in order: an embedded name (``NAME`` or ``NAME:SPLIT``, unless a file
+or folder of that exact name exists), ``photos[:...]``, a Waterbirds ``ROOT[:SPLIT]``, a class
+folder, files and globs. So an existing path is read as itself even when it holds a colon;
+write ``./decoy-digits:test`` for a Waterbirds folder that shares an embedded dataset's name.
+Waterbirds folders and class folders are read lazily by :func:`open_images` (what
+``xgir features`` and ``xgir train`` stream); :func:`load_images` reads them into memory.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import numpy as np
 import torch
 
 from xgir.data.base import ImageDataset
-from xgir.data.real import IMAGE_SUFFIXES
+from xgir.data.real import IMAGE_SUFFIXES, LazyImageDataset
 from xgir.data.transforms import Fit, Preprocess
 from xgir.errors import XgirError
 
@@ -54,7 +64,8 @@ def spec_forms() -> str:
 
     return ("an embedded dataset[:split] (" + ", ".join(n for n in DATASETS if n != "mnist")
             + "; e.g. decoy-digits:test), photos or photos:NAME,NAME (" + ", ".join(PHOTOS)
-            + "), a class folder root/<class>/<image>, or image files and globs ('shots/*.jpg')")
+            + "), a Waterbirds folder ROOT or ROOT:train|val|test (ROOT holds metadata.csv), a class folder "
+            "root/<class>/<image>, or image files and globs ('shots/*.jpg')")
 
 
 def photo(name: str) -> Any:
@@ -167,10 +178,53 @@ def _is_class_folder(path: Path) -> bool:
     return path.is_dir() and any(p.is_dir() for p in path.iterdir())
 
 
+def _spec_string(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> str | None:
+    """The one string of ``spec`` (None for a list of several files)."""
+    if isinstance(spec, (list, tuple)):
+        return str(spec[0]).strip() if len(spec) == 1 else None
+    return str(spec).strip()
+
+
+def open_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preprocess: Preprocess | None = None, *,
+                fit: Fit | None = None, classes: Sequence[str] | None = None,
+                masks: bool | str | os.PathLike = True) -> LazyImageDataset | None:
+    """The lazy dataset of a spec read from labelled files, None for any other spec.
+
+    A Waterbirds ``ROOT[:SPLIT]`` gives a :class:`~xgir.data.waterbirds.WaterbirdsDataset`
+    (``masks``: see there), a class folder an :class:`~xgir.data.real.ImageFolderDataset`
+    (``classes`` in label order); embedded datasets, photos and files give None. Nothing is
+    read but the file list (and Waterbirds' metadata.csv)."""
+    from xgir.data import DATASETS
+
+    s = _spec_string(spec)
+    if not s:
+        return None
+    name = s.partition(":")[0]
+    if name in (*DATASETS, "photos") and not Path(s).exists():
+        return None
+    pre = preprocess or Preprocess(224)
+    if fit is not None:
+        pre = pre.with_fit(fit)
+    from xgir.data.waterbirds import CLASSES, WaterbirdsDataset, parse_spec
+
+    found = parse_spec(s)
+    if found is not None:
+        if classes is not None and list(classes) != CLASSES:
+            raise XgirError(f"{s} is a Waterbirds folder: its classes are {', '.join(CLASSES)} "
+                            f"(y = 0, 1), not {', '.join(classes)}")
+        return WaterbirdsDataset(found[0], found[1], preprocess=pre, masks=masks)
+    path = Path(s).expanduser()
+    if _is_class_folder(path):
+        from xgir.data.real import ImageFolderDataset
+
+        return ImageFolderDataset(path, classes=classes, preprocess=pre)
+    return None
+
+
 def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preprocess: Preprocess | None = None, *,
                 n: int | None = None, seed: int = 0, fit: Fit | None = None,
                 classes: Sequence[str] | None = None, dataset_params: dict[str, Any] | None = None,
-                limit: int | None = None) -> ImageDataset:
+                limit: int | None = None, masks: bool | str | os.PathLike = True) -> ImageDataset:
     """Images named by ``spec`` (see the module docstring) as an :class:`ImageDataset`.
 
     Args:
@@ -179,14 +233,17 @@ def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
             (and, for files, photos and folders, means 224 px crop without normalisation).
         n: take the first ``n`` images (None: all); more than there are is an error.
         seed: embedded datasets' generation seed.
-        fit: override ``preprocess.fit`` for files, photos and class folders (``"crop"``, the
+        fit: override ``preprocess.fit`` for files, photos and folders (``"crop"``, the
             standard evaluation transform, or ``"squash"``).
         classes: class folder names in label order (class folders only).
         dataset_params: an embedded dataset's builder parameters (e.g. ``{"p": 0.9}``).
         limit: with ``n`` None, take at most the first ``limit`` images (no error when fewer).
+        masks: a Waterbirds folder's masks: True (``ROOT/segmentations`` when present), False,
+            or the mask root.
     Returns:
         ImageDataset: ``images`` float[N,C,S,S] in [0, 1], ``labels`` long[N] (-1 when
-        unknown), ``masks`` where the source has them, ``files`` the file or photo names.
+        unknown), ``masks`` where the source has them, ``files`` the file or photo names;
+        Waterbirds also ``groups``, ``group_names`` and ``extras["place"]``.
     """
     from xgir.data import DATASETS
 
@@ -208,13 +265,10 @@ def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
         return _embedded(name, rest, preprocess, n, seed, dict(dataset_params or {}), limit)
     if name == "photos" and not Path(s).exists():
         return _photos([p.strip() for p in rest.split(",") if p.strip()], pre_files, n, limit)
-    path = Path(s).expanduser()
-    if _is_class_folder(path):
-        from xgir.data.real import ImageFolderDataset
-
-        folder = ImageFolderDataset(path, classes=classes, preprocess=pre_files)
-        count = _check_n(n, len(folder), f"class folder {path}", limit)
-        return folder.load(count)
+    lazy = open_images(s, pre_files, classes=classes, masks=masks)
+    if lazy is not None:
+        what = s if lazy.name.startswith("waterbirds") else f"class folder {Path(s).expanduser()}"
+        return lazy.load(_check_n(n, len(lazy), what, limit))
     return _files([s], pre_files, n, limit)
 
 
@@ -230,4 +284,4 @@ def is_embedded(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
     return s.partition(":")[0] in DATASETS and not Path(s).exists()
 
 
-__all__ = ["PHOTOS", "load_images", "photo", "read_image", "spec_forms"]
+__all__ = ["PHOTOS", "load_images", "open_images", "photo", "read_image", "spec_forms"]

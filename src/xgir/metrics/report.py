@@ -129,17 +129,16 @@ def markdown_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _subset(dataset: ImageDataset, n: int | None, seed: int) -> tuple[ImageDataset, torch.Tensor]:
-    total = len(dataset)
+def subset_indices(total: int, n: int | None, seed: int) -> torch.Tensor:
+    """The rows :func:`evaluate_explainers` scores out of ``total``: all when ``n`` is None or
+    at least ``total``, else ``n`` drawn with ``seed`` (sorted) - long[n]."""
     if total == 0:
         raise XgirError("the dataset is empty")
     if n is None or n >= total:
-        idx = torch.arange(total)
-    else:
-        if n < 1:
-            raise XgirError(f"n must be at least 1, got {n}")
-        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return dataset.subset(idx), idx
+        return torch.arange(total)
+    if n < 1:
+        raise XgirError(f"n must be at least 1, got {n}")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 def evaluate_explainers(
@@ -158,6 +157,7 @@ def evaluate_explainers(
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
     figure: bool = True,
+    indices: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Explain n images of ``dataset`` with each explainer and score the maps.
 
@@ -171,6 +171,9 @@ def evaluate_explainers(
         step: deletion/insertion pixels per step (default ~1% of the pixels).
         batch_size: perturbed images per forward pass in deletion/insertion (default: see
             :func:`xgir.metrics.faithfulness.default_batch_size`).
+        indices: ``dataset`` is already the subset: these are its rows in the image set the
+            caller read from (:func:`subset_indices` of it), recorded as ``indices``; ``n`` is
+            then ignored.
 
     Returns:
         ``{"summary": {explainer: {metric: mean, metric_std, metric_n, seconds}},
@@ -178,7 +181,13 @@ def evaluate_explainers(
     """
     if not explainers:
         raise XgirError("give at least one explainer to evaluate")
-    ds, idx = _subset(dataset, n, seed)
+    if indices is None:
+        idx = subset_indices(len(dataset), n, seed)
+        ds = dataset.subset(idx)
+    elif len(indices) != len(dataset) or len(dataset) == 0:
+        raise XgirError(f"indices name {len(indices)} rows but the dataset holds {len(dataset)}")
+    else:
+        ds, idx = dataset, torch.as_tensor(indices)
     try:
         device = next(model.parameters()).device
     except StopIteration:

@@ -235,6 +235,8 @@ def _from_factory(spec: str, kwargs: dict[str, Any], weights: str | Path | None)
     if not isinstance(net, nn.Module):
         raise XgirError(f"model factory '{spec}' returned a {type(net).__name__}, not a torch nn.Module")
     read = _read_weights(Path(weights)) if weights is not None else {"state_dict": None, "checkpoint": None}
+    if read["checkpoint"] is not None:  # saved by save_loaded: its head may have been refitted for other classes
+        _saved_head(net, read["checkpoint"], Path(str(weights)))
     if read["state_dict"] is not None:
         _load_state(net, read["state_dict"], Path(str(weights)))
     head = next((n for n, m in reversed(list(net.named_modules())) if isinstance(m, nn.Linear)), "fc")
@@ -320,6 +322,31 @@ def _apply_saved(loaded: LoadedModel, state: dict[str, Any], path: Path) -> None
             setattr(loaded, name, value)
 
 
+def _saved_head(net: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Give ``net`` the head a :func:`save_loaded` checkpoint records (``head`` and
+    ``head_shape`` [K, D]): a new ``nn.Linear(D, K)`` in place of a head of another size (one
+    refitted for other classes by ``xgir train``), before its weights are loaded."""
+    head, shape = state.get("head"), state.get("head_shape")
+    if shape is None:
+        return
+    if not (isinstance(head, str) and isinstance(shape, (list, tuple)) and len(shape) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise XgirError(f"{path}: its 'head' and 'head_shape' are not a layer name and [outputs, inputs]; "
+                        "re-save it with xgir.models.save_loaded")
+    current = dict(net.named_modules()).get(head)
+    if not isinstance(current, nn.Linear):
+        raise XgirError(f"{path}: its head '{head}' is not an nn.Linear of {type(net).__name__}; the checkpoint "
+                        "does not fit this model")
+    bias = isinstance(state.get("state_dict"), dict) and f"{head}.bias" in state["state_dict"]
+    if tuple(current.weight.shape) != tuple(shape) or (current.bias is not None) != bias:
+        if shape[1] != current.in_features:
+            raise XgirError(f"{path}: its head '{head}' takes {shape[1]} inputs, this model's "
+                            f"{current.in_features}; the checkpoint does not fit this model")
+        from xgir.models.split import replace_head
+
+        replace_head(net, head, nn.Linear(shape[1], shape[0], bias=bias))
+
+
 def _from_checkpoint(path: Path) -> LoadedModel:
     from xgir.models.checkpoint import read_checkpoint
 
@@ -329,6 +356,7 @@ def _from_checkpoint(path: Path) -> LoadedModel:
                         "use a factory spec with weights")
     if "spec" in state and "arch" not in state:  # a LoadedModel saved by save_loaded
         base = _named_by_checkpoint(state["spec"], state.get("kwargs") or {}, path)
+        _saved_head(base.model, state, path)
         try:
             base.model.load_state_dict(state["state_dict"])
         except RuntimeError as err:
@@ -387,18 +415,37 @@ def load_model(spec: str | Path, *, weights: str | Path | None = None,
 
 def save_loaded(loaded: LoadedModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Save a loaded (e.g. corrected) model as a checkpoint: its weights, what it was built from
-    (a zoo architecture and its parameters, or a spec), its classes and preprocessing. Atomic.
+    (a zoo architecture and its parameters, or a spec), its classes and preprocessing, and its
+    head's shape ``head_shape`` [K, D] (a head replaced by one for other classes, e.g. by
+    ``xgir train`` mode head, is rebuilt at that size when the checkpoint is read). Atomic.
     :func:`load_model` reads it back when it names xgir's own model; a model of a user's factory
     is read back with ``load_model(factory, weights=path)``."""
     from xgir.io import torch_save
 
-    built: dict[str, Any] = ({"arch": loaded.arch, "params": dict(loaded.kwargs)} if loaded.arch
+    head = dict(loaded.model.named_modules()).get(loaded.head)
+    shape = list(head.weight.shape) if isinstance(head, nn.Linear) else None
+    built: dict[str, Any] = ({"arch": loaded.arch, "params": _zoo_params(loaded, shape)} if loaded.arch
                              else {"spec": loaded.spec, "kwargs": loaded.kwargs})
     state = {**built, "state_dict": loaded.model.state_dict(),
              "classes": list(loaded.classes), "preprocess": loaded.preprocess.to_dict(),
              "head": loaded.head, "layer": loaded.layer, "shallow_layer": loaded.shallow_layer,
              "meta": meta or {}}
+    if shape is not None:  # [K, D]: a head refitted for other classes is rebuilt before loading
+        state["head_shape"] = shape
     return torch_save(state, path)
+
+
+def _zoo_params(loaded: LoadedModel, shape: list[int] | None) -> dict[str, Any]:
+    """A zoo model's parameters, ``num_classes`` set to its head's outputs (a refitted head)."""
+    params = dict(loaded.kwargs)
+    if shape is not None and loaded.arch is not None:
+        import inspect
+
+        from xgir.models.zoo import ARCHITECTURES
+
+        if "num_classes" in inspect.signature(ARCHITECTURES[loaded.arch]).parameters:
+            params["num_classes"] = shape[0]
+    return params
 
 
 def reload_options(loaded: LoadedModel, path: str | Path) -> str:

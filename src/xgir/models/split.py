@@ -78,3 +78,14 @@ def split(model: nn.Module, head: str = "fc") -> tuple[FeatureExtractor, nn.Line
     if not isinstance(layer, nn.Linear):
         raise XgirError(f"layer '{head}' is a {type(layer).__name__}, not nn.Linear; name the final linear layer")
     return FeatureExtractor(model, head), layer
+
+
+def replace_head(model: nn.Module, head: str, new: nn.Linear) -> nn.Module:
+    """Put ``new`` (e.g. a head for other classes, ``nn.Linear(D, K)``) in place of the linear
+    layer at module path ``head``, in place; returns ``model``. The new head must take the
+    old one's D inputs."""
+    old = split(model, head)[1]
+    if new.in_features != old.in_features:
+        raise XgirError(f"a new head for '{head}' must take its {old.in_features} inputs, not {new.in_features}")
+    model.set_submodule(head, new)
+    return model

@@ -1,6 +1,10 @@
-"""Training configs (YAML), validated: ``xgir train --config FILE.yaml``.
+"""Training configs (YAML), validated: ``xgir train --config FILE.yaml``
+(:func:`load_train_config` picks the schema by ``mode``).
 
-Example (two-stage setup)::
+Modes ``erm`` and ``two-stage`` (:class:`TrainConfig`) train a zoo architecture on an
+embedded dataset; mode ``head`` (:class:`HeadTrainConfig`) fits a new linear head for the
+classes of any labelled images on a pretrained network's frozen features. Example (two-stage
+setup)::
 
     seed: 0
     out: runs/two-stage
@@ -15,12 +19,16 @@ Example (two-stage setup)::
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
 
-from xgir.config import StrictModel
+from xgir.config import StrictModel, read_config, validate_config
+from xgir.errors import XgirError
+
+MODES = ("erm", "two-stage", "head")
 
 
 class DataConfig(StrictModel):
@@ -71,15 +79,18 @@ class TrainConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
-        from xgir.errors import XgirError
+        return check_device_name(v)
 
-        try:
-            kind = torch.device(v).type
-        except (RuntimeError, TypeError):
-            kind = None
-        if kind not in ("cpu", "cuda", "mps"):
-            raise XgirError(f"device '{v}' is not a torch device; use cpu, cuda or cuda:N")
-        return v
+
+def check_device_name(v: str) -> str:
+    """``v`` when it names a torch device type (cpu, cuda, cuda:N, mps); XgirError otherwise."""
+    try:
+        kind = torch.device(v).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise XgirError(f"device '{v}' is not a torch device; use cpu, cuda or cuda:N")
+    return v
 
 
 def two_stage_config(out: str = "runs/two-stage", seed: int = 0) -> TrainConfig:
@@ -95,3 +106,90 @@ def two_stage_config(out: str = "runs/two-stage", seed: int = 0) -> TrainConfig:
         "pretrain": {"data": {"name": "glyph-pretrain", "params": {"n": 20000}}, "epochs": 10,
                      "lr": 0.002, "batch_size": 128},
     })
+
+
+# ---- mode head: a new head on a pretrained network's frozen features --------------------------
+class PretrainedSection(StrictModel):
+    """``model:`` of mode head: the pretrained network, any :func:`xgir.models.load_model` spec
+    (``efficientnet-lite0``, an xgir checkpoint, or a factory ``package.module:function`` called
+    with ``kwargs``, loaded from ``weights``); ``head``: its final ``nn.Linear``, the one
+    replaced (default: the loaded model's own, e.g. ``_fc``, ``fc``)."""
+
+    spec: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+    head: str | None = None
+
+
+class ImagesSection(StrictModel):
+    """``data:`` of mode head. ``train``: labelled images (an image spec of
+    :mod:`xgir.data.images`: class folders ``root/<class>/<image>``, a Waterbirds ``ROOT:train``,
+    an embedded ``NAME:SPLIT``); ``eval``: more splits to score, name -> spec, with the same
+    classes. Class folders and Waterbirds are streamed; embedded datasets are read into memory."""
+
+    train: str
+    eval: dict[str, str] = Field(default_factory=dict)
+    classes: list[str] | None = None  # the class folders in label order (default: sorted names)
+    fit: Literal["crop", "squash"] | None = None  # default: the model's own preprocessing
+    batch_size: int = Field(default=64, gt=0)  # images per forward pass of the features
+    workers: int = Field(default=0, ge=0)  # DataLoader worker processes reading images
+    chunk_images: int = Field(default=2048, gt=0)  # images per resumable chunk of the features pass
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_names(cls, v: dict[str, str]) -> dict[str, str]:
+        if "train" in v:
+            raise XgirError("data.eval: 'train' names the training split in the results; call that split otherwise")
+        return v
+
+
+class HeadSection(OptimConfig):
+    """``head:`` of mode head: how the new ``nn.Linear(D, K)`` is fitted on the cached features.
+    ``method: erm``: cross-entropy with Adam (:func:`xgir.train.features.fit_head`).
+
+    Another method (e.g. an annotation-free anchor such as AFR) is a subclass with its own
+    ``method`` literal and settings, added to :class:`HeadTrainConfig`'s ``head`` as a union
+    discriminated by ``method``, and a fit function in
+    :data:`xgir.train.pretrained.HEAD_METHODS`."""
+
+    method: Literal["erm"] = "erm"
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=1e-2, gt=0)
+    batch_size: int = Field(default=256, ge=1)
+
+
+class HeadTrainConfig(StrictModel):
+    """``mode: head``: a new linear head for the classes of ``data.train`` on the frozen, cached
+    features of ``model``; the saved model is the network with its head replaced. Example::
+
+        mode: head
+        out: runs/head
+        model: {spec: efficientnet-lite0}
+        data: {train: data/train, eval: {test: data/test}}
+        head: {method: erm, epochs: 30, lr: 0.01}
+    """
+
+    mode: Literal["head"] = "head"
+    seed: int = 0
+    out: str = "runs/head"
+    device: str = "cpu"
+    model: PretrainedSection
+    data: ImagesSection
+    head: HeadSection = Field(default_factory=HeadSection)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        return check_device_name(v)
+
+
+def load_train_config(path: str | os.PathLike) -> TrainConfig | HeadTrainConfig:
+    """The ``xgir train`` config in ``path``, validated by the schema of its ``mode`` (default
+    erm); XgirError (one line) on any problem."""
+    raw = read_config(path, TrainConfig)
+    mode = raw.get("mode", "erm")
+    if mode not in MODES:
+        raise XgirError(f"{path}: bad value for 'mode': {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "head":
+        return validate_config(raw, HeadTrainConfig, path)
+    return validate_config(raw, TrainConfig, path)

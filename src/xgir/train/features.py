@@ -17,7 +17,7 @@ from torch import nn
 
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
-from xgir.io import cache_dir, cached, fingerprint, torch_save
+from xgir.io import cache_dir, cached, files_fingerprint, fingerprint, torch_save
 from xgir.models.split import get_module
 from xgir.progress import iterate
 from xgir.sharded import Dist, GuardedImages, PassPlan, active_dist, collate_readable, load_pass, sharded_pass
@@ -74,6 +74,17 @@ class PooledLayer(nn.Module):
         return out.flatten(2).mean(2) if out.ndim > 2 else out.flatten(1)
 
 
+def images_fingerprint(dataset: Any, indices: torch.Tensor) -> str:
+    """What features of ``dataset[indices]`` depend on besides the model: the pixels and labels
+    of images in memory (an :class:`ImageDataset`), or the labels and each file's name, size and
+    modification time for images read lazily (no file is read)."""
+    files = [str(dataset.files[int(i)]) for i in indices] if dataset.files else []
+    labels = dataset.labels[indices]
+    if isinstance(dataset, ImageDataset):
+        return fingerprint(dataset.images[indices], labels, files)
+    return fingerprint(labels, files_fingerprint(files))
+
+
 def features_pass(dist: Dist, features: nn.Module, dataset: Any, run_dir: Path, key: dict[str, Any], *,
                   indices: torch.Tensor | None = None, batch_size: int = 64, chunk_images: int = 2048,
                   dtype: torch.dtype = torch.float32, workers: int = 0, resume: bool = True,
@@ -119,11 +130,24 @@ def cached_features(
     dist = active_dist(model_device(features))
     if dist is None:
         return cached("features", fp, lambda: extract_features(features, dataset.images, batch_size, progress))
+    return cached_pass_features(dist, features, dataset, fp, batch_size=batch_size,
+                                chunk_images=-(-chunk_images // batch_size) * batch_size, progress=progress)
+
+
+def cached_pass_features(dist: Dist, features: nn.Module, dataset: Any, fp: str, *,
+                         indices: torch.Tensor | None = None, batch_size: int = 64, chunk_images: int = 2048,
+                         workers: int = 0, progress: bool = False) -> torch.Tensor:
+    """``features(x)`` of ``dataset[indices]`` (items ``{"image", "label"}``: an
+    :class:`ImageDataset` or images read lazily) float32[N,D], cached on disk as
+    ``cache_dir()/features/<fp>.pt``: ``fp`` names what they depend on (e.g. the model's
+    fingerprint and :func:`images_fingerprint`). Computed by :func:`features_pass`, shared by
+    the ranks of ``dist`` (call on every rank) in resumable chunks under ``<fp>.passes``;
+    rank 0 writes the entry and every rank reads it."""
     path = cache_dir() / "features" / f"{fp}.pt"
     if not all(dist.exchange(path.exists())):  # the same answer on every rank
         run_dir = cache_dir() / "features" / f"{fp}.passes"
-        plan = features_pass(dist, features, dataset, run_dir, {"cache": fp}, batch_size=batch_size,
-                             chunk_images=-(-chunk_images // batch_size) * batch_size, progress=progress)
+        plan = features_pass(dist, features, dataset, run_dir, {"cache": fp}, indices=indices,
+                             batch_size=batch_size, chunk_images=chunk_images, workers=workers, progress=progress)
         if dist.is_main:
             torch_save(load_pass(plan)["h"], path)
             shutil.rmtree(run_dir, ignore_errors=True)

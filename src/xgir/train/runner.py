@@ -1,4 +1,5 @@
-"""``xgir train --config FILE.yaml``: ERM or the two-stage setup, evaluation, results JSON."""
+"""``xgir train --config FILE.yaml``: ERM or the two-stage setup, evaluation, results JSON; mode
+head (a new head on a pretrained network) is run by :mod:`xgir.train.pretrained`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from xgir.io import check_output_folder, run_folder, write_json, write_text
 from xgir.models import build_model, save_checkpoint, split
 from xgir.models.inference import resolve_device
 from xgir.progress import iterate, step
-from xgir.train.config import TrainConfig
+from xgir.train.config import HeadTrainConfig, TrainConfig
 from xgir.train.erm import accuracy_by_group, fit_classifier
 from xgir.train.features import cached_features, fit_head, linear_probe
 from xgir.train.two_stage import frozen_with_new_head, pretrain_accuracy, pretrain_extractor
@@ -33,8 +34,12 @@ def evaluate_splits(model: torch.nn.Module, cfg: TrainConfig, progress: bool = F
     return out
 
 
-def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+def run_training(cfg: TrainConfig | HeadTrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train as ``cfg`` says, save ``model.pt``, ``results.json`` and ``report.md`` in ``cfg.out``."""
+    if isinstance(cfg, HeadTrainConfig):
+        from xgir.train.pretrained import run_head_training
+
+        return run_head_training(cfg, progress)
     start = time.time()
     out = Path(cfg.out)
     resolve_device(cfg.device, "device:")
