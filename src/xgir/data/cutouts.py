@@ -86,7 +86,7 @@ def read_scene(path: str | os.PathLike, region: tuple[float, float, float, float
     img = read_image(path).convert("RGB")
     scale = max_side / max(img.size)
     if scale < 1:
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC)
     return Scene(name or Path(path).stem, np.asarray(img), region)
 
 
@@ -101,7 +101,7 @@ def crop_scene(scene: Scene, size: int, rng: np.random.Generator, *,
     rx0, ry0, rw, rh = int(x0 * w), int(y0 * h), max(1, int((x1 - x0) * w)), max(1, int((y1 - y0) * h))
     c = max(8, int(min(rw, rh) * rng.uniform(*side)))
     cx, cy = rx0 + int(rng.integers(0, rw - c + 1)), ry0 + int(rng.integers(0, rh - c + 1))
-    crop = Image.fromarray(scene.image[cy:cy + c, cx:cx + c]).resize((size, size), Image.BILINEAR)
+    crop = Image.fromarray(scene.image[cy:cy + c, cx:cx + c]).resize((size, size), Image.Resampling.BILINEAR)
     out = np.asarray(crop)
     return out[:, ::-1] if rng.random() < 0.5 else out
 
@@ -116,8 +116,8 @@ def paste(background: np.ndarray, cutout: Cutout, rng: np.random.Generator, *,
     h, w = cutout.alpha.shape
     scale = rng.uniform(*extent) * s / max(h, w)
     nh, nw = max(1, min(s, round(h * scale))), max(1, min(s, round(w * scale)))
-    rgb = np.asarray(Image.fromarray(cutout.rgb).resize((nw, nh), Image.BICUBIC))
-    alpha = np.asarray(Image.fromarray(cutout.alpha.astype(np.uint8) * 255).resize((nw, nh), Image.BILINEAR)) >= 128
+    rgb = np.asarray(Image.fromarray(cutout.rgb).resize((nw, nh), Image.Resampling.BICUBIC))
+    alpha = np.asarray(Image.fromarray(cutout.alpha.astype(np.uint8) * 255).resize((nw, nh), Image.Resampling.BILINEAR)) >= 128
     if rng.random() < 0.5:
         rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
     top, left = int(rng.integers(0, s - nh + 1)), int(rng.integers(0, s - nw + 1))
@@ -151,7 +151,7 @@ def render(cutouts: Sequence[Cutout], scenes: Sequence[Scene], objects: np.ndarr
     return images, masks
 
 
-def cycle_members(which: np.ndarray, members: Sequence[Sequence[int]], rng: np.random.Generator) -> np.ndarray:
+def cycle_members(which: np.ndarray, members: Sequence[Sequence[int] | np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """For each draw k, a member of the list ``members[which[k]]``, cycling through each list in
     shuffled order so that its members are used about equally often: long[len(which)]."""
     out = np.empty(len(which), dtype=np.int64)
