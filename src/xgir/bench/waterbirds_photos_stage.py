@@ -1,0 +1,157 @@
+"""The data and network passes of ``xgir bench waterbirds-photos`` (:class:`Stage`), cached on disk.
+
+The images (:mod:`xgir.data.waterbirds_photos`) are rendered once per size setting and passed
+through EfficientNet-Lite0 once: pooled features h (input of the ImageNet head ``_fc``) of
+every split, and the last maps M (input of the global pool, 1280 x 7 x 7) of the source pool and
+target-val, so that every linear head's CAM (= Grad-CAM at M) costs no backward pass. The
+source-train set of each seed is drawn from the pool with Waterbirds' group counts
+(:func:`~xgir.data.waterbirds_photos.group_subset`). Masked images, f(x s + x0 (1 - s)) (the
+core) and f(x (1 - s) + x0 s) (the context), are passed once per support and cached under the
+support's fingerprint; x0 is the pool's mean image.
+
+Core maps (float[N,7,7] over the pool): ``pretrained`` (the ImageNet head's CAM of its top-5
+classes, probability-weighted), ``cwox`` (the ImageNet head's CWOX cluster map of its top cluster,
+:func:`~xgir.correct.xgir_variants.cwox_cluster_cam`, tree from the head's weights), ``novelty``
+(class-agnostic) and ``erm`` (the seed's ERM head's CAM of the true class, set per seed). Supports
+are the map's top fraction of pixels (:func:`~xgir.correct.xgir.support_top_fraction`); the
+controls ``gt`` (the exact bird mask; annotation) and ``random`` (a random blob of the same size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from xgir.bench.xgir_two_stage import random_supports
+from xgir.correct.xgir import support_top_fraction
+from xgir.correct.xgir_variants import cwox_cluster_cam, novelty_map, pooled_maps, pretrained_cam
+from xgir.data.base import ImageDataset
+from xgir.data.waterbirds_photos import WATERBIRD_SHARE, photo_pool, waterbirds_photos
+from xgir.errors import XgirError
+from xgir.io import cached, fingerprint
+
+MODEL, HEAD, POOL = "efficientnet-lite0", "_fc", "_avg_pooling"
+CACHE = "waterbirds-photos"
+MAP_CORES = ("pretrained", "cwox", "novelty")  # annotation-free maps of the pretrained network
+
+
+def _counts(n: int, p: float) -> dict[int, int]:
+    """Waterbirds' group counts for ``n`` images at bias ``p``: groups 0 land/land, 1 land/water,
+    2 water/land, 3 water/water (the smallest, waterbirds on land, round((1 - p) share n))."""
+    water = round(n * WATERBIRD_SHARE)
+    land = n - water
+    return {0: land - round(land * (1 - p)), 1: round(land * (1 - p)),
+            2: round(water * (1 - p)), 3: water - round(water * (1 - p))}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    pool: dict[int, int] = field(default_factory=lambda: {0: 1000, 1: 120, 2: 60, 3: 320})
+    train: int = 1200  # per seed, Waterbirds' proportions at p (14 waterbirds on land at 1200)
+    p: float = 0.95
+    source_test: int = 600
+    target_val: int = 1000
+    target_test: int = 1500
+    fractions: tuple[float, ...] = (0.1, 0.2)  # support sizes (share of the image's pixels)
+    context_fraction: float = 0.3  # what is blanked out of the partner's context (generous: no bird left)
+
+
+QUICK = Sizes(pool={0: 40, 1: 8, 2: 6, 3: 16}, train=48, source_test=24, target_val=48, target_test=48)
+
+
+class Stage:
+    """Data, features, maps and masked-image passes of one size setting, cached on disk."""
+
+    def __init__(self, sizes: Sizes, *, device: str = "cpu") -> None:
+        from xgir.explain.clusters import ConfusionTree
+        from xgir.models import load_model
+        from xgir.models.split import get_module
+
+        self.sizes = s = sizes
+        loaded = load_model(MODEL, device=device)  # the network passes run there; heads on the CPU
+        self.model = loaded.model
+        head = get_module(self.model, HEAD)
+        if not isinstance(head, torch.nn.Linear):
+            raise XgirError(f"{MODEL}'s head '{HEAD}' is a {type(head).__name__}, not nn.Linear")
+        self.imagenet_head, self.imagenet_classes = head.cpu(), loaded.classes
+        self.data: dict[str, ImageDataset] = {
+            "pool": photo_pool("train", {(g // 2, g % 2): k for g, k in s.pool.items()}),
+            "source-test": waterbirds_photos("source-test", n=s.source_test, p=s.p),
+            "target-val": waterbirds_photos("target-val", n=s.target_val),
+            "target-test": waterbirds_photos("target-test", n=s.target_test),
+        }
+        self.keys = {name: fingerprint(MODEL, CACHE, name, ds.files, tuple(ds.images.shape))
+                     for name, ds in self.data.items()}
+        self.h: dict[str, torch.Tensor] = {}
+        self.maps: dict[str, torch.Tensor] = {}
+        for name, ds in self.data.items():
+            if name in ("pool", "target-val"):
+                got = cached(CACHE, f"{self.keys[name]}-maps", lambda ds=ds: dict(zip(  # type: ignore[misc]
+                    ("h", "maps"), pooled_maps(self.model, ds.images, POOL, batch_size=32), strict=True)))
+                self.h[name], self.maps[name] = got["h"], got["maps"]
+            else:
+                self.h[name] = cached(CACHE, f"{self.keys[name]}-h", lambda ds=ds: pooled_maps(  # type: ignore[misc]
+                    self.model, ds.images, POOL, batch_size=32)[0])
+        pool = self.data["pool"]
+        self.masks = present(pool.masks, "masks")
+        self.x0 = pool.images.mean(0)
+        self.tree = ConfusionTree.from_head(self.imagenet_head, self.imagenet_classes)
+        m = self.maps["pool"]
+        self.heatmaps: dict[str, torch.Tensor] = {
+            "pretrained": pretrained_cam(m, self.imagenet_head),
+            "cwox": cwox_cluster_cam(m, self.imagenet_head, self.tree),
+            "novelty": novelty_map(m),
+        }
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.masks.shape[-2]), int(self.masks.shape[-1])
+
+    def set_erm(self, head: torch.nn.Linear) -> None:
+        """The ERM head's CAM of the true class over the pool, as the ``erm`` core map."""
+        from xgir.correct.xgir_variants import class_cam
+
+        self.heatmaps["erm"] = class_cam(self.maps["pool"], head, self.data["pool"].labels)
+
+    def support(self, core: str, fraction: float) -> torch.Tensor:
+        """bool[N,H,W] over the pool: the top ``fraction`` of core ``core``'s map, the exact mask
+        (``gt``, whatever the fraction) or a random blob of ``fraction`` of the pixels."""
+        if core == "gt":
+            return self.masks
+        if core == "random":  # random_supports keeps each image's pixel count: any support of that size
+            return random_supports(support_top_fraction(torch.zeros(len(self.masks), 1, 1), self.size, fraction),
+                                   12345)
+        if core not in self.heatmaps:
+            raise XgirError(f"unknown core '{core}'; choose one of: gt, random, {', '.join(self.heatmaps)}")
+        return support_top_fraction(self.heatmaps[core], self.size, fraction)
+
+    def masked_features(self, support: torch.Tensor, keep: str) -> torch.Tensor:
+        """f of the pool's images with ``keep`` = ``"core"`` (x s + x0 (1 - s)) or ``"context"``
+        (x (1 - s) + x0 s), float[N,D], cached under the support's fingerprint."""
+        if keep not in ("core", "context"):
+            raise XgirError(f"keep must be core or context, got '{keep}'")
+        images = self.data["pool"].images
+
+        def compute() -> torch.Tensor:
+            out = []
+            for i in range(0, len(images), 128):
+                s = support[i : i + 128, None].float()
+                if keep == "context":
+                    s = 1 - s
+                out.append(pooled_maps(self.model, images[i : i + 128] * s + self.x0 * (1 - s), POOL,
+                                       batch_size=32)[0])
+            return torch.cat(out)
+
+        return cached(CACHE, f"{self.keys['pool']}-{keep}-{fingerprint(support)}", compute)
+
+    def empty_features(self) -> torch.Tensor:
+        """f(x0), float[D]."""
+        return pooled_maps(self.model, self.x0[None], POOL)[0][0]
+
+
+def present(value: torch.Tensor | None, what: str) -> torch.Tensor:
+    """``value``; XgirError when the data lack it (waterbirds-photos always carries masks and groups)."""
+    if value is None:
+        raise XgirError(f"waterbirds-photos data without {what}")
+    return value
