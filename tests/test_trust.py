@@ -86,7 +86,8 @@ def test_xgir_own_checkpoints_still_load_and_a_factory_model_needs_its_factory(t
     # a zoo checkpoint, and a save_loaded copy of it: no file path is recorded as the model
     torch.manual_seed(0)
     net = LeNet(width=4, hidden=8)
-    save_checkpoint(net, tmp_path / "lenet.pt", "lenet", {"width": 4, "hidden": 8}, meta={"classes": list("abcdefghij")})
+    save_checkpoint(net, tmp_path / "lenet.pt", "lenet", {"width": 4, "hidden": 8},
+                    meta={"classes": list("abcdefghij")})
     loaded = load_model(tmp_path / "lenet.pt")
     assert loaded.arch == "lenet" and loaded.classes[:2] == ["a", "b"]
     save_loaded(loaded, tmp_path / "copy.pt")

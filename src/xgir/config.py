@@ -3,6 +3,7 @@ files become one clear line."""
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from xgir.errors import XgirError
 
 M = TypeVar("M", bound=BaseModel)
+
+SEED_MAX = 2**63 - 1  # torch's generators take a seed in 0..2**63-1
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """``seed`` if it is a whole number in 0..2**63-1 (what torch's generators take); one
+    XgirError line naming ``option`` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise XgirError(f"{option} must be a whole number in 0..2**63-1, got {seed!r}")
+    return seed
 
 
 class StrictModel(BaseModel):

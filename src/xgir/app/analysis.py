@@ -39,7 +39,8 @@ def target_class(state: AppState, image_id: int, target: str | int | None) -> in
     if target == "label":
         y = state.label(image_id)
         if y is None:
-            raise XgirError("this image has no known label; use target=pred or a class index")
+            why = f" ({state.images.no_labels})" if state.images.no_labels else ""
+            raise XgirError(f"this image has no known label{why}; use target=pred or a class index")
         return y
     try:
         c = int(target)

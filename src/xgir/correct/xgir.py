@@ -34,6 +34,7 @@ Images whose heatmap has no positive mass (empty support) keep their features
 from __future__ import annotations
 
 import copy
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -63,6 +64,8 @@ def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1:
     bool[N,H,W]. A map with no positive mass gives an empty support."""
     if heatmaps.ndim != 3:
         raise XgirError(f"heatmaps must be [N,h,w], got shape {tuple(heatmaps.shape)}")
+    if isinstance(delta1, bool) or not isinstance(delta1, numbers.Real) or not 0 <= delta1 < 1:
+        raise XgirError(f"delta1 is a share of the map's peak in [0, 1), got {delta1!r}")
     if torch.isnan(heatmaps).any():
         raise XgirError("heatmaps contain NaN")
     e = heatmaps.float()

