@@ -33,13 +33,16 @@ def _noise_folder(root, classes, per_class=2, size=32):
     return root
 
 
+NAMED = ["tench", "goldfish", "tabby", "espresso"]
+
+
 @pytest.fixture(scope="module")
 def named_rgb(tmp_path_factory):
     """A LeNet for 32 px RGB images whose classes are named (as a pretrained model's are)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("named") / "named.pt"
     params = {"in_channels": 3, "num_classes": 4, "image_size": 32, "width": 2, "hidden": 8}
-    save_checkpoint(LeNet(**params), path, "lenet", params, meta={"classes": ["tench", "goldfish", "tabby", "espresso"]})
+    save_checkpoint(LeNet(**params), path, "lenet", params, meta={"classes": NAMED})
     return path
 
 
@@ -104,7 +107,7 @@ def test_class_folders_are_labelled_by_the_models_class_names(tmp_path, capsys, 
         folder_labels(["281"], imagenet)
 
     root = _noise_folder(tmp_path / "cls", ["espresso", "tabby"])
-    ds = load_images(str(root), model_classes=["tench", "goldfish", "tabby", "espresso"])
+    ds = load_images(str(root), model_classes=NAMED)
     assert ds.labels.tolist() == [3, 3, 2, 2] and ds.classes[2] == "tabby"
     out = tmp_path / "e"
     assert main(["explain", "--model", str(named_rgb), "--images", str(root), "--target", "label",
@@ -115,7 +118,7 @@ def test_class_folders_are_labelled_by_the_models_class_names(tmp_path, capsys, 
 
     # folders that name none of the model's classes: no labels, and label targets are refused
     other = _noise_folder(tmp_path / "other", ["cat", "dog"])
-    assert (load_images(str(other), model_classes=["tench", "goldfish", "tabby", "espresso"]).labels == -1).all()
+    assert (load_images(str(other), model_classes=NAMED).labels == -1).all()
     assert main(["explain", "--model", str(named_rgb), "--images", str(other), "--target", "label",
                  "--method", "saliency", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     _one_line(capsys, "class folders cat, dog do not name one of the model's classes")
