@@ -279,15 +279,20 @@ class Occlusion(_CaptumExplainer):
                                 f"default), got {value!r}")
         self.window, self.stride, self.ppe = window, stride, perturbations_per_eval
 
+    def geometry(self, h: int, w: int) -> tuple[int, int, int]:
+        """(window, stride, number of window positions) on an image of h x w pixels."""
+        win = self.window or max(1, min(h, w) // 4)
+        stride = self.stride or max(1, win // 2)
+        if win > min(h, w):
+            raise XgirError(f"occlusion window {win} is larger than the image ({h}x{w})")
+        return win, stride, (-(-(h - win) // stride) + 1) * (-(-(w - win) // stride) + 1)
+
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
                    refs: torch.Tensor | None) -> torch.Tensor:
         from captum.attr import Occlusion as CaptumOcclusion
 
         c, h, w = rows.shape[1:]
-        win = self.window or max(1, min(h, w) // 4)
-        stride = self.stride or max(1, win // 2)
-        if win > min(h, w):
-            raise XgirError(f"occlusion window {win} is larger than the image ({h}x{w})")
+        win, stride, _ = self.geometry(h, w)
         return CaptumOcclusion(RowScore(model)).attribute(
             rows, sliding_window_shapes=(c, win, win), strides=(c, stride, stride), baselines=refs,
             target=0, additional_forward_args=extra, perturbations_per_eval=self.ppe,
