@@ -124,3 +124,48 @@ def test_class_folders_are_labelled_by_the_models_class_names(tmp_path, capsys, 
     _one_line(capsys, "class folders cat, dog do not name one of the model's classes")
     assert main(["explain", "--model", str(named_rgb), "--images", str(other), "--target", "pred",
                  "--method", "saliency", "--out", str(tmp_path / "p"), "--quiet"]) == 0
+
+
+# ---- item 7: a damaged chunk is recomputed ---------------------------------------------------
+def _damage(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk or a copy cut short
+
+
+def test_a_damaged_chunk_is_recomputed_with_a_warning(tmp_path, capsys, monkeypatch):
+    from _pipeline_models import tiny_resnet, write_folder
+    from test_trust import _correct_config
+    from xgir.cli.features import run_features
+    from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
+    from xgir.sharded import STOP_ENV
+
+    root = write_folder(tmp_path / "imgs", 2, 0)
+    spec = "_pipeline_models:tiny_resnet"
+    fresh = run_features(spec, str(root), tmp_path / "fresh.pt", chunk_images=2, batch_size=2, progress=False)
+    monkeypatch.setenv(STOP_ENV, "2")  # killed after two of three chunks: F.passes stays
+    with pytest.raises(RuntimeError, match="stopped after"):
+        run_features(spec, str(root), tmp_path / "F.pt", chunk_images=2, batch_size=2, progress=False)
+    monkeypatch.delenv(STOP_ENV)
+    chunks = sorted((tmp_path / "F.passes").glob("*/chunk-*.pt"))
+    assert len(chunks) == 2
+    _damage(chunks[0])
+    capsys.readouterr()
+    run_features(spec, str(root), tmp_path / "F.pt", chunk_images=2, batch_size=2, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("warning: damaged chunk") == 1 and "chunk-00000.pt removed; recomputing it" in err, err
+    assert torch.equal(torch.load(tmp_path / "F.pt", weights_only=True)["h"],
+                       torch.load(fresh, weights_only=True)["h"])
+
+    # xgir correct: a damaged chunk under out/passes
+    folders = {"source_train": root, "source_test": write_folder(tmp_path / "test", 2, 1),
+               "target_test": write_folder(tmp_path / "target", 2, 2, target=True)}
+    weights = tmp_path / "tiny.pt"
+    torch.save(tiny_resnet(seed=1).state_dict(), weights)
+    cfg = _correct_config(folders, weights, tmp_path / "run")
+    first = run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
+    damaged = sorted((tmp_path / "run" / "passes").glob("*/chunk-*.pt"))[0]
+    _damage(damaged)
+    capsys.readouterr()
+    again = run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
+    assert f"warning: damaged chunk {damaged} removed; recomputing it" in capsys.readouterr().err
+    assert again["summary"] == first["summary"]
