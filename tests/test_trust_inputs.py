@@ -169,3 +169,163 @@ def test_a_damaged_chunk_is_recomputed_with_a_warning(tmp_path, capsys, monkeypa
     again = run_xgir_pipeline(XGIRRunConfig.model_validate(cfg), progress=False)
     assert f"warning: damaged chunk {damaged} removed; recomputing it" in capsys.readouterr().err
     assert again["summary"] == first["summary"]
+
+
+# ---- item 8: the tracebacks that remained are one line, exit 2 --------------------------------
+def _train_yaml(tmp_path, **over):
+    import yaml
+
+    from test_cli_errors import _train_cfg
+
+    nested = {k: v for k, v in over.items() if "." in k}
+    cfg = _train_cfg(tmp_path / "run", **nested) | {k: v for k, v in over.items() if k not in nested}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _correct_yaml(tmp_path, **over):
+    import yaml
+
+    from _pipeline_models import write_folder
+
+    root = tmp_path / "imgs"
+    if not root.exists():
+        write_folder(root, 2, 0)
+    cfg = {"model": {"factory": "_pipeline_models:tiny_resnet", "kwargs": {"num_classes": 3, "width": 4},
+                     "deep_layer": "layer3"},
+           "data": {"source_train": str(root), "source_test": str(root), "target_test": str(root),
+                    "image_size": 32, "batch_size": 6},
+           "xgir": {"draws": 2, "head_epochs": 1, "delta2": 0.5}, "out": str(tmp_path / "c"), "device": "cpu"}
+    for key, value in over.items():
+        section, name = key.split(".")
+        cfg[section][name] = value
+    path = tmp_path / "correct.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+HUGE = "99999999999999999999"
+EXPLAIN = ["explain", "--model", "{ckpt}", "--images", "decoy-digits:test", "--n", "2", "--out", "{tmp}/o", "--quiet"]
+TRACEBACKS = [
+    (EXPLAIN + ["--seed", HUGE], "--seed must be a whole number in 0..2**63-1"),
+    (["evaluate", "--model", "{ckpt}", "--images", "decoy-digits:test", "--explainer", "saliency", "--seed", HUGE,
+      "--out", "{tmp}/o"], "--seed must be a whole number in 0..2**63-1"),
+    (["bench", "decoy", "--seeds", HUGE, "--out", "{tmp}/o"], "each of --seeds must be a whole number"),
+    (EXPLAIN + ["--method", "ig", "--param", "n_steps=[1,"], "--param n_steps=[1,: cannot read the value"),
+    (EXPLAIN + ["--method", "ig", "--param", "n_steps=100000000000"], "ig takes at most 10000"),
+    (EXPLAIN + ["--method", "rise", "--param", f"seed={HUGE}"], "rise takes a seed in 0..2**63-1"),
+    (["explain", "--model", "{tmp}/params-str.pt", "--images", "photos:chelsea", "--out", "{tmp}/o"],
+     "its 'params' are a str"),
+    (["explain", "--model", "{ckpt}", "--images", "{tmp}/loop", "--out", "{tmp}/o"], "Too many levels of symbolic"),
+    (["train", "--config", "train:model.params.width=0"], "width must be a whole number >= 1, got 0"),
+    (["train", "--config", "train:model.params.width=-1"], "width must be a whole number >= 1, got -1"),
+    (["train", "--config", "train:model.params.width=1.5"], "width must be a whole number >= 1, got 1.5"),
+    (["train", "--config", "train:model.params.width=abc"], "width must be a whole number >= 1, got 'abc'"),
+    (["train", "--config", "train:model.params.image_size=0"], "image_size is 0 but decoy-digits images have 28"),
+    (["train", "--config", "train:model.params.image_size=7"], "image_size is 7 but decoy-digits images have 28"),
+    (["train", "--config", "train:out=."], "is the current folder (or one above it)"),
+    (["correct", "--config", "correct:data.image_size=100000"], "a batch of 6 images at data.image_size 100000"),
+    (["correct", "--config", "correct:xgir.draws=1000000000"], "1000000000 draws of 6 images' features"),
+]
+
+
+@pytest.mark.parametrize("args,message", TRACEBACKS, ids=[" ".join(a)[:60] for a, _ in TRACEBACKS])
+def test_former_tracebacks_are_one_line(tmp_path, capsys, monkeypatch, args, message):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(LeNet(width=2, hidden=8), tmp_path / "lenet.pt", "lenet", {"width": 2, "hidden": 8})
+    torch.save({"arch": "lenet", "params": "width=3", "state_dict": {}}, tmp_path / "params-str.pt")
+    _noise_folder(tmp_path / "loop", ["a", "b"])
+    (tmp_path / "loop" / "a" / "loop.png").symlink_to("loop.png")
+    monkeypatch.chdir(tmp_path)  # train --out . names this folder
+    argv = []
+    for a in args:
+        kind, _, over = a.partition(":")
+        if kind in ("train", "correct") and "=" in over:
+            key, value = over.split("=")
+            value = yaml_value(value)
+            a = (_train_yaml if kind == "train" else _correct_yaml)(tmp_path, **{key: value})
+        argv.append(a.format(ckpt=ckpt, tmp=tmp_path))
+    if argv[0] in ("train", "correct"):
+        argv.append("--quiet")
+    assert main(argv) == 2
+    _one_line(capsys, message)
+
+
+def yaml_value(text):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def test_an_oversized_image_unreadable_and_read_only_folders_are_one_line(tmp_path, capsys, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from PIL import Image as PILImage
+
+    ckpt = save_checkpoint(LeNet(width=2, hidden=8), tmp_path / "lenet.pt", "lenet", {"width": 2, "hidden": 8})
+    big = tmp_path / "big.png"
+    PILImage.new("L", (100, 100)).save(big)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 10000 pixels stand for 20000 x 20000
+    assert main(["explain", "--model", str(ckpt), "--images", str(big), "--out", str(tmp_path / "o")]) == 2
+    _one_line(capsys, "has more than 0 million pixels, the most xgir reads")
+    monkeypatch.undo()
+
+    # a class folder this user may not read (as a user without root would see it)
+    root = _noise_folder(tmp_path / "cls", ["a", "b"])
+    listdir = Path.iterdir
+
+    def iterdir(self):
+        if self == root / "b":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert main(["explain", "--model", str(ckpt), "--images", str(root), "--out", str(tmp_path / "o")]) == 2
+    _one_line(capsys, f"no permission to use {root / 'b'} (Permission denied)")
+    monkeypatch.undo()
+
+    # a read-only --out (the folder exists and cannot be written)
+    out = tmp_path / "ro"
+    out.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: access(p, mode) and not (Path(p) == out and mode & os.W_OK))
+    assert main(["explain", "--model", str(ckpt), "--images", "decoy-digits:test", "--n", "2",
+                 "--out", str(out)]) == 2
+    _one_line(capsys, f"--out {out}: no permission to write in it")
+
+
+# ---- item 9: resources bounded with one line ----------------------------------------------------
+def test_workers_are_capped_and_sizes_checked_against_memory(tmp_path, capsys, monkeypatch):
+    import os
+
+    from xgir.data import load_dataset
+    from xgir.models import build_model
+    from xgir.resources import cap_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    assert cap_workers(cpus) == cpus and "warning" not in capsys.readouterr().err
+    assert cap_workers(100_000) == cpus
+    warning = f"warning: --workers 100000 is more than the {cpus} CPUs here; using {cpus}"
+    assert capsys.readouterr().err.strip() == warning
+    ckpt = save_checkpoint(LeNet(width=2, hidden=8), tmp_path / "lenet.pt", "lenet", {"width": 2, "hidden": 8})
+    import xgir.sharded
+
+    seen = []
+    loader = xgir.sharded.DataLoader
+    monkeypatch.setattr(xgir.sharded, "DataLoader", lambda *a, **kw: seen.append(kw["num_workers"]) or loader(*a, **kw))
+    assert main(["features", "--model", str(ckpt), "--images", "decoy-digits:test", "--n", "2", "--workers", "100000",
+                 "--out", str(tmp_path / "f.pt"), "--quiet"]) == 0
+    assert seen == [cpus] and "using" in capsys.readouterr().err
+
+    # sizes: refused before anything is allocated
+    with pytest.raises(XgirError, match=r"dataset 'decoy-digits' with n=1000000000000 needs about .* GiB of memory, "
+                                        r"more than half of this machine's .*; lower n"):
+        load_dataset("decoy-digits", "train", n=10**12)
+    with pytest.raises(XgirError, match="dataset 'object-shift' at size 100000 needs about"):
+        load_dataset("object-shift", "source-train", size=100_000)
+    with pytest.raises(XgirError, match="architecture 'lenet' with .* needs about .*; lower its width"):
+        build_model("lenet", width=100_000, hidden=100_000)
+    assert main(["train", "--config", _train_yaml(tmp_path, **{"data.params.n": 10**12}), "--quiet"]) == 2
+    _one_line(capsys, "lower n")

@@ -49,6 +49,24 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     return f"{source}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    one without a word, so a setting would be silently dropped)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (line {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike, model: type[M]) -> M:
     """Read a YAML file into the pydantic ``model``; XgirError on any problem."""
     path = Path(path)
@@ -63,7 +81,7 @@ def load_config(path: str | os.PathLike, model: type[M]) -> M:
     except OSError as err:
         raise XgirError(f"cannot read config {path}: {err.strerror or err}") from None
     try:
-        raw: Any = yaml.safe_load(text)
+        raw: Any = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         raise XgirError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if raw is None or raw == {}:

@@ -108,6 +108,10 @@ def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise XgirError(f"{option} {out} is a file; give a folder for the results")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise XgirError(f"{option} {out} is the current folder (or one above it), which a run cannot replace; "
+                        "give a new folder for the results, e.g. runs/NAME")
     try:
         foreign = out.is_dir() and any(out.iterdir()) and not _earlier_results(out)
     except OSError as err:
@@ -117,6 +121,8 @@ def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
         raise XgirError(f"{option} {out} is a folder that xgir did not write (no {RUN_MARKER} marker), and a "
                         "run replaces its output folder as a whole; give a new or empty folder")
     _check_creatable(out.resolve().parent, out, option)  # run_folder writes beside out, then renames
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # resumable work is written inside it
+        raise XgirError(f"{option} {out}: no permission to write in it; give a folder you can write")
     return out
 
 

@@ -44,6 +44,7 @@ from xgir.models.accuracy import accuracy_from_predictions
 from xgir.models.inference import resolve_device
 from xgir.models.load import attach_normalization, import_factory, load_weights
 from xgir.models.split import get_module, split
+from xgir.resources import cap_workers, check_memory
 from xgir.sharded import Dist, init_dist
 
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
@@ -197,6 +198,10 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, *, progress: bool = True) -> dict[str,
     """
     start = time.time()
     check_output_folder(cfg.out, "out")  # before any work
+    d = cfg.data
+    check_memory(2 * 4 * 3 * d.image_size ** 2 * d.batch_size, f"a batch of {d.batch_size} images at "
+                 f"data.image_size {d.image_size}", "lower data.image_size or data.batch_size")
+    cfg = cfg.model_copy(update={"data": d.model_copy(update={"workers": cap_workers(d.workers, "data.workers")})})
     xcfg = cfg.xgir
     device = resolve_device(cfg.device, "device:", allow_auto=True)
     dist = init_dist(device)  # one process, or this rank of torchrun's group

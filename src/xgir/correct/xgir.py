@@ -243,6 +243,10 @@ def xgir_training_set(
 
     if h.shape != r.shape:
         raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
+    from xgir.resources import check_memory
+
+    check_memory(3 * 4 * (config.draws + 1) * h.numel(), f"{config.draws} draws of {h.shape[0]} images' features",
+                 "lower draws")
     if uses_variant(config):
         return variant_training_set(h, r, labels, config, empty_support, support_fraction)
     delta2 = delta2_per_unit(r, config)

@@ -72,13 +72,23 @@ def photo(name: str) -> Any:
 
 
 def read_image(path: str | os.PathLike) -> Any:
-    """Open an image file as a PIL image (loaded, file closed); one line if unreadable."""
+    """Open an image file as a PIL image (loaded, file closed); one line if unreadable or larger
+    than PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 million pixels: a decompression bomb, or a
+    photo far larger than any classifier's input)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        limit = Image.MAX_IMAGE_PIXELS or 0
+        raise XgirError(f"image {path} has more than {limit / 1e6:.0f} million pixels, the most xgir reads "
+                        "(PIL's decompression-bomb limit); downscale it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise XgirError(f"cannot read image {path}: {err}") from None
 

@@ -32,6 +32,16 @@ class DataConfig(StrictModel):
     )
 
 
+    @field_validator("eval_splits")
+    @classmethod
+    def _some_split(cls, v: list[str]) -> list[str]:
+        from xgir.errors import XgirError
+
+        if not v:
+            raise XgirError("data.eval_splits is empty; name at least one split to evaluate, e.g. [test]")
+        return v
+
+
 class ModelConfig(StrictModel):
     arch: str = "small-resnet"
     params: dict[str, Any] = Field(default_factory=dict)
