@@ -329,3 +329,73 @@ def test_workers_are_capped_and_sizes_checked_against_memory(tmp_path, capsys, m
         build_model("lenet", width=100_000, hidden=100_000)
     assert main(["train", "--config", _train_yaml(tmp_path, **{"data.params.n": 10**12}), "--quiet"]) == 2
     _one_line(capsys, "lower n")
+
+
+# ---- item 10: smaller items ---------------------------------------------------------------------
+def test_python_api_raises_one_line_xgir_errors():
+    from xgir.correct.xgir import XGIRConfig, xgir_retrain
+    from xgir.explain import get_explainer
+    from xgir.explain.gradient import IntegratedGradients
+    from xgir.train import fit_classifier
+    from xgir.train.ganmex import train_ganmex
+
+    model = LeNet(3, 3, 16, 2, 8)
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    support = torch.zeros(4, 16, 16, dtype=torch.bool)
+    support[:, 4:8, 4:8] = True
+    cfg = XGIRConfig(draws=1, head_epochs=1)
+    xgir_retrain(model, x, y, support, cfg)
+    bad = {"images are float64 but the model's weights are float32": (x.double(), y),
+           "images are float16 but the model's weights are float32": (x.half(), y),
+           "4 of the images hold NaN or infinite values": (x * math.nan, y),
+           r"labels must lie in 0..2 \(the head's classes\), got 0..3": (x, torch.tensor([0, 1, 2, 3])),
+           "labels must be whole class indices": (x, y.float()),
+           r"labels must be a tensor \[N\] = \[4\] of class indices, got \(4, 1\)": (x, y[:, None])}
+    for message, (images, labels) in bad.items():
+        with pytest.raises(XgirError, match=message):
+            xgir_retrain(model, images, labels, support, cfg)
+    with pytest.raises(XgirError, match="ig n_steps must be a whole number >= 1, got 0"):
+        IntegratedGradients(n_steps=0)
+    with pytest.raises(XgirError, match="images are float64"):
+        get_explainer("saliency")(model, x.double(), [0, 1, 2, 0])
+    with pytest.raises(XgirError, match="unknown device 'meta'"):
+        train_ganmex(model, x, device="meta")
+    # NaN images are named as such, not taken for a diverged training
+    from xgir.data.base import ImageDataset
+
+    with pytest.raises(XgirError, match="1 of the training images hold NaN or infinite values.*image 2"):
+        fit_classifier(model, ImageDataset(torch.where(torch.arange(4)[:, None, None, None] == 2, math.nan, x), y), 1,
+                       progress=False)
+
+
+def test_smaller_cli_items(tmp_path, capsys):
+    from xgir.correct.feedback import FeedbackRecord, FeedbackStore
+
+    ckpt = save_checkpoint(LeNet(width=2, hidden=8), tmp_path / "lenet.pt", "lenet", {"width": 2, "hidden": 8})
+    app = ["app", "--model", str(ckpt), "--images", "decoy-digits:train", "--port", "0",
+           "--feedback", str(tmp_path / "fb.db")]
+    assert main(app + ["--eval-n", "0"]) == 2
+    _one_line(capsys, "--eval-n must be at least 1, got 0")
+    (tmp_path / "afile").write_text("x")
+    assert main(app + ["--out", str(tmp_path / "afile")]) == 2  # at the start, not after a fine-tune
+    _one_line(capsys, "is a file; give a folder")
+    assert not (tmp_path / "fb.db").exists()  # refused before anything was opened
+
+    config = tmp_path / "dup.yaml"
+    config.write_text("out: a\nmodel: {arch: lenet}\nout: b\n")
+    assert main(["train", "--config", str(config)]) == 2
+    _one_line(capsys, "key 'out' is given twice (line 3); keep one")
+    assert main(["train", "--config", _train_yaml(tmp_path, **{"data.eval_splits": []}), "--quiet"]) == 2
+    _one_line(capsys, "data.eval_splits is empty; name at least one split")
+    assert main(["evaluate", "--model", str(ckpt), "--images", "decoy-digits:test", "--explainer", "saliency",
+                 "--n", "1000000", "--out", str(tmp_path / "ev")]) == 2
+    _one_line(capsys, "decoy-digits:test has 2000 images, fewer than n=1000000")
+
+    with FeedbackStore(tmp_path / "s.db", 2, 4, 4) as store:
+        mask = np.ones((4, 4), bool)
+        assert store.add([FeedbackRecord(0, 0, mask, True, "bob")]) == 1
+        with pytest.raises(XgirError, match="holds a control character"):
+            store.add([FeedbackRecord(0, 0, mask, True, "bob\n")])
+        with pytest.raises(XgirError, match="holds a control character"):
+            store.replace(0, "bob\n", [])
+        assert len(store) == 1

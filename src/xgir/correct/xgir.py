@@ -54,7 +54,7 @@ from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree
 from xgir.explain.cwox import cwox
 from xgir.explain.gradcam import grad_cam
-from xgir.models.inference import model_device
+from xgir.models.inference import check_images, model_device
 from xgir.models.split import FeatureExtractor, split
 from xgir.train.features import extract_features, fit_head
 
@@ -281,6 +281,19 @@ def retrain_head(
     return fit_config_head(feats, y, num_classes, config), record
 
 
+def check_labels(labels: object, n: int, num_classes: int) -> None:
+    """XgirError unless ``labels`` is a long tensor [n] of class indices 0..num_classes-1."""
+    if not isinstance(labels, torch.Tensor) or labels.shape != (n,):
+        shape = tuple(getattr(labels, "shape", ())) or type(labels).__name__
+        raise XgirError(f"labels must be a tensor [N] = [{n}] of class indices, got {shape}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        kind = str(labels.dtype).removeprefix("torch.")
+        raise XgirError(f"labels must be whole class indices (torch.long), got {kind}")
+    if n and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+        raise XgirError(f"labels must lie in 0..{num_classes - 1} (the head's classes), got {int(labels.min())}.."
+                        f"{int(labels.max())}")
+
+
 def frozen_copy(model: nn.Module, head: str = "fc") -> tuple[nn.Module, FeatureExtractor, nn.Linear]:
     """A deep copy of ``model`` in eval mode with every parameter frozen, and its split."""
     new_model = copy.deepcopy(model).eval()
@@ -311,10 +324,12 @@ def xgir_retrain(
         features_h: the frozen features h of ``images`` (computed when None).
         data_mean: mean image float[C,H,W] (for ``empty="data-mean"``; computed when None).
     """
-    if support.shape != (images.shape[0], *images.shape[-2:]):
+    check_images(images, model, finite=True)
+    if not isinstance(support, torch.Tensor) or support.shape != (images.shape[0], *images.shape[-2:]):
         raise XgirError(f"support must be [N,H,W] = {(images.shape[0], *images.shape[-2:])}, "
-                        f"got {tuple(support.shape)}")
+                        f"got {tuple(getattr(support, 'shape', ())) or type(support).__name__}")
     new_model, features, linear = frozen_copy(model, head)
+    check_labels(labels, len(images), linear.out_features)
     device = model_device(new_model)
     h = features_h if features_h is not None else extract_features(features, images)
     if data_mean is None and empty_name(config.empty) == "data-mean":

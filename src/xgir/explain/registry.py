@@ -141,8 +141,10 @@ class _InEvalMode:
         return getattr(self.explainer, name)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
+        from xgir.models.inference import check_images
         from xgir.models.modes import eval_mode
 
+        check_images(x, model)
         with eval_mode(model):
             return self.explainer(model, x, targets)
 
