@@ -126,6 +126,22 @@ def test_class_folders_are_labelled_by_the_models_class_names(tmp_path, capsys, 
                  "--method", "saliency", "--out", str(tmp_path / "p"), "--quiet"]) == 0
 
 
+def test_correct_orders_source_folders_by_the_models_classes(tmp_path):
+    """xgir correct shares folder_labels: its label order follows the model's class names (not the
+    alphabet), and folders named 0..K-1 are taken in numeric order (not 0, 1, 10, 11, 2...)."""
+    from xgir.correct.pipeline import DataSection, _datasets
+
+    named = _noise_folder(tmp_path / "named", ["cat", "dog", "owl"], per_class=1)
+    data = DataSection(source_train=str(named), source_test=str(named), target_test=str(named), image_size=32)
+    src = _datasets(data, 3, "fc", ["owl", "cat", "dog"])["source_train"]
+    assert src.classes == ["owl", "cat", "dog"] and src.labels.tolist() == [0, 1, 2]
+    assert "owl" in str(src.files[0])
+    index = _noise_folder(tmp_path / "index", [str(i) for i in range(12)], per_class=1)
+    data = DataSection(source_train=str(index), source_test=str(index), target_test=str(index), image_size=32)
+    src = _datasets(data, 12, "fc", [str(i) for i in range(12)])["source_train"]
+    assert src.classes == [str(i) for i in range(12)]
+
+
 # ---- item 7: a damaged chunk is recomputed ---------------------------------------------------
 def _damage(path):
     data = path.read_bytes()
