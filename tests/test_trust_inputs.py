@@ -126,6 +126,29 @@ def test_class_folders_are_labelled_by_the_models_class_names(tmp_path, capsys, 
                  "--method", "saliency", "--out", str(tmp_path / "p"), "--quiet"]) == 0
 
 
+def test_the_app_labels_class_folders_by_the_models_classes(tmp_path, capsys, named_rgb):
+    import warnings
+
+    from xgir.app import build_state
+    from xgir.app.server import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    named = _noise_folder(tmp_path / "named", ["espresso", "tabby"])
+    state = build_state(str(named_rgb), str(named), tmp_path / "a.db", tmp_path / "a", eval_images=None)
+    assert state.images.labels.tolist() == [3, 3, 2, 2]
+    other = _noise_folder(tmp_path / "other", ["cat", "dog"])
+    capsys.readouterr()
+    state = build_state(str(named_rgb), str(other), tmp_path / "b.db", tmp_path / "b", eval_images=None)
+    assert "warning: --images: no true labels shown (class folders cat, dog do not name" in capsys.readouterr().err
+    with TestClient(create_app(state), base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/api/images", params={"mis": "1"}).json()["count"] == 0  # nothing marked misclassified
+        r = client.get("/api/images/0/explain.png", params={"target": "label"})
+        assert r.status_code == 400 and "class folders cat, dog do not name" in r.json()["error"]
+
+
 def test_correct_orders_source_folders_by_the_models_classes(tmp_path):
     """xgir correct shares folder_labels: its label order follows the model's class names (not the
     alphabet), and folders named 0..K-1 are taken in numeric order (not 0, 1, 10, 11, 2...)."""
