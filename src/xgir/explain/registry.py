@@ -59,6 +59,8 @@ class ExplainerInfo:
     sampler: bool = False  # draws random samples (seeded: same seed, same map)
     # the parameters that set the work (model evaluations, memory): the most a call may ask for
     limits: dict[str, int] = field(default_factory=dict)
+    # whole-number parameters whose least value is not 1 (counts and sizes are at least 1)
+    minimums: dict[str, int] = field(default_factory=dict)
 
     def load(self) -> Callable[..., Explainer]:
         if not isinstance(self.target, str):
@@ -104,7 +106,8 @@ EXPLAINERS: dict[str, ExplainerInfo] = {
         signed=True, sampler=True, limits={"n_samples": 100_000, "n_segments": 10_000, "batch_size": _BATCH}),
     "iassa": ExplainerInfo(
         "xgir.explain.iassa:IASSA", "IASSA: iterative attention-guided occlusion (--param iterations=)",
-        sampler=True, limits={"iterations": 1_000, "grid": 1024, "block_size": 65_536, "batch_size": _BATCH}),
+        sampler=True, limits={"iterations": 1_000, "grid": 1024, "block_size": 65_536, "batch_size": _BATCH},
+        minimums={"iterations": 0}),  # round 0 alone: the attention-free occlusion map
     "ganmex": ExplainerInfo(
         "xgir.explain.ganmex:GanmexExplainer",
         "GANMEX: one-vs-one attribution of the prediction against the next-ranked classes, from the "
@@ -209,8 +212,8 @@ def check_params(name: str, params: dict[str, Any], option: str = "") -> None:
             if key == "seed":
                 if not 0 <= value <= SEED_MAX:
                     raise XgirError(f"{where} takes a seed in 0..2**63-1")
-            elif (default is None or default >= 1) and value < 1:
-                raise XgirError(f"{where} must be at least 1{shown}")
+            elif value < info.minimums.get(key, 1 if default is None or default >= 1 else value):
+                raise XgirError(f"{where} must be at least {info.minimums.get(key, 1)}{shown}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise XgirError(f"{where} needs a finite number{shown}")
         if key in info.limits and value > info.limits[key]:
