@@ -14,7 +14,8 @@ its maps are:
   :mod:`xgir.explain.targets`), ``"cluster-contrast"`` (each target is contrasted with the
   other targets of the same image: CWOX's cluster level) or ``"foils"`` (GANMEX: the
   classes the prediction is contrasted with);
-- ``limits``: the largest value of each parameter that sets the work (``n_steps``, ``n_masks``...).
+- ``limits``: the largest value of each parameter that sets the work (``n_steps``, ``n_masks``...);
+  ``minimums``: the least value of a whole-number parameter where it is not 1.
 
 Every parameter is checked against its annotation and default (:func:`check_params`), the same
 way from Python, ``xgir explain --param`` and the app.
@@ -212,8 +213,10 @@ def check_params(name: str, params: dict[str, Any], option: str = "") -> None:
             if key == "seed":
                 if not 0 <= value <= SEED_MAX:
                     raise XgirError(f"{where} takes a seed in 0..2**63-1")
-            elif value < info.minimums.get(key, 1 if default is None or default >= 1 else value):
-                raise XgirError(f"{where} must be at least {info.minimums.get(key, 1)}{shown}")
+            else:
+                low = info.minimums.get(key, 1 if default is None or default >= 1 else None)
+                if low is not None and value < low:
+                    raise XgirError(f"{where} must be at least {low}{shown}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise XgirError(f"{where} needs a finite number{shown}")
         if key in info.limits and value > info.limits[key]:
