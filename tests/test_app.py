@@ -366,3 +366,84 @@ def test_image_specs(tmp_path):
         load_image_set(str(tmp_path / "*.jpg"), loaded)
     with pytest.raises(XgirError, match="unknown dataset or image file"):
         load_image_set("nope:train", loaded)
+
+
+# ---- issue 20, item 6: no 500, costs bounded, a read-only store, a quick restart ---------------
+def test_hostile_requests_are_4xx_with_one_line(client, state):
+    huge = "99999999999999999999"
+    assert "not a class index" in one_line_error(client.get(f"/api/images?cls={huge}"), 400)
+    r = client.get(f"/?cls={huge}", headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "Traceback" not in r.text
+    for query, message in (("method=ig&p.n_steps=-1", "p.n_steps=-1: ig must be at least 1"),
+                           ("method=ig&p.n_steps=.nan", "p.n_steps=nan: ig needs a whole number"),
+                           ("method=occlusion&p.stride=-1", "p.stride=-1: occlusion must be at least 1"),
+                           ("method=occlusion&p.window=0", "p.window=0: occlusion must be at least 1")):
+        assert message in one_line_error(client.get(f"/api/images/1/explain.png?{query}"), 400)
+    h, w = state.images.height, state.images.width
+    inf_mask = "[" + ",".join(["[" + ",".join(["1e400"] * w) + "]"] * h) + "]"
+    big_int_mask = "[" + ",".join(["[" + ",".join(["9" * 400] * w) + "]"] * h) + "]"
+    for mask in (inf_mask, big_int_mask):
+        assert "0 and 1" in one_line_error(client.post("/api/images/1/feedback",
+                                                       content='{"irrelevant": ' + mask + "}"), 400)
+    deep = "[" * 100_000 + "]" * 100_000
+    for url in ("/api/images/1/feedback", "/api/finetune"):
+        assert "nested too deeply" in one_line_error(client.post(url, content=deep), 400)
+    # an annotator name with a newline is not merged with the name alone
+    assert "annotator" in one_line_error(client.post("/api/images/1/feedback", json={"annotator": "bob\n"}), 400)
+
+
+def test_explanation_cost_is_bounded_as_on_the_cli(client):
+    start = time.perf_counter()
+    err = one_line_error(client.get("/api/images/2/explain.png?method=ig&p.n_steps=1000000000"), 400)
+    assert "p.n_steps=1000000000: ig takes at most 10000" in err and time.perf_counter() - start < 5
+    assert "the app takes at most 200 (4x the default 50)" in one_line_error(
+        client.get("/api/images/2/explain.png?method=ig&p.n_steps=201"), 400)
+    assert "window positions" in one_line_error(
+        client.get("/api/images/2/explain.png?method=occlusion&p.window=1&p.stride=1"), 400)
+    assert client.get("/api/images/2/explain.png?method=ig&p.n_steps=200").status_code == 200
+
+
+def test_a_read_only_feedback_store_refuses_saves_and_loses_nothing(state, monkeypatch):
+    import sqlite3
+
+    from xgir.app.server import create_app
+    from xgir.correct.feedback import store as store_module
+
+    good = np.zeros((state.images.height, state.images.width), int)
+    good[:3, :3] = 1
+    with TestClient(create_app(state), base_url=BASE) as c:
+        assert c.post("/api/images/5/feedback", json={"irrelevant": good.tolist()}).status_code == 200
+        before = c.get("/api/images/5/feedback").json()
+        connect = sqlite3.connect  # the store opened read-only, as a file without write permission is
+        monkeypatch.setattr(store_module.sqlite3, "connect",
+                            lambda path, **kw: connect(f"file:{path}?mode=ro", uri=True, **kw))
+        for i in (5, 6):
+            err = one_line_error(c.post(f"/api/images/{i}/feedback", json={"irrelevant": (1 - good).tolist()}), 400)
+            assert "is read-only" in err and "nothing was changed" in err
+        assert c.get("/api/images/5/feedback").json() == before
+
+
+def test_the_port_check_takes_a_port_in_time_wait():
+    """A restart right after Ctrl-C: the old server's connections leave the port in TIME_WAIT;
+    the check binds with SO_REUSEADDR, as uvicorn does, so the port is free again."""
+    import socket
+
+    from xgir.cli.webapp import _check_port
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+    server.close()
+    client.close()
+    with socket.socket() as plain:
+        try:
+            plain.bind(("127.0.0.1", port))
+            pytest.skip("no TIME_WAIT left on this system")
+        except OSError:
+            pass
+    _check_port("127.0.0.1", port)

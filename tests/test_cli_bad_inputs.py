@@ -78,7 +78,8 @@ def test_lime_single_superpixel_is_a_warning_naming_the_parameters(capsys):
     maps = LIME(n_samples=8, n_segments=1, progress=False)(model, torch.rand(2, 3, 32, 32), [0, 1])
     err = capsys.readouterr().err
     assert err.startswith("warning: LIME: SLIC found a single superpixel") and err.count("\n") == 1
-    assert "raise n_segments" in err and "lower compactness" in err
+    assert "raise n_segments (now 1) or compactness (now 10; higher gives regular superpixels)" in err
+    assert "--param compactness=100" in err
     assert torch.allclose(maps, maps.flatten(2)[..., :1, None].expand_as(maps) * 0 + maps[..., :1, :1])
 
 

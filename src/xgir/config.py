@@ -3,6 +3,7 @@ files become one clear line."""
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from xgir.errors import XgirError
 
 M = TypeVar("M", bound=BaseModel)
+
+SEED_MAX = 2**63 - 1  # torch's generators take a seed in 0..2**63-1
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """``seed`` if it is a whole number in 0..2**63-1 (what torch's generators take); one
+    XgirError line naming ``option`` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise XgirError(f"{option} must be a whole number in 0..2**63-1, got {seed!r}")
+    return seed
 
 
 class StrictModel(BaseModel):
@@ -38,6 +49,24 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     return f"{source}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    one without a word, so a setting would be silently dropped)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (line {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike, model: type[M]) -> M:
     """Read a YAML file into the pydantic ``model``; XgirError on any problem."""
     return validate_config(read_config(path, model), model, path)
@@ -58,7 +87,7 @@ def read_config(path: str | os.PathLike, model: type[BaseModel]) -> dict[str, An
     except OSError as err:
         raise XgirError(f"cannot read config {path}: {err.strerror or err}") from None
     try:
-        raw: Any = yaml.safe_load(text)
+        raw: Any = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         raise XgirError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if raw is None or raw == {}:

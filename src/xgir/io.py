@@ -108,18 +108,47 @@ def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise XgirError(f"{option} {out} is a file; give a folder for the results")
-    if out.is_dir() and any(out.iterdir()) and not _earlier_results(out):
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise XgirError(f"{option} {out} is the current folder (or one above it), which a run cannot replace; "
+                        "give a new folder for the results, e.g. runs/NAME")
+    try:
+        foreign = out.is_dir() and any(out.iterdir()) and not _earlier_results(out)
+    except OSError as err:
+        raise XgirError(f"{option} {out}: cannot read the folder ({err.strerror}); give a folder you can "
+                        "write") from None
+    if foreign:
         raise XgirError(f"{option} {out} is a folder that xgir did not write (no {RUN_MARKER} marker), and a "
                         "run replaces its output folder as a whole; give a new or empty folder")
-    parent = out.resolve().parent
-    probe = parent
+    _check_creatable(out.resolve().parent, out, option)  # run_folder writes beside out, then renames
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # resumable work is written inside it
+        raise XgirError(f"{option} {out}: no permission to write in it; give a folder you can write")
+    return out
+
+
+def check_writable_folder(out: str | os.PathLike, option: str = "--out") -> Path:
+    """Check before any work that files can be written into the folder ``out`` (it is a writable
+    folder, or one can be made there). Creates nothing; XgirError saying what is wrong otherwise."""
+    from xgir.errors import XgirError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise XgirError(f"{option} {out} is a file; give a folder")
+    _check_creatable(out.resolve(), out, option)
+    return out
+
+
+def _check_creatable(path: Path, out: Path, option: str) -> None:
+    """The nearest existing folder at or above ``path`` is a folder this process may write in."""
+    from xgir.errors import XgirError
+
+    probe = path
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise XgirError(f"{option} {out}: {probe} is a file, so the folder cannot be made")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise XgirError(f"{option} {out}: no permission to write in {probe}")
-    return out
 
 
 @contextlib.contextmanager

@@ -264,9 +264,31 @@ def plan_pass(dist: Dist, folder: Path, n: int, chunk: int, key: dict[str, Any],
         if not manifest.exists():
             write_json(manifest, {"key": key, "images": n, "chunk_images": chunk})
     dist.barrier()
-    n_chunks = (n + chunk - 1) // chunk
-    mine = range(dist.rank, n_chunks, dist.world)
-    return PassPlan(folder, n, chunk, [c for c in mine if not _chunk_path(folder, c).exists()])
+    plan = PassPlan(folder, n, chunk, [])
+    for c in range(dist.rank, plan.n_chunks, dist.world):
+        path = _chunk_path(folder, c)
+        if path.exists() and _read_chunk(path, plan.positions(c)) is None:
+            from xgir.errors import warn
+
+            warn(f"damaged chunk {path} removed; recomputing it")
+            path.unlink(missing_ok=True)
+        if not path.exists():
+            plan.todo.append(c)
+    return plan
+
+
+def _read_chunk(path: Path, pos: torch.Tensor) -> dict[str, Any] | None:
+    """The chunk at ``path`` (memory-mapped) without its span, or None when it cannot be read
+    (truncated, damaged, not a chunk) or holds other positions than ``pos``."""
+    try:
+        part = torch.load(path, weights_only=True, mmap=True)  # mapped: a merge makes the only copy
+    except Exception:  # noqa: BLE001 - any reader failure: the chunk is damaged
+        return None
+    if not isinstance(part, dict) or not isinstance(part.get("span"), torch.Tensor):
+        return None
+    if part.pop("span").tolist() != [int(pos[0]), int(pos[-1]) + 1]:
+        return None
+    return part
 
 
 def _batches(plan: PassPlan, indices: torch.Tensor, batch_size: int) -> Iterator[list[int]]:
@@ -339,10 +361,11 @@ def load_pass(plan: PassPlan) -> dict[str, Any]:
         path = _chunk_path(plan.folder, c)
         if not path.exists():
             raise XgirError(f"chunk {path} is missing; rerun (the run resumes from the chunks on disk)")
-        part = torch.load(path, weights_only=True, mmap=True)  # mapped: the merge makes the only copy
-        pos = plan.positions(c)
-        if part.pop("span").tolist() != [int(pos[0]), int(pos[-1]) + 1]:
-            raise XgirError(f"chunk {path} holds other images than expected; delete {plan.folder} and rerun")
+        part = _read_chunk(path, plan.positions(c))
+        if part is None:
+            path.unlink(missing_ok=True)
+            raise XgirError(f"chunk {path} was damaged and is removed; rerun to recompute it (the run resumes "
+                            "from the other chunks)")
         parts.append(part)
     return _merge(parts)
 

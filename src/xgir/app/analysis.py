@@ -30,6 +30,9 @@ PROPOSALS: ProposalSettings = {"mass": 0.8, "max_regions": 5, "n_segments": 40}
 # segmented in Lab (0..100), where skimage's usual 10 keeps segments compact
 COMPACTNESS = {1: 0.1, 3: 10.0}
 HIDDEN = {"cwox"}  # registered explainers shown elsewhere on the page
+# one explanation holds the shared model: a request asks for at most this many times the default
+# work of its explainer (its ExplainerInfo.limits parameters; occlusion: window positions)
+APP_COST = 4
 
 
 def target_class(state: AppState, image_id: int, target: str | int | None) -> int:
@@ -39,7 +42,8 @@ def target_class(state: AppState, image_id: int, target: str | int | None) -> in
     if target == "label":
         y = state.label(image_id)
         if y is None:
-            raise XgirError("this image has no known label; use target=pred or a class index")
+            why = f" ({state.images.no_labels})" if state.images.no_labels else ""
+            raise XgirError(f"this image has no known label{why}; use target=pred or a class index")
         return y
     try:
         c = int(target)
@@ -77,12 +81,40 @@ def explainer_menu() -> list[dict[str, Any]]:
     return menu
 
 
+def check_cost(method: str, params: dict[str, Any], height: int, width: int) -> None:
+    """XgirError (one line naming ``p.NAME``) for parameters that set more than :data:`APP_COST`
+    times the default work of ``method`` on an image of height x width pixels."""
+    from xgir.explain.gradient import Occlusion
+    from xgir.explain.registry import explainer_info
+
+    info = explainer_info(method)
+    signature = inspect.signature(info.load()).parameters
+    hint = "; xgir explain takes more"
+    for key in info.limits:
+        default, value = signature[key].default, params.get(key)
+        if isinstance(value, int) and isinstance(default, int) and value > APP_COST * default:
+            raise XgirError(f"p.{key}={value}: the app takes at most {APP_COST * default} ({APP_COST}x the "
+                            f"default {default}), so that one explanation does not hold the model{hint}")
+    if method == "occlusion":
+        asked = Occlusion(window=params.get("window"), stride=params.get("stride")).geometry(height, width)[2]
+        usual = Occlusion().geometry(height, width)[2]
+        if asked > APP_COST * usual:
+            raise XgirError(f"p.window / p.stride: {asked} window positions, and the app takes at most "
+                            f"{APP_COST * usual} ({APP_COST}x the default's); raise stride or window{hint}")
+
+
 def explain(state: AppState, image_id: int, method: str, target: int, params: dict[str, Any]) -> torch.Tensor:
-    """Map float[H,W] of a registered explainer (``gradcam`` at the app's layer by default)."""
+    """Map float[H,W] of a registered explainer (``gradcam`` at the app's layer by default);
+    parameters checked as everywhere (:func:`xgir.explain.registry.check_params`) and for cost
+    (:func:`check_cost`)."""
     from xgir.explain import get_explainer
+    from xgir.explain.registry import canonical_params, check_params
 
     if method == "gradcam" and "layer" not in params:
         params = {**params, "layer": state.deep_layer}
+    params = canonical_params(method, params)
+    check_params(method, params, "p.")
+    check_cost(method, params, state.images.height, state.images.width)
     explainer = get_explainer(method, **params)
     x = state.images.images[image_id : image_id + 1]
     with state.model_lock, mean_network(state.loaded.model) as model:

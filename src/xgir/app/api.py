@@ -17,7 +17,7 @@ from xgir.app.state import AppState
 from xgir.correct.feedback import FeedbackRecord
 from xgir.errors import XgirError
 
-NAME = re.compile(r"^[\w .@-]{1,64}$")
+NAME = re.compile(r"[\w .@-]{1,64}")  # an annotator's name (fullmatch: no newline or control character)
 
 
 def state_of(request: Request) -> AppState:
@@ -49,7 +49,7 @@ def select(state: AppState, cls: str = "", mis: str = "", sort: str = "id") -> l
     ids = torch.arange(len(state.images))
     keep = torch.ones(len(ids), dtype=torch.bool)
     if cls not in ("", None):
-        c = int(cls)
+        c = _class_index(state, cls)
         keep &= (state.preds.pred == c) | (state.images.labels == c)
     if mis in ("1", "true", "on"):
         keep &= (state.images.labels >= 0) & (state.preds.pred != state.images.labels)
@@ -61,6 +61,16 @@ def select(state: AppState, cls: str = "", mis: str = "", sort: str = "id") -> l
     elif sort != "id":
         raise XgirError(f"sort must be id, uncertainty or confidence, got '{sort}'")
     return ids.tolist()
+
+
+def _class_index(state: AppState, cls: str) -> int:
+    try:
+        c = int(cls)
+    except ValueError:
+        raise XgirError(f"cls must be a class index, got '{cls[:40]}'") from None
+    if not 0 <= c < len(state.classes):
+        raise XgirError(f"cls {str(c)[:40]} is not a class index 0..{len(state.classes) - 1}")
+    return c
 
 
 def list_images(request: Request) -> JSONResponse:
@@ -196,7 +206,7 @@ def parse_mask(value: Any, h: int, w: int, what: str) -> np.ndarray:
                         f"got {rows} rows")
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise XgirError(f"'{what}' must hold only the numbers 0 and 1") from None
     if not np.isin(arr, (0, 1)).all():
         raise XgirError(f"'{what}' must hold only the numbers 0 and 1")
@@ -210,8 +220,9 @@ def save_feedback_sync(state: AppState, i: int, body: Any) -> dict[str, Any]:
     if unknown:
         raise XgirError(f"unknown field(s) {', '.join(unknown)}; send irrelevant, relevant, annotator")
     annotator = body.get("annotator") or state.annotator
-    if not isinstance(annotator, str) or not NAME.match(annotator):
+    if not isinstance(annotator, str) or not NAME.fullmatch(annotator) or not annotator.strip():
         raise XgirError("annotator must be a name of 1-64 letters, digits, spaces or . @ - _")
+    annotator = annotator.strip()  # as the store keeps it (the answer names it)
     h, w = state.images.height, state.images.width
     irr = parse_mask(body.get("irrelevant"), h, w, "irrelevant")
     rel = parse_mask(body.get("relevant"), h, w, "relevant") & ~irr
@@ -234,6 +245,8 @@ async def read_json(request: Request) -> Any:
         return json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError):
         raise XgirError("the body is not valid JSON") from None
+    except RecursionError:
+        raise XgirError("the body is JSON nested too deeply; send a flat object") from None
 
 
 async def post_feedback(request: Request) -> JSONResponse:

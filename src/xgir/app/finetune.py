@@ -63,7 +63,8 @@ def validate(state: AppState, params: Any) -> dict[str, Any]:
     if method == "bayes" and not (is_bayesian(state.loaded.model) and hasattr(state.loaded.model, "last_conv")):
         raise XgirError("Bayesian feedback fine-tuning needs a Bayesian CNN (BayesLeNet); use method=guidance")
     if bool((state.images.labels < 0).any()):
-        raise XgirError("fine-tuning needs the true labels of the images; open a labelled image set")
+        why = f" ({state.images.no_labels})" if state.images.no_labels else ""
+        raise XgirError(f"fine-tuning needs the true labels of the images{why}; open a labelled image set")
     with state.store() as store:
         _, has = store.feedback_masks()
     if not bool(has.any()):

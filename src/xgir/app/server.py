@@ -80,7 +80,7 @@ def routes() -> list[Any]:
 def create_app(state: AppState, hosts: tuple[str, ...] | None = LOCAL_HOSTS, max_body: int = MAX_BODY) -> Guard:
     """The ASGI app serving ``state``; only requests naming one of ``hosts`` are answered (None: any)."""
     app = Starlette(routes=routes(), exception_handlers={
-        XgirError: on_user_error, ValueError: on_user_error, LookupError: on_lookup,
+        XgirError: on_user_error, ValueError: on_user_error, OverflowError: on_user_error, LookupError: on_lookup,
         HTTPException: on_http, Exception: on_crash})
     app.state.xgir = state
     return Guard(app, hosts, max_body)

@@ -8,6 +8,7 @@ request (one SQLite connection each), so concurrent saves are serialised by SQLi
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -112,6 +113,11 @@ class AppState:
         self.cache = Cache()
         with FeedbackStore(self.feedback_path, len(images), images.height, images.width):
             pass  # create it, or check that an existing store fits these images
+        if not os.access(self.feedback_path, os.W_OK) or not os.access(self.feedback_path.parent, os.W_OK):
+            from xgir.errors import warn
+
+            warn(f"feedback store {self.feedback_path} is read-only: browsing works, saving feedback will be "
+                 "refused (nothing stored is lost)")
         with self.model_lock:
             self.preds = predict(loaded.model, images.images, samples)
             self.deep_layer, self.shallow_layer = default_layers(loaded, images.images[:1])

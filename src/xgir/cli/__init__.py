@@ -7,6 +7,7 @@ stderr and exit status 2, with no traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
 import sys
@@ -49,7 +50,16 @@ def user_error_message(err: BaseException) -> str | None:
         return f"{err.filename or err} is a directory; give a file"
     if isinstance(err, FileNotFoundError):
         return f"file not found: {err.filename or err}"
+    if isinstance(err, PermissionError):
+        return f"no permission to use {err.filename or err} ({err.strerror}); check its permissions or give " \
+               "another path"
+    if isinstance(err, OSError) and err.errno in _FILE_SYSTEM_ERRORS:
+        return f"{err.filename or 'a file'}: {err.strerror}; give another path (or make room on a full disk)"
     return None
+
+
+# errors of the file system rather than of xgir: read-only, full, over quota, a symlink loop
+_FILE_SYSTEM_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ELOOP, errno.ENAMETOOLONG}
 
 
 INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)

@@ -52,6 +52,10 @@ def register(app: typer.Typer) -> None:
             raise XgirError(f"--seeds must be comma-separated integers, got '{seeds}'") from None
         if not seed_list:
             raise XgirError("--seeds is empty; give at least one seed, e.g. --seeds 0 or --seeds 0,1,2")
+        from xgir.config import check_seed
+
+        for s in seed_list:
+            check_seed(s, "each of --seeds")
         suite = get_suite(name)
         extra = {}
         if device != "cpu":

@@ -51,6 +51,9 @@ def register(app: typer.Typer) -> None:
 
         if not 1 <= n <= MAX_PREVIEW:
             raise XgirError(f"--n must be between 1 and {MAX_PREVIEW}, got {n}")
+        from xgir.config import check_seed
+
+        check_seed(seed)
         base = name.partition(":")[0]
         spec = f"{base}:{split}" if split and base in DATASETS else name
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in base.strip("/.") or "images")

@@ -76,8 +76,10 @@ def register(app: typer.Typer) -> None:
         source, target and worst-group accuracy and writes report.md with figures. Then the
         built-in ImageNet model on the bundled photos: top-5 and CWOX figures in the report."""
         from xgir.bench import xgir_two_stage
+        from xgir.config import check_seed
         from xgir.io import run_folder, write_text
 
+        check_seed(seed)
         with run_folder(out) as tmp:  # the outputs as a set
             xgir_two_stage.run(tmp, [seed])
             if real:

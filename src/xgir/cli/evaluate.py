@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+DEFAULT_N = 64  # images scored when --n is not given (fewer when the split holds fewer)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
@@ -22,7 +24,8 @@ def register(app: typer.Typer) -> None:
         explainer: list[str] = typer.Option(..., "--explainer", help="explainer name (repeatable)"),
         out: Path = typer.Option(..., "--out", help="results folder"),
         seed: int = typer.Option(0, help="dataset seed and seed of the image subset"),
-        n: int = typer.Option(64, help="number of images to explain"),
+        n: int = typer.Option(None, help="number of images to explain, drawn at random (default: up to 64); "
+                              "more than there are is an error"),
         layer: str = typer.Option(None, help="layer for explainers that take one (e.g. Grad-CAM)"),
         targets: str = typer.Option("label", help="explain the 'label' or the 'predicted' class"),
         step: int = typer.Option(None, help="deletion/insertion pixels per step (default ~1%)"),
@@ -32,7 +35,8 @@ def register(app: typer.Typer) -> None:
         """Explain N images with each explainer; write EPG, IoU, pointing game, irrelevant
         overlap and deletion/insertion AUC to OUT/metrics.json and OUT/report.md."""
         from xgir.cli.explain import _image_spec
-        from xgir.data.images import load_images, open_images
+        from xgir.config import check_seed
+        from xgir.data.images import check_n, load_images, open_images
         from xgir.errors import XgirError
         from xgir.explain.registry import available_explainers, get_explainer
         from xgir.io import check_output_folder, run_folder
@@ -41,8 +45,9 @@ def register(app: typer.Typer) -> None:
         from xgir.models import get_module, load_model
         from xgir.models.inference import resolve_device
 
-        if n < 1:
+        if n is not None and n < 1:
             raise XgirError(f"--n must be at least 1, got {n}")
+        check_seed(seed)
         if targets not in ("label", "predicted"):
             raise XgirError(f"--targets must be 'label' or 'predicted', got '{targets}'")
         resolve_device(device)
@@ -56,9 +61,11 @@ def register(app: typer.Typer) -> None:
         lazy = open_images(spec, loaded.preprocess)
         indices = None
         if lazy is None:
-            dataset = load_images(spec, loaded.preprocess, seed=seed)
+            dataset = load_images(spec, loaded.preprocess, seed=seed, model_classes=loaded.classes)
+            count = check_n(n, len(dataset), dataset.name or str(spec), limit=DEFAULT_N)
         elif lazy.has_masks:  # a folder: only the n images scored are read
-            indices = subset_indices(len(lazy), n, seed)
+            count = check_n(n, len(lazy), str(spec), limit=DEFAULT_N)
+            indices = subset_indices(len(lazy), count, seed)
             dataset = lazy.take(indices)
         else:
             raise no_masks
@@ -84,7 +91,7 @@ def register(app: typer.Typer) -> None:
                 dataset,
                 built,
                 targets=targets,
-                n=n,
+                n=count,
                 out_dir=tmp,
                 seed=seed,
                 step=step,

@@ -38,7 +38,11 @@ def parse_params(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise XgirError(f"--param expects KEY=VALUE, got '{item}'")
         key, value = item.split("=", 1)
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise XgirError(f"--param {item}: cannot read the value (a number, a name, true/false or "
+                            "a [list])") from None
     return params
 
 
@@ -94,35 +98,6 @@ def _sharded_maps(dist: Any, explainer: Any, model: torch.nn.Module, x_all: torc
 DEFAULT_N = 16
 
 
-def check_params(method: str, params: dict[str, Any]) -> None:
-    """Type and range checks of ``--param`` values against the explainer's defaults: an int
-    parameter takes a whole number (counts and sizes >= 1), a float one a finite number."""
-    import inspect
-    import math
-
-    from xgir.explain.registry import EXPLAINERS
-
-    if method not in EXPLAINERS:
-        return
-    factory = EXPLAINERS[method].load()
-    for key, value in params.items():
-        sig = inspect.signature(factory).parameters.get(key)
-        if sig is None or sig.default is inspect.Parameter.empty or sig.default is None:
-            continue
-        default = sig.default
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise XgirError(f"--param {key}={value!r}: {method} needs true or false")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise XgirError(f"--param {key}={value!r}: {method} needs a whole number (default {default})")
-            if key != "seed" and default >= 1 and value < 1:
-                raise XgirError(f"--param {key}={value}: must be at least 1 (default {default})")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise XgirError(f"--param {key}={value!r}: {method} needs a finite number (default {default})")
-
-
 def _image_spec(images: str | list[str] | None, data: str | None, split: str) -> str | list[str]:
     if images and data:
         raise XgirError("give --images or --data/--split, not both (--data NAME --split S is --images NAME:S)")
@@ -141,7 +116,7 @@ def run_explain(
     target: str = "pred", tree: Path | None = None, level: float | None = None, tree_images: int = 1000,
     params: dict[str, Any] | None = None, batch_size: int = 16, device: str = "cpu",
     progress: bool = True, images: str | list[str] | None = None, tree_source: str = "auto",
-    chunk_images: int = 256, weights: str | Path | None = None,
+    chunk_images: int = 256, weights: str | Path | None = None, class_folders: str = "names",
 ) -> list[Path]:
     """Explain images with ``method``; returns the written files.
 
@@ -156,6 +131,8 @@ def run_explain(
             weight vectors, data-free) or ``auto`` (images for embedded datasets, else head).
         chunk_images: under ``torchrun``: images per resumable chunk (rounded up to a whole
             number of batches), written under ``out/passes`` and shared out over the processes.
+        class_folders: how a class folder's folders name the model's classes: ``names`` or
+            ``index`` (:func:`xgir.data.images.folder_labels`).
 
     Under ``torchrun --nproc_per_node=N`` (not for cwox) every process reads the images and
     explains its chunks (logits, targets and maps of each batch); rank 0 gathers them in
@@ -164,7 +141,7 @@ def run_explain(
     """
     from xgir.data.images import is_embedded, load_images
     from xgir.explain import get_explainer
-    from xgir.explain.registry import EXPLAINERS, canonical_params, explainer_info
+    from xgir.explain.registry import EXPLAINERS, canonical_params, check_params, explainer_info
     from xgir.io import check_output_folder, fingerprint, mark_run_folder, run_folder
     from xgir.models import get_module, load_model
     from xgir.models.inference import resolve_device
@@ -184,10 +161,16 @@ def run_explain(
         raise XgirError(f"--tree-source must be auto, images or head, got '{tree_source}'")
     if level is not None and not 0.0 <= level <= 1.0:
         raise XgirError(f"--level is a cut distance in [0, 1], got {level}")
+    from xgir.config import check_seed
+
+    check_seed(seed)
+    if class_folders not in ("names", "index"):
+        raise XgirError(f"--class-folders must be names or index, got '{class_folders}'")
     dev = resolve_device(device)
     check_output_folder(out, "--out")
     params = dict(params or {})
-    check_params(method, params)
+    if method in EXPLAINERS:
+        check_params(method, canonical_params(method, params), "--param ")
     spec = _image_spec(images, data, split)
     if method == "cwox" and launched_world() > 1:
         raise XgirError("--method cwox runs on one process (its confusion tree needs every image first); "
@@ -202,7 +185,8 @@ def run_explain(
                 get_module(model, name)  # unknown names fail here, listing the valid ones
         layer = layer or (loaded.layer or "")
         shallow_layer = shallow_layer or (loaded.shallow_layer or "")
-        ds = load_images(spec, loaded.preprocess, n=n, seed=seed, limit=DEFAULT_N)
+        ds = load_images(spec, loaded.preprocess, n=n, seed=seed, limit=DEFAULT_N, model_classes=loaded.classes,
+                         class_folders=class_folders)  # type: ignore[arg-type]  # checked above
         n = len(ds)
         x_all, labels = ds.images, ds.labels
         try:  # under torchrun each rank predicts its own chunks; here the first image shows the classes
@@ -216,7 +200,8 @@ def run_explain(
         names = loaded.classes if len(loaded.classes) == k else (
             ds.classes if len(ds.classes) == k else [str(c) for c in range(k)])
         if target == "label" and bool((labels < 0).any()):
-            raise XgirError("these images have no labels; use --target pred or topK (e.g. top5)")
+            why = f" ({ds.no_labels})" if ds.no_labels else ""
+            raise XgirError(f"these images have no labels{why}; use --target pred or topK (e.g. top5)")
         if dist.is_main:
             mark_run_folder(out)
         batches = range(0, n, batch_size)
@@ -335,6 +320,8 @@ def register(app: typer.Typer) -> None:
                                    "process)"),
         chunk_images: int = typer.Option(256, help="under torchrun: images per resumable chunk (out/passes), "
                                          "shared out over the processes"),
+        class_folders: str = typer.Option("names", help="a class folder's labels: folders named as the model's "
+                                          "classes (names; ImageNet synsets too) or by class index 0..K-1 (index)"),
         quiet: bool = typer.Option(False, help="no progress bar"),
     ) -> None:
         """Explain a classifier on images: heatmap overlays (PNG) and raw maps (.npy). Under
@@ -350,6 +337,6 @@ def register(app: typer.Typer) -> None:
                                   tree_images=tree_images, params=parse_params(param), batch_size=batch_size,
                                   device=device, images=list(images) + list(more_images or []) or None,
                                   tree_source=tree_source, chunk_images=chunk_images, progress=not quiet,
-                                  weights=weights)
+                                  weights=weights, class_folders=class_folders)
         if written:  # under torchrun: rank 0 alone writes
             typer.echo(f"wrote {len(written)} files to {out}")

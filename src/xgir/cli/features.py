@@ -50,6 +50,7 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
     from xgir.io import fingerprint, torch_save
     from xgir.models import load_model, split
     from xgir.models.inference import resolve_device
+    from xgir.resources import cap_workers
     from xgir.sharded import init_dist, load_pass
     from xgir.train.features import PooledLayer, features_pass, images_fingerprint
 
@@ -58,8 +59,7 @@ def run_features(model_spec: str, images: str | list[str], out: Path, *, layer: 
     for name, value in (("--batch-size", batch_size), ("--chunk-images", chunk_images), ("--n", n)):
         if value is not None and value < 1:
             raise XgirError(f"{name} must be at least 1, got {value}")
-    if workers < 0:
-        raise XgirError(f"--workers must be 0 or more, got {workers}")
+    workers = cap_workers(workers)
     out = Path(out)
     if out.suffix != ".pt":
         raise XgirError(f"--out {out}: give a .pt file name (the features are one torch file)")

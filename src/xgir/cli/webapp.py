@@ -17,6 +17,8 @@ def _check_port(host: str, port: int) -> None:
         raise XgirError(f"--port must be in 0..65535, got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        # as uvicorn binds: a port left in TIME_WAIT by an app just stopped is free to take again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as err:
@@ -42,6 +44,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="seed of an embedded dataset's draw"),
         host: str = typer.Option("127.0.0.1", help="address to bind (local only by default)"),
         port: int = typer.Option(8000, help="port"),
+        class_folders: str = typer.Option("names", help="a class folder's labels: folders named as the model's "
+                                          "classes (names; ImageNet synsets too) or by class index 0..K-1 (index)"),
     ) -> None:
         """Browse predictions and explanations, annotate irrelevant regions, fine-tune on the feedback."""
         import uvicorn
@@ -51,7 +55,8 @@ def register(app: typer.Typer) -> None:
 
         _check_port(host, port)
         ev = None if eval_images == "none" else eval_images
-        state = build_state(model, images, feedback, out, n, ev, eval_n, samples, seed, weights=weights)
+        state = build_state(model, images, feedback, out, n, ev, eval_n, samples, seed, weights=weights,
+                            class_folders=class_folders)
         hosts = None if host in ("0.0.0.0", "::") else tuple(dict.fromkeys(LOCAL_HOSTS + (host,)))
         if host not in LOCAL_HOSTS:
             typer.echo(f"warning: listening on {host}: anyone who can reach it can use the app and its files", err=True)

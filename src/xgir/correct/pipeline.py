@@ -47,6 +47,7 @@ from xgir.models.accuracy import accuracy_from_predictions
 from xgir.models.inference import resolve_device
 from xgir.models.load import attach_normalization, import_factory, load_weights
 from xgir.models.split import get_module, split
+from xgir.resources import cap_workers, check_memory
 from xgir.sharded import Dist, init_dist
 
 SPLITS = ("source_train", "source_test", "target_val", "target_test")
@@ -55,12 +56,12 @@ __all__ = ["DataSection", "MaxImages", "ModelSection", "NormalizeSection", "XGIR
 
 
 # ---- model --------------------------------------------------------------------------------
-def resolve_model(section: ModelSection) -> tuple[nn.Module, ModelSection]:
-    """The model (eval mode, frozen) and the section with its head and layers filled in from
-    the loaded model (``spec``) or the factory defaults. One line listing the model's layers
-    when a named layer does not exist."""
+def resolve_model(section: ModelSection) -> tuple[nn.Module, ModelSection, list[str]]:
+    """The model (eval mode, frozen), the section with its head and layers filled in from the
+    loaded model (``spec``) or the factory defaults, and the model's class names (``spec``; none
+    for a factory). One line listing the model's layers when a named layer does not exist."""
     if section.spec is None:
-        return build_user_model(section), section
+        return build_user_model(section), section, []
     from xgir.models.load import load_model
 
     loaded = load_model(section.spec, weights=section.weights, kwargs=section.kwargs)
@@ -71,7 +72,7 @@ def resolve_model(section: ModelSection) -> tuple[nn.Module, ModelSection]:
     })
     if not filled.deep_layer:
         raise XgirError(f"model.spec '{section.spec}' has no default Grad-CAM layer; set model.deep_layer")
-    return loaded.model, filled
+    return loaded.model, filled, list(loaded.classes)
 
 
 def build_user_model(section: ModelSection) -> nn.Module:
@@ -102,17 +103,37 @@ def _cap(data: DataSection, split_name: str) -> int | None:
     return getattr(data.max_images, split_name)
 
 
-def _datasets(data: DataSection, num_classes: int, head: str) -> dict[str, LazyImageDataset]:
-    """The folders of every given split, with one class list so labels agree; the class
-    folders of every split must match that list (see :func:`check_class_folders`). A split
-    may be a Waterbirds ``ROOT:SPLIT`` (:mod:`xgir.data.waterbirds`): classes landbird, waterbird."""
+def _model_order(root: str, model_classes: list[str]) -> list[str] | None:
+    """The class folders of ``root`` in the order of the model's classes when they name all of
+    them (:func:`xgir.data.images.folder_labels`: names, ImageNet synsets, indices), else None."""
+    from xgir.data.images import folder_labels
+
+    path = Path(root)
+    if not model_classes or not path.is_dir():
+        return None
+    found = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        order = folder_labels(found, model_classes)
+    except XgirError:
+        return None
+    return [f for _, f in sorted(zip(order, found, strict=True))] if sorted(order) == list(range(len(found))) else None
+
+
+def _datasets(data: DataSection, num_classes: int, head: str,
+              model_classes: list[str] | None = None) -> dict[str, LazyImageDataset]:
+    """The folders of every given split, with one class list so labels agree: ``data.classes``,
+    else the source folders in the order of the model's classes when they name them all
+    (``model_classes``), else sorted. The class folders of every split must match that list
+    (see :func:`check_class_folders`). A split may be a Waterbirds ``ROOT:SPLIT``
+    (:mod:`xgir.data.waterbirds`): classes landbird, waterbird."""
     def folder(key: str, classes: list[str] | None, hint: str) -> LazyImageDataset:
         ds = open_split(getattr(data, key), key, Preprocess(data.image_size, fit=data.fit), classes, hint)
         assert isinstance(ds, LazyImageDataset)  # a folder or a Waterbirds split (else open_split's error)
         check_class_counts(ds, key, required=key == "source_train")
         return ds
 
-    src = folder("source_train", data.classes, "data.classes lists the class folders in label order")
+    order = data.classes if data.classes is not None else _model_order(data.source_train, model_classes or [])
+    src = folder("source_train", order, "data.classes lists the class folders in label order")
     classes = src.classes
     if len(classes) != num_classes:
         raise XgirError(f"the model's head '{head}' has {num_classes} outputs but source_train has "
@@ -154,6 +175,10 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, *, progress: bool = True) -> dict[str,
     """
     start = time.time()
     check_output_folder(cfg.out, "out")  # before any work
+    d = cfg.data
+    check_memory(2 * 4 * 3 * d.image_size ** 2 * d.batch_size, f"a batch of {d.batch_size} images at "
+                 f"data.image_size {d.image_size}", "lower data.image_size or data.batch_size")
+    cfg = cfg.model_copy(update={"data": d.model_copy(update={"workers": cap_workers(d.workers, "data.workers")})})
     xcfg = cfg.xgir
     device = resolve_device(cfg.device, "device:", allow_auto=True)
     dist = init_dist(device)  # one process, or this rank of torchrun's group
@@ -164,7 +189,7 @@ def run_xgir_pipeline(cfg: XGIRRunConfig, *, progress: bool = True) -> dict[str,
 def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progress: bool) -> dict[str, Any]:
     out = Path(cfg.out)
     device = dist.device
-    inner, model_section = resolve_model(cfg.model)
+    inner, model_section, model_classes = resolve_model(cfg.model)
     cfg = cfg.model_copy(update={"model": model_section})
     head_name, deep_layer = cfg.model.head, cfg.model.deep_layer
     assert head_name is not None and deep_layer is not None  # resolve_model fills them in
@@ -189,7 +214,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     features, linear = split(model, head_name)
     deep, shallow = deep_layer, cfg.model.shallow_layer or None
 
-    datasets = _datasets(cfg.data, num_classes, head_name)
+    datasets = _datasets(cfg.data, num_classes, head_name, model_classes or [str(i) for i in range(num_classes)])
     idx = {k: _indices(ds, _cap(cfg.data, k), xcfg.seed) for k, ds in datasets.items()}
 
     # the passes over every split (sharded over torchrun's ranks, resumable; see correct/passes.py)

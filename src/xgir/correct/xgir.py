@@ -34,6 +34,7 @@ Images whose heatmap has no positive mass (empty support) keep their features
 from __future__ import annotations
 
 import copy
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ from xgir.errors import XgirError
 from xgir.explain.clusters import ConfusionTree
 from xgir.explain.cwox import cwox
 from xgir.explain.gradcam import grad_cam
-from xgir.models.inference import model_device
+from xgir.models.inference import check_images, model_device
 from xgir.models.split import FeatureExtractor, split
 from xgir.train.features import extract_features, fit_head
 
@@ -63,6 +64,8 @@ def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1:
     bool[N,H,W]. A map with no positive mass gives an empty support."""
     if heatmaps.ndim != 3:
         raise XgirError(f"heatmaps must be [N,h,w], got shape {tuple(heatmaps.shape)}")
+    if isinstance(delta1, bool) or not isinstance(delta1, numbers.Real) or not 0 <= delta1 < 1:
+        raise XgirError(f"delta1 is a share of the map's peak in [0, 1), got {delta1!r}")
     if torch.isnan(heatmaps).any():
         raise XgirError("heatmaps contain NaN")
     e = heatmaps.float()
@@ -261,6 +264,10 @@ def xgir_training_set(
 
     if h.shape != r.shape:
         raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
+    from xgir.resources import check_memory
+
+    check_memory(3 * 4 * (config.draws + 1) * h.numel(), f"{config.draws} draws of {h.shape[0]} images' features",
+                 "lower draws")
     if uses_variant(config):
         return variant_training_set(h, r, labels, config, empty_support, support_fraction)
     delta2 = delta2_per_unit(r, config)
@@ -295,6 +302,19 @@ def retrain_head(
     return fit_config_head(feats, y, num_classes, config), record
 
 
+def check_labels(labels: object, n: int, num_classes: int) -> None:
+    """XgirError unless ``labels`` is a long tensor [n] of class indices 0..num_classes-1."""
+    if not isinstance(labels, torch.Tensor) or labels.shape != (n,):
+        shape = tuple(getattr(labels, "shape", ())) or type(labels).__name__
+        raise XgirError(f"labels must be a tensor [N] = [{n}] of class indices, got {shape}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        kind = str(labels.dtype).removeprefix("torch.")
+        raise XgirError(f"labels must be whole class indices (torch.long), got {kind}")
+    if n and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+        raise XgirError(f"labels must lie in 0..{num_classes - 1} (the head's classes), got {int(labels.min())}.."
+                        f"{int(labels.max())}")
+
+
 def frozen_copy(model: nn.Module, head: str = "fc") -> tuple[nn.Module, FeatureExtractor, nn.Linear]:
     """A deep copy of ``model`` in eval mode with every parameter frozen, and its split."""
     new_model = copy.deepcopy(model).eval()
@@ -325,10 +345,12 @@ def xgir_retrain(
         features_h: the frozen features h of ``images`` (computed when None).
         data_mean: mean image float[C,H,W] (for ``empty="data-mean"``; computed when None).
     """
-    if support.shape != (images.shape[0], *images.shape[-2:]):
+    check_images(images, model, finite=True)
+    if not isinstance(support, torch.Tensor) or support.shape != (images.shape[0], *images.shape[-2:]):
         raise XgirError(f"support must be [N,H,W] = {(images.shape[0], *images.shape[-2:])}, "
-                        f"got {tuple(support.shape)}")
+                        f"got {tuple(getattr(support, 'shape', ())) or type(support).__name__}")
     new_model, features, linear = frozen_copy(model, head)
+    check_labels(labels, len(images), linear.out_features)
     device = model_device(new_model)
     h = features_h if features_h is not None else extract_features(features, images)
     if data_mean is None and empty_name(config.empty) == "data-mean":

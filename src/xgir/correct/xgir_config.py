@@ -82,7 +82,9 @@ class XGIRConfig:
         _number(self, "weight_decay", 0, None)
         for name in ("draws", "head_epochs", "batch_size"):
             _integer(self, name, 1)
-        _integer(self, "seed", 0)
+        from xgir.config import check_seed
+
+        check_seed(self.seed, "seed")
         from xgir.correct.xgir_variants import validate_variant_fields
 
         validate_variant_fields(self)

@@ -71,7 +71,33 @@ def load_dataset(name: str, split: str, seed: int = 0, **params: object) -> Imag
             f"valid: {', '.join(accepted)}"
         )
     _check_params(name, builder, params)
+    _check_size(name, builder, split, seed, params)
     return builder(split=split, seed=seed, **params)
+
+
+LARGEST_SPLIT = 20_000  # images in the largest split an embedded dataset builds by default
+
+
+def _check_size(name: str, builder: Callable[..., ImageDataset], split: str, seed: int,
+                params: dict[str, object]) -> None:
+    """The split must fit in memory (XgirError before building it otherwise): a bound from 3
+    channels at ``size`` pixels first (``n`` images, or :data:`LARGEST_SPLIT`), and when that is
+    too much, the bytes of one image (with its masks and extras) built to measure them."""
+    from xgir.resources import MEMORY_SHARE, check_memory, machine_memory
+
+    default = inspect.signature(builder).parameters.get("size")
+    size = params.get("size", default.default if default is not None else 32)
+    per_image = 2 * 4 * 3 * (size if isinstance(size, int) else 32) ** 2  # images and masks, float32
+    check_memory(per_image, f"dataset '{name}' at size {size}", "lower size")
+    given = params.get("n")
+    n = given if isinstance(given, int) else LARGEST_SPLIT
+    if n * per_image <= MEMORY_SHARE * machine_memory():
+        return
+    one = builder(split=split, seed=seed, **{**params, "n": 1})
+    tensors = [one.images, one.labels, *(t for t in (one.masks, one.groups) if t is not None), *one.extras.values()]
+    per_image = 2 * sum(t.numel() * t.element_size() for t in tensors)  # a copy while building
+    what = f"dataset '{name}' with n={n}" if given is not None else f"dataset '{name}' at size {size}"
+    check_memory(n * per_image, what, "lower n" if given is not None else "lower size")
 
 
 _POSITIVE = ("n", "size", "patch")  # counts and sizes: at least 1

@@ -31,6 +31,8 @@ class ImageDataset(Dataset):
         classes: class names, index = label.
         name: a short description for reports.
         files: per-image source names (file paths, photo names) where known, else empty.
+        no_labels: why the labels are unknown (-1) where a reason is known (class folders that
+            do not name the model's classes), else empty.
     """
 
     images: torch.Tensor
@@ -42,6 +44,7 @@ class ImageDataset(Dataset):
     group_names: list[str] = field(default_factory=list)
     name: str = ""
     files: list[str] = field(default_factory=list)
+    no_labels: str = ""
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -108,6 +111,7 @@ class ImageDataset(Dataset):
             classes=list(self.classes),
             group_names=list(self.group_names),
             name=self.name,
+            no_labels=self.no_labels,
             files=[self.files[i] for i in torch.arange(len(self))[index].tolist()] if self.files else [],
         )
 

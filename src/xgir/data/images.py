@@ -9,7 +9,9 @@ Accepted forms of ``spec`` (a string, or a list of strings for files and globs):
 - a Waterbirds folder (:mod:`xgir.data.waterbirds`: a folder holding ``metadata.csv``):
   ``ROOT`` (every image) or ``ROOT:train``, ``ROOT:val``, ``ROOT:test`` (the split follows
   the LAST colon; labels landbird / waterbird, groups, places, masks when present);
-- a class folder in the ImageNet layout, ``root/<class>/<image>`` (labels = folder order);
+- a class folder in the ImageNet layout, ``root/<class>/<image>``: labels are the model's classes
+  named by the folders (``tabby``, or ImageNet's synset ``n02123045``; ``0``..``K-1`` with
+  ``class_folders="index"``), see :func:`folder_labels`; without ``model_classes``, folder order;
 - image files and globs: ``cat.jpg``, ``'shots/*.png'``, a folder of images, or a list of them
   (unlabelled: label -1).
 
@@ -33,7 +35,7 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -81,18 +83,30 @@ def photo(name: str) -> Any:
 
 
 def read_image(path: str | os.PathLike) -> Any:
-    """Open an image file as a PIL image (loaded, file closed); one line if unreadable."""
+    """Open an image file as a PIL image (loaded, file closed); one line if unreadable or larger
+    than PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 million pixels: a decompression bomb, or a
+    photo far larger than any classifier's input)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        limit = Image.MAX_IMAGE_PIXELS or 0
+        raise XgirError(f"image {path} has more than {limit / 1e6:.0f} million pixels, the most xgir reads "
+                        "(PIL's decompression-bomb limit); downscale it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise XgirError(f"cannot read image {path}: {err}") from None
 
 
-def _check_n(n: int | None, available: int, what: str, limit: int | None = None) -> int:
+def check_n(n: int | None, available: int, what: str, limit: int | None = None) -> int:
+    """How many of ``available`` images to take: ``n`` (more than there are is an XgirError naming
+    ``what``), or with ``n`` None all of them, at most ``limit``."""
     if n is None:
         return available if limit is None else min(available, limit)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -117,7 +131,7 @@ def _embedded(name: str, split: str, preprocess: Preprocess | None, n: int | Non
     if split not in splits:
         raise XgirError(f"unknown split '{split}' for {name}; choose one of: {', '.join(splits)}")
     ds = load_dataset(name, split, seed=seed, **params)
-    count = _check_n(n, len(ds), f"{name}:{split}", limit)
+    count = check_n(n, len(ds), f"{name}:{split}", limit)
     if count < len(ds):
         ds = ds.subset(slice(0, count))
     ds.name = f"{name}:{split}"
@@ -141,7 +155,7 @@ def _photos(names: list[str], preprocess: Preprocess, n: int | None, limit: int 
     unknown = [p for p in names if p not in PHOTOS]
     if unknown:
         raise XgirError(f"unknown photo(s) {', '.join(unknown)}; choose from: {', '.join(PHOTOS)}")
-    names = names[:_check_n(n, len(names), "photos", limit)]
+    names = names[:check_n(n, len(names), "photos", limit)]
     images = _stack([photo(p) for p in names], preprocess)
     return ImageDataset(images, torch.full((len(names),), UNLABELLED), classes=[], name="photos",
                         files=list(names))
@@ -168,10 +182,88 @@ def _files(patterns: Sequence[str], preprocess: Preprocess, n: int | None, limit
         else:
             raise XgirError(f"unknown dataset or image file '{pattern}' (no such file or folder); images are named by "
                             + spec_forms())
-    files = files[:_check_n(n, len(files), "the image files", limit)]
+    files = files[:check_n(n, len(files), "the image files", limit)]
     images = _stack([read_image(f) for f in files], preprocess)
     return ImageDataset(images, torch.full((len(files),), UNLABELLED), classes=[], name="files",
                         files=[str(f) for f in files])
+
+
+ClassFolders = Literal["names", "index"]
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+def folder_labels(folders: Sequence[str], classes: Sequence[str], how: ClassFolders = "names") -> list[int]:
+    """The model's class index of each class folder, for a model whose K output classes are
+    ``classes``; XgirError (one line) saying why when they cannot be told.
+
+    ``how="names"``: a folder is named as one of the classes (case, ``_`` and ``-`` aside), or,
+    for an ImageNet-1k model, by the class's WordNet synset (``n01440764``, ImageNet's layout). A
+    model without class names (classes ``0``..``K-1``) takes folders named by index, else the
+    folders in sorted order (torchvision's ImageFolder convention). ``how="index"``: folders are
+    named ``0``..``K-1`` (ImageNet-V2's layout).
+
+    >>> folder_labels(["tabby", "Egyptian_cat"], ["tench", "tabby", "Egyptian cat"])
+    [1, 2]
+    >>> folder_labels(["cat", "dog"], ["0", "1", "2"])
+    [0, 1]
+    """
+    k = len(classes)
+    if how == "index":
+        bad = [f for f in folders if not (f.isdigit() and int(f) < k)]
+        if bad:
+            raise XgirError(f"class folders {_some(bad)} are not class indices 0..{k - 1} (class_folders: index)")
+        return [int(f) for f in folders]
+    if how != "names":
+        raise XgirError(f"class_folders must be names or index, got '{how}'")
+    table: dict[str, int | None] = {}
+    for i, name in enumerate(classes):
+        key = _norm(name)
+        table[key] = None if key in table else i  # a name shared by two classes tells neither
+    imagenet = _imagenet_synsets(classes)
+    table.update({s.lower(): i for i, s in enumerate(imagenet)})
+    found = [table.get(_norm(f)) for f in folders]
+    if all(i is not None for i in found):
+        return [int(i) for i in found if i is not None]
+    nameless = list(classes) == [str(i) for i in range(k)]
+    if nameless and len(folders) <= k:
+        return list(range(len(folders)))
+    bad = [f for f, i in zip(folders, found, strict=True) if i is None]
+    if nameless:
+        raise XgirError(f"{len(folders)} class folders but the model has {k} classes, so the folders "
+                          "cannot be its classes")
+    forms = "its class names" + (" or ImageNet synsets (n01440764)" if imagenet else "")
+    raise XgirError(f"class folders {_some(bad)} do not name one of the model's classes ({_some(list(classes), 3)}); "
+                    f"name the folders by {forms}, or 0..{k - 1} with class_folders index")
+
+
+def _some(items: list[str], shown: int = 5) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _imagenet_synsets(classes: Sequence[str]) -> list[str]:
+    """ImageNet-1k's synsets in label order when ``classes`` are its class names, else []."""
+    if len(classes) != 1000:
+        return []
+    from xgir.data.imagenet import imagenet_class_names, imagenet_synsets
+
+    return imagenet_synsets() if list(classes) == imagenet_class_names() else []
+
+
+def _label_by_model(ds: ImageDataset, classes: Sequence[str], how: ClassFolders) -> ImageDataset:
+    """A class folder's images labelled by the model's classes (:func:`folder_labels`); labels
+    -1 and the reason in ``ds.no_labels`` when the folders do not name them."""
+    try:
+        index = torch.tensor(folder_labels(ds.classes, classes, how), dtype=torch.long)
+    except XgirError as err:
+        ds.labels = torch.full_like(ds.labels, UNLABELLED)
+        ds.no_labels = str(err)
+        return ds
+    ds.labels = index[ds.labels]
+    ds.classes = list(classes)
+    return ds
 
 
 def _is_class_folder(path: Path) -> bool:
@@ -224,7 +316,8 @@ def open_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
 def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preprocess: Preprocess | None = None, *,
                 n: int | None = None, seed: int = 0, fit: Fit | None = None,
                 classes: Sequence[str] | None = None, dataset_params: dict[str, Any] | None = None,
-                limit: int | None = None, masks: bool | str | os.PathLike = True) -> ImageDataset:
+                limit: int | None = None, masks: bool | str | os.PathLike = True,
+                model_classes: Sequence[str] | None = None, class_folders: ClassFolders = "names") -> ImageDataset:
     """Images named by ``spec`` (see the module docstring) as an :class:`ImageDataset`.
 
     Args:
@@ -240,6 +333,9 @@ def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
         limit: with ``n`` None, take at most the first ``limit`` images (no error when fewer).
         masks: a Waterbirds folder's masks: True (``ROOT/segmentations`` when present), False,
             or the mask root.
+        model_classes: the class names of the model the images are for: a class folder's labels
+            are these classes as the folders name them (:func:`folder_labels`, ``class_folders``
+            saying how); when they do not, labels are -1 and ``no_labels`` says why.
     Returns:
         ImageDataset: ``images`` float[N,C,S,S] in [0, 1], ``labels`` long[N] (-1 when
         unknown), ``masks`` where the source has them, ``files`` the file or photo names;
@@ -247,6 +343,10 @@ def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
     """
     from xgir.data import DATASETS
 
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise XgirError(f"limit must be a whole number >= 1 (or None: no limit), got {limit!r}")
+    if class_folders not in ("names", "index"):
+        raise XgirError(f"class_folders must be names or index, got '{class_folders}'")
     pre_files = preprocess or Preprocess(224)
     if fit is not None:
         pre_files = pre_files.with_fit(fit)
@@ -267,8 +367,12 @@ def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], preproces
         return _photos([p.strip() for p in rest.split(",") if p.strip()], pre_files, n, limit)
     lazy = open_images(s, pre_files, classes=classes, masks=masks)
     if lazy is not None:
-        what = s if lazy.name.startswith("waterbirds") else f"class folder {Path(s).expanduser()}"
-        return lazy.load(_check_n(n, len(lazy), what, limit))
+        is_waterbirds = lazy.name.startswith("waterbirds")
+        what = s if is_waterbirds else f"class folder {Path(s).expanduser()}"
+        ds = lazy.load(check_n(n, len(lazy), what, limit))
+        if is_waterbirds or model_classes is None or classes is not None:
+            return ds
+        return _label_by_model(ds, model_classes, class_folders)
     return _files([s], pre_files, n, limit)
 
 
@@ -284,4 +388,4 @@ def is_embedded(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
     return s.partition(":")[0] in DATASETS and not Path(s).exists()
 
 
-__all__ = ["PHOTOS", "load_images", "open_images", "photo", "read_image", "spec_forms"]
+__all__ = ["PHOTOS", "folder_labels", "load_images", "open_images", "photo", "read_image", "spec_forms"]

@@ -215,8 +215,10 @@ class ImageFolderDataset(LazyImageDataset):
         if not self.classes:
             raise XgirError(f"{self.root} has no class folders (expected root/<class>/<image>)")
         missing = [c for c in self.classes if not (self.root / c).is_dir()]
-        if len(missing) == len(self.classes):
-            raise XgirError(f"none of the given classes has a folder in {self.root}")
+        if missing:
+            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise XgirError(f"no folder for class{'es' if len(missing) > 1 else ''} {shown} in {self.root}; "
+                            "give only classes that have a folder (root/<class>/<image>)")
         self.preprocess = preprocess if preprocess is not None else Preprocess(size, fit=fit)
         self.mask_root = Path(mask_root) if mask_root is not None else None
         if self.mask_root is not None and not self.mask_root.is_dir():

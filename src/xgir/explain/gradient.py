@@ -167,6 +167,8 @@ class IntegratedGradients(_CaptumExplainer):
     def __init__(self, *, baseline: Any = "zeros", n_steps: int = 50, method: str = "gausslegendre",
                  internal_batch_size: int | None = None) -> None:
         super().__init__(baseline=baseline)
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise XgirError(f"ig n_steps must be a whole number >= 1, got {n_steps!r}")
         self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
@@ -271,17 +273,26 @@ class Occlusion(_CaptumExplainer):
     def __init__(self, *, baseline: Any = "zeros", window: int | None = None, stride: int | None = None,
                  perturbations_per_eval: int = 16) -> None:
         super().__init__(baseline=baseline)
+        for key, value in (("window", window), ("stride", stride)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise XgirError(f"occlusion {key} must be a whole number of pixels >= 1 (or None: the "
+                                f"default), got {value!r}")
         self.window, self.stride, self.ppe = window, stride, perturbations_per_eval
+
+    def geometry(self, h: int, w: int) -> tuple[int, int, int]:
+        """(window, stride, number of window positions) on an image of h x w pixels."""
+        win = self.window or max(1, min(h, w) // 4)
+        stride = self.stride or max(1, win // 2)
+        if win > min(h, w):
+            raise XgirError(f"occlusion window {win} is larger than the image ({h}x{w})")
+        return win, stride, (-(-(h - win) // stride) + 1) * (-(-(w - win) // stride) + 1)
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],
                    refs: torch.Tensor | None) -> torch.Tensor:
         from captum.attr import Occlusion as CaptumOcclusion
 
         c, h, w = rows.shape[1:]
-        win = self.window or max(1, min(h, w) // 4)
-        stride = self.stride or max(1, win // 2)
-        if win > min(h, w):
-            raise XgirError(f"occlusion window {win} is larger than the image ({h}x{w})")
+        win, stride, _ = self.geometry(h, w)
         return CaptumOcclusion(RowScore(model)).attribute(
             rows, sliding_window_shapes=(c, win, win), strides=(c, stride, stride), baselines=refs,
             target=0, additional_forward_args=extra, perturbations_per_eval=self.ppe,

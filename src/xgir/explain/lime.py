@@ -121,18 +121,21 @@ class LIME:
             img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
             if channels == 1:
                 labels = slic(img[0], n_segments=self.n_segments, start_label=0,
-                              compactness=self.compactness or 0.1, channel_axis=None)
+                              compactness=self.compactness_for(channels), channel_axis=None)
             else:
-                lab = channels == 3
-                default = 10.0 if lab else 0.1
                 labels = slic(np.moveaxis(img, 0, -1), n_segments=self.n_segments,
-                              compactness=self.compactness or default, start_label=0,
-                              channel_axis=-1, convert2lab=lab)
+                              compactness=self.compactness_for(channels), start_label=0,
+                              channel_axis=-1, convert2lab=channels == 3)
             if labels.min() != 0:
                 raise XgirError(f"SLIC returned labels starting at {labels.min()}, expected 0")
             _, labels = np.unique(labels, return_inverse=True)  # 0..K-1 without gaps
             out.append(torch.from_numpy(labels.reshape(img.shape[-2:]).astype(np.int64)))
         return torch.stack(out).to(x.device)
+
+    def compactness_for(self, channels: int) -> float:
+        """SLIC's compactness: the given one, else 10 for colour images (segmented in Lab,
+        0..100) and 0.1 for others (values in [0, 1])."""
+        return self.compactness or (10.0 if channels == 3 else 0.1)
 
     def _fill(self, x: torch.Tensor) -> torch.Tensor:
         """Baseline colours float[N,C]."""
@@ -180,10 +183,11 @@ class LIME:
         n_seg = seg.flatten(1).amax(1) + 1  # [N]
         few = (n_seg < 2).nonzero().flatten().tolist()
         if few:  # a warning, not an error: the constant map is still LIME's honest answer
-            warn(
+            used = self.compactness_for(c)  # higher: more regular, grid-like superpixels (noise and texture
+            warn(                           # merge into one at low compactness)
                 f"LIME: SLIC found a single superpixel in image(s) {few[:5]}, so their maps are constant; "
-                f"raise n_segments (now {self.n_segments}) or lower compactness "
-                f"(now {self.compactness or 'default'}), e.g. --param n_segments=100 --param compactness=1")
+                f"raise n_segments (now {self.n_segments}) or compactness (now {used:g}; higher gives regular "
+                f"superpixels), e.g. --param n_segments=100 --param compactness={10 * used:g}")
         k = int(n_seg.max())
         gen = generator(x.device, self.seed)
         z = (torch.rand(n, self.n_samples, k, generator=gen, device=x.device) < 0.5).float()

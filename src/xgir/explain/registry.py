@@ -13,7 +13,12 @@ its maps are:
 - ``targets``: what the targets mean: ``"classes"`` (classes, clusters or weighted logits,
   :mod:`xgir.explain.targets`), ``"cluster-contrast"`` (each target is contrasted with the
   other targets of the same image: CWOX's cluster level) or ``"foils"`` (GANMEX: the
-  classes the prediction is contrasted with).
+  classes the prediction is contrasted with);
+- ``limits``: the largest value of each parameter that sets the work (``n_steps``, ``n_masks``...);
+  ``minimums``: the least value of a whole-number parameter where it is not 1.
+
+Every parameter is checked against its annotation and default (:func:`check_params`), the same
+way from Python, ``xgir explain --param`` and the app.
 
 ``get_explainer(name, **params)(model, x[N,C,H,W], targets) -> float[N,T,H,W]`` runs the method
 with the model in eval mode (batch-norm statistics untouched, dropout off) and restores each
@@ -26,7 +31,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
@@ -53,6 +58,10 @@ class ExplainerInfo:
     baseline: Literal["image", "data"] | None = None
     targets: Literal["classes", "cluster-contrast", "foils"] = "classes"
     sampler: bool = False  # draws random samples (seeded: same seed, same map)
+    # the parameters that set the work (model evaluations, memory): the most a call may ask for
+    limits: dict[str, int] = field(default_factory=dict)
+    # whole-number parameters whose least value is not 1 (counts and sizes are at least 1)
+    minimums: dict[str, int] = field(default_factory=dict)
 
     def load(self) -> Callable[..., Explainer]:
         if not isinstance(self.target, str):
@@ -62,6 +71,7 @@ class ExplainerInfo:
 
 
 _G = "xgir.explain.gradient"
+_BATCH = 4096  # images per forward pass: beyond this a batch of 224 px images outgrows memory
 EXPLAINERS: dict[str, ExplainerInfo] = {
     "gradcam": ExplainerInfo(
         "xgir.explain.gradcam:GradCAM",
@@ -76,27 +86,29 @@ EXPLAINERS: dict[str, ExplainerInfo] = {
     "ig": ExplainerInfo(
         f"{_G}:IntegratedGradients",
         "Integrated Gradients from a baseline (--param n_steps=, baseline=zeros|blur|...)",
-        signed=True, baseline="image"),
+        signed=True, baseline="image", limits={"n_steps": 10_000, "internal_batch_size": _BATCH}),
     "expected-gradients": ExplainerInfo(
         f"{_G}:ExpectedGradients", "IG averaged over random baselines drawn from data",
-        signed=True, baseline="data", sampler=True),
+        signed=True, baseline="data", sampler=True, limits={"n_samples": 10_000}),
     "deeplift": ExplainerInfo(f"{_G}:DeepLift", "DeepLIFT rescale rule against a baseline (Captum)",
                               signed=True, baseline="image"),
     "deepshap": ExplainerInfo(f"{_G}:DeepShap", "DeepLIFT-SHAP averaged over baseline images (Captum)",
                               signed=True, baseline="data"),
     "occlusion": ExplainerInfo(
         f"{_G}:Occlusion", "score drop when sliding a patch over the image (--param window=, stride=)",
-        signed=True, baseline="image"),
+        signed=True, baseline="image", limits={"perturbations_per_eval": _BATCH}),
     "rise": ExplainerInfo(
         "xgir.explain.rise:RISE",
-        "randomised input sampling: masks weighted by the target score (--param n_masks=)", sampler=True),
+        "randomised input sampling: masks weighted by the target score (--param n_masks=)", sampler=True,
+        limits={"n_masks": 100_000, "s": 1024, "batch_size": _BATCH}),
     "lime": ExplainerInfo(
         "xgir.explain.lime:LIME",
         "LIME: ridge fit of the score on SLIC superpixels shown/hidden (--param n_samples=)",
-        signed=True, sampler=True),
+        signed=True, sampler=True, limits={"n_samples": 100_000, "n_segments": 10_000, "batch_size": _BATCH}),
     "iassa": ExplainerInfo(
         "xgir.explain.iassa:IASSA", "IASSA: iterative attention-guided occlusion (--param iterations=)",
-        sampler=True),
+        sampler=True, limits={"iterations": 1_000, "grid": 1024, "block_size": 65_536, "batch_size": _BATCH},
+        minimums={"iterations": 0}),  # round 0 alone: the attention-free occlusion map
     "ganmex": ExplainerInfo(
         "xgir.explain.ganmex:GanmexExplainer",
         "GANMEX: one-vs-one attribution of the prediction against the next-ranked classes, from the "
@@ -133,8 +145,10 @@ class _InEvalMode:
         return getattr(self.explainer, name)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any) -> torch.Tensor:
+        from xgir.models.inference import check_images
         from xgir.models.modes import eval_mode
 
+        check_images(x, model)
         with eval_mode(model):
             return self.explainer(model, x, targets)
 
@@ -150,13 +164,73 @@ def canonical_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _number_kind(hint: Any) -> tuple[type | None, bool]:
+    """(bool, int, float or None, whether None is allowed) of a parameter's annotation."""
+    import types
+    import typing
+
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional = type(None) in args
+    kinds = [a for a in args if a is not type(None)]
+    return (kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float) else None), optional
+
+
+def check_params(name: str, params: dict[str, Any], option: str = "") -> None:
+    """Type and range checks of an explainer's parameters, from its annotations and defaults: a
+    whole-number parameter takes a whole number (counts and sizes >= 1, a seed in 0..2**63-1), a
+    float one a finite number, a flag true or false; the parameters that set the work are at most
+    the explainer's :attr:`ExplainerInfo.limits`. ``option`` prefixes the parameter in the message
+    (``"--param "`` on the command line). XgirError on the first bad value; unknown names are left
+    to :func:`get_explainer`. Shared by the Python API, the CLI and the app."""
+    import math
+    import typing
+
+    from xgir.config import SEED_MAX
+
+    info = explainer_info(name)
+    factory = info.load()
+    signature = inspect.signature(factory).parameters
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: the defaults decide
+        hints = {}
+    for key, value in params.items():
+        sig = signature.get(key)
+        if sig is None:
+            continue
+        default = None if sig.default is inspect.Parameter.empty else sig.default
+        kind, optional = _number_kind(hints.get(key, type(default) if default is not None else None))
+        if kind is None or (value is None and (optional or default is None)):
+            continue
+        where = f"{option}{key}={value!r}: {name}"
+        shown = f" (default {default})" if default is not None else ""
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise XgirError(f"{where} needs true or false{shown}")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise XgirError(f"{where} needs a whole number{shown}")
+            if key == "seed":
+                if not 0 <= value <= SEED_MAX:
+                    raise XgirError(f"{where} takes a seed in 0..2**63-1")
+            else:
+                low = info.minimums.get(key, 1 if default is None or default >= 1 else None)
+                if low is not None and value < low:
+                    raise XgirError(f"{where} must be at least {low}{shown}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise XgirError(f"{where} needs a finite number{shown}")
+        if key in info.limits and value > info.limits[key]:
+            raise XgirError(f"{where} takes at most {info.limits[key]} (time and memory grow with it)")
+
+
 def get_explainer(name: str, **params: Any) -> Explainer:
-    """Build the explainer ``name`` with its parameters (:func:`canonical_params`); clear errors
-    for unknown names or parameters."""
+    """Build the explainer ``name`` with its parameters (:func:`canonical_params`, checked by
+    :func:`check_params`); clear errors for unknown names or parameters."""
     params = canonical_params(name, params)
     factory = explainer_info(name).load()
     try:
         inspect.signature(factory).bind(**params)
     except TypeError as err:
         raise XgirError(f"bad parameters for explainer '{name}': {err}") from None
+    check_params(name, params)
     return _InEvalMode(factory(**params))

@@ -17,14 +17,34 @@ ACCEPTS = ("xgir reads .pt checkpoints written by xgir train, xgir correct or xg
            "(weights and the config that rebuilds the model)")
 
 
+MIN_IMAGE_SIZE = {"lenet": 4}  # two 2x2 poolings: at least one pixel left
+
+
 def build_model(arch: str, **params: Any) -> nn.Module:
-    """A zoo model by name (``lenet``, ``small-resnet``) with its keyword arguments."""
+    """A zoo model by name (``lenet``, ``small-resnet``) with its keyword arguments: each a whole
+    number >= 1 (``head_width`` may be None), the weights within memory; XgirError otherwise."""
+    import inspect
+
+    from xgir.resources import check_memory
+
     if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise XgirError(f"unknown architecture {str(arch)[:60]!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    try:
-        return ARCHITECTURES[arch](**params)
-    except TypeError as err:
-        raise XgirError(f"bad parameters for architecture '{arch}': {err}") from None
+    cls = ARCHITECTURES[arch]
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(str(k) for k in params if k not in accepted)
+    if unknown:
+        raise XgirError(f"bad parameters for architecture '{arch}': unknown {', '.join(unknown)}; "
+                        f"it takes {', '.join(accepted)}")
+    for key, value in params.items():
+        if value is None and accepted[key].default is None:
+            continue
+        low = MIN_IMAGE_SIZE.get(arch, 1) if key == "image_size" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise XgirError(f"architecture '{arch}': {key} must be a whole number >= {low}, got {value!r}")
+    with torch.device("meta"):  # shapes only: count the weights before allocating them
+        size = sum(p.numel() for p in cls(**params).parameters())
+    check_memory(4 * size, f"architecture '{arch}' with {params}", "lower its width, hidden or image_size")
+    return cls(**params)
 
 
 def check_finite_state(state: dict[str, Any], what: str) -> None:

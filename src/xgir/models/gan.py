@@ -131,6 +131,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The generator of a GANMEX checkpoint (written by :func:`xgir.train.ganmex.train_ganmex`),
     in eval mode."""
+    from xgir.models.inference import resolve_device
+
+    device = resolve_device(str(device), "device")
     state = load_state(path)
     c = state["config"]
     try:

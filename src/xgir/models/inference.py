@@ -32,6 +32,31 @@ def resolve_device(name: str, option: str = "--device", allow_auto: bool = False
     return torch.device(name)
 
 
+def check_images(images: object, model: nn.Module | None = None, what: str = "images",
+                 finite: bool = False) -> torch.Tensor:
+    """``images`` if they are a floating tensor [N,C,H,W] of the dtype of ``model``'s weights (and,
+    with ``finite``, free of NaN and infinity); one XgirError line saying what to change otherwise.
+
+    >>> check_images(torch.zeros(2, 3, 8, 8, dtype=torch.float64), nn.Linear(2, 2))
+    Traceback (most recent call last):
+    xgir.errors.XgirError: images are float64 but the model's weights are float32; convert them with images.float()
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise XgirError(f"{what} must be a tensor [N,C,H,W], got {tuple(getattr(images, 'shape', ())) or type(images)}")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
+    if not images.is_floating_point() or (dtype is not None and images.dtype != dtype):
+        want = str(dtype or torch.float32).removeprefix("torch.")
+        how = "images.float()" if want == "float32" else f"images.to(torch.{want})"
+        raise XgirError(f"{what} are {str(images.dtype).removeprefix('torch.')} but the model's weights are {want}; "
+                        f"convert them with {how}" + (" (values in [0, 1])" if not images.is_floating_point() else ""))
+    if finite:
+        bad = ~torch.isfinite(images.flatten(1)).all(dim=1)
+        if bool(bad.any()):
+            raise XgirError(f"{int(bad.sum())} of the {what} hold NaN or infinite values (the first: image "
+                            f"{int(bad.nonzero()[0])}); fix or drop them")
+    return images
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); CPU for a model with neither."""
     for tensor in (*model.parameters(), *model.buffers()):
@@ -57,8 +82,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> to
     """
     from xgir.models.modes import eval_mode
 
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise XgirError(f"images must be [N,C,H,W], got {getattr(images, 'shape', type(images))}")
+    check_images(images, model)
     if batch_size < 1:
         raise XgirError(f"batch_size must be at least 1, got {batch_size}")
     device = model_device(model)

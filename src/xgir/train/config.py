@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from xgir.config import StrictModel, read_config, validate_config
+from xgir.config import SEED_MAX, StrictModel, read_config, validate_config
 from xgir.errors import XgirError
 
 MODES = ("erm", "two-stage", "head")
@@ -38,6 +38,16 @@ class DataConfig(StrictModel):
     eval_splits: list[str] = Field(
         default_factory=lambda: ["source-val", "source-test", "target-test"]
     )
+
+
+    @field_validator("eval_splits")
+    @classmethod
+    def _some_split(cls, v: list[str]) -> list[str]:
+        from xgir.errors import XgirError
+
+        if not v:
+            raise XgirError("data.eval_splits is empty; name at least one split to evaluate, e.g. [test]")
+        return v
 
 
 class ModelConfig(StrictModel):
@@ -66,7 +76,7 @@ class PretrainConfig(OptimConfig):
 
 
 class TrainConfig(StrictModel):
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     out: str = "runs/train"
     mode: Literal["erm", "two-stage"] = "erm"
     device: str = "cpu"

@@ -12,13 +12,14 @@ from torch import nn
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 from xgir.models.accuracy import accuracy, accuracy_by_group
-from xgir.models.inference import model_device, predict
+from xgir.models.inference import check_images, model_device, predict
 from xgir.progress import Progress
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
-__all__ = ["accuracy", "accuracy_by_group", "check_loss", "check_weights", "fit_classifier", "predict_logits"]
+__all__ = ["accuracy", "accuracy_by_group", "check_features", "check_loss", "check_weights", "fit_classifier",
+           "predict_logits"]
 # accuracy and accuracy_by_group are re-exported from their home, xgir.models.accuracy
 
 
@@ -29,6 +30,14 @@ def check_loss(loss: torch.Tensor, desc: str, epoch: int, step: int, lr: float) 
         raise XgirError(f"{desc}: training diverged (loss {value} at epoch {epoch + 1}, step {step + 1}); "
                         f"lower the learning rate (lr {lr:g}); nothing was saved")
     return value
+
+
+def check_features(features: torch.Tensor) -> None:
+    """XgirError when features hold NaN or infinity: what training then reports would be a
+    divergence, while the cause is the images (or the extractor)."""
+    if not bool(torch.isfinite(features).all()):
+        raise XgirError("the features hold NaN or infinite values (images holding NaN, or a broken extractor); "
+                        "a head cannot be trained on them")
 
 
 def check_weights(params: list[nn.Parameter], desc: str, lr: float) -> None:
@@ -60,6 +69,7 @@ def fit_classifier(
         parameters: parameters to optimise (default: all that require grad).
         loss_fn: ``(logits, batch) -> scalar`` replacing cross-entropy on ``batch["label"]``.
     """
+    check_images(dataset.images, model, "training images", finite=True)  # not "diverged" for bad data
     device = model_device(model)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)

@@ -21,7 +21,7 @@ from xgir.io import cache_dir, cached, files_fingerprint, fingerprint, torch_sav
 from xgir.models.split import get_module
 from xgir.progress import iterate
 from xgir.sharded import Dist, GuardedImages, PassPlan, active_dist, collate_readable, load_pass, sharded_pass
-from xgir.train.erm import check_loss, check_weights, model_device
+from xgir.train.erm import check_features, check_loss, check_weights, model_device
 
 
 @torch.no_grad()
@@ -171,6 +171,7 @@ def fit_head(
 
     A fresh, seeded head unless ``head`` is given (then it is trained further in place).
     """
+    check_features(features)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     if head is None:

@@ -32,7 +32,7 @@ from xgir.config import StrictModel
 from xgir.errors import XgirError
 from xgir.io import torch_save
 from xgir.models.gan import Critic, Generator, check_generator_input, load_generator, load_state
-from xgir.models.inference import model_device
+from xgir.models.inference import model_device, resolve_device
 from xgir.progress import Progress
 
 __all__ = ["GanmexConfig", "GanmexRun", "build_networks", "critic_losses", "generator_losses",
@@ -231,7 +231,7 @@ def train_ganmex(
         raise XgirError("GANMEX needs at least 2 training images")
     if cfg is not None:
         check_generator_input(images, cfg.channels, cfg.image_size)
-    device = torch.device(device) if device is not None else model_device(classifier)
+    device = resolve_device(str(device), "device") if device is not None else model_device(classifier)
     classifier = classifier.to(device)
     with torch.no_grad(), frozen(classifier):
         k = classifier(images[:2].to(device)).shape[1]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from xgir.errors import XgirError
-from xgir.train.erm import check_weights
+from xgir.train.erm import check_features, check_weights
 
 
 def fit_heads(
@@ -46,6 +46,7 @@ def fit_heads(
                         f"{sorted({tuple(f.shape) for f in features})}")
     # image-major [N,K,D]: a minibatch is one gather of contiguous K*D rows (4x faster than [K,N,D])
     x = torch.stack([f.float() for f in features], dim=1)
+    check_features(x)
     y = torch.stack(list(labels), dim=1)  # [N,K]
     n, d = x.shape[0], x.shape[2]
     if y.shape != (n, k):

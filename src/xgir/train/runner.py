@@ -52,9 +52,12 @@ def run_training(cfg: TrainConfig | HeadTrainConfig, progress: bool = True) -> d
         params.setdefault("image_size", train.image_shape[1])
     elif cfg.model.arch == "small-resnet":
         params.setdefault("in_channels", train.image_shape[0])
-    if "in_channels" in params and params["in_channels"] != train.image_shape[0]:
-        raise XgirError(f"model.params.in_channels is {params['in_channels']} but {cfg.data.name} images have "
-                        f"{train.image_shape[0]} channels; remove in_channels or set it to {train.image_shape[0]}")
+    for key, found, what in (("in_channels", train.image_shape[0], "channels"),
+                             ("image_size", train.image_shape[1], "pixels a side")):
+        if key in params and params[key] != found:
+            raise XgirError(f"model.params.{key} is {params[key]} but {cfg.data.name} images have {found} {what}; "
+                            f"remove {key} or set it to {found}")
+    build_model(cfg.model.arch, **params)  # its parameters checked before any training
     results: dict[str, Any] = {"config": cfg.model_dump(), "mode": cfg.mode}
     if cfg.mode == "erm":
         torch.manual_seed(cfg.seed)

@@ -12,7 +12,8 @@ import contextlib
 import datetime as _dt
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,12 @@ class FeedbackStore:
                 raise XgirError(
                     f"feedback store {self.path} is locked by another process (waited {self.timeout:g} s) "
                     f"while {action}; nothing was changed: retry when that process has finished"
+                ) from None
+            if "readonly" in text or "read-only" in text:
+                raise XgirError(
+                    f"feedback store {self.path} is read-only (no permission to write it or its folder) "
+                    f"while {action}; nothing was changed, the stored feedback is intact: make it writable, "
+                    "or give another feedback path"
                 ) from None
             raise XgirError(f"feedback store {self.path}: {action} failed ({err})") from None
         except sqlite3.DatabaseError as err:
@@ -220,7 +227,10 @@ class FeedbackStore:
         if not isinstance(rec.region_id, (int, np.integer)) or int(rec.region_id) < 0:
             raise XgirError(f"region id must be a non-negative integer, got {rec.region_id!r}")
         if not isinstance(rec.annotator, str) or not rec.annotator.strip():
-            raise XgirError("annotator must be a non-empty name")
+            raise XgirError("annotator must be a non-empty name (spaces around it are dropped)")
+        if any(unicodedata.category(ch)[0] == "C" for ch in rec.annotator):
+            raise XgirError(f"annotator {rec.annotator!r} holds a control character (a newline, tab...); "
+                            "give the name alone")
         for name in ("accepted", "irrelevant"):
             value = getattr(rec, name)
             if not isinstance(value, bool | np.bool_):
@@ -261,12 +271,22 @@ class FeedbackStore:
         rows = [self._check(r) for r in records]
         if not rows:
             return 0
-        cursor = self._conn.cursor()
-        with self._sql(f"saving {len(rows)} record{'s' if len(rows) > 1 else ''}"):
-            cursor.execute("BEGIN IMMEDIATE")
-        try:
+
+        def insert(cursor: sqlite3.Cursor) -> None:
             for row in rows:
                 self._insert(cursor, row)
+
+        self._transaction(f"saving {len(rows)} record{'s' if len(rows) > 1 else ''}", insert)
+        return len(rows)
+
+    def _transaction(self, action: str, write: Callable[[sqlite3.Cursor], None]) -> None:
+        """``write(cursor)`` in one transaction: all of it or, on any error, nothing (XgirError
+        lines for a duplicate, a locked, read-only or damaged store)."""
+        cursor = self._conn.cursor()
+        with self._sql(action):
+            cursor.execute("BEGIN IMMEDIATE")
+        try:
+            write(cursor)
             cursor.execute("COMMIT")
         except sqlite3.IntegrityError as err:
             self._rollback(cursor)
@@ -275,34 +295,27 @@ class FeedbackStore:
             ) from None
         except (sqlite3.OperationalError, sqlite3.DatabaseError):
             self._rollback(cursor)
-            with self._sql("saving records"):
+            with self._sql(action):
                 raise
         except BaseException:
             self._rollback(cursor)
             raise
-        return len(rows)
 
     def replace(self, image_id: int, annotator: str, records: Iterable[FeedbackRecord]) -> int:
         """Replace every row of ``annotator`` on ``image_id`` by ``records`` (all of that image and
         annotator; none clears them) in one transaction; returns how many rows were written."""
-        name = annotator.strip() if isinstance(annotator, str) else ""
-        self._check(FeedbackRecord(image_id, 0, (0, 0, 1, 1), False, name or " "))  # id and name checks
+        self._check(FeedbackRecord(image_id, 0, (0, 0, 1, 1), False, annotator))  # id and name checks
+        name = annotator.strip()
         rows = [self._check(r) for r in records]
         if any(r[0] != int(image_id) or r[5] != name for r in rows):
             raise XgirError(f"replace() takes records of image {image_id} by '{name}' only")
-        cursor = self._conn.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
+
+        def write(cursor: sqlite3.Cursor) -> None:
             cursor.execute("DELETE FROM feedback WHERE image_id = ? AND annotator = ?", (int(image_id), name))
             for row in rows:
                 self._insert(cursor, row)
-            cursor.execute("COMMIT")
-        except sqlite3.IntegrityError as err:
-            cursor.execute("ROLLBACK")
-            raise XgirError(f"feedback not saved: {err} (each image, region and annotator once)") from None
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
+
+        self._transaction(f"saving the feedback on image {image_id}", write)
         return len(rows)
 
     # ------------------------------------------------------------ reading
