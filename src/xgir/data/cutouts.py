@@ -117,7 +117,8 @@ def paste(background: np.ndarray, cutout: Cutout, rng: np.random.Generator, *,
     scale = rng.uniform(*extent) * s / max(h, w)
     nh, nw = max(1, min(s, round(h * scale))), max(1, min(s, round(w * scale)))
     rgb = np.asarray(Image.fromarray(cutout.rgb).resize((nw, nh), Image.Resampling.BICUBIC))
-    alpha = np.asarray(Image.fromarray(cutout.alpha.astype(np.uint8) * 255).resize((nw, nh), Image.Resampling.BILINEAR)) >= 128
+    mask_img = Image.fromarray(cutout.alpha.astype(np.uint8) * 255)
+    alpha = np.asarray(mask_img.resize((nw, nh), Image.Resampling.BILINEAR)) >= 128
     if rng.random() < 0.5:
         rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
     top, left = int(rng.integers(0, s - nh + 1)), int(rng.integers(0, s - nw + 1))
@@ -151,7 +152,8 @@ def render(cutouts: Sequence[Cutout], scenes: Sequence[Scene], objects: np.ndarr
     return images, masks
 
 
-def cycle_members(which: np.ndarray, members: Sequence[Sequence[int] | np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def cycle_members(which: np.ndarray, members: Sequence[Sequence[int] | np.ndarray],
+                  rng: np.random.Generator) -> np.ndarray:
     """For each draw k, a member of the list ``members[which[k]]``, cycling through each list in
     shuffled order so that its members are used about equally often: long[len(which)]."""
     out = np.empty(len(which), dtype=np.int64)
