@@ -59,6 +59,43 @@ def test_swap_is_core_plus_another_images_context():
     assert torch.allclose(swap_features(h, torch.zeros_like(h), 1, g1), h[j])
 
 
+def test_swap_with_background_context_and_other_class_partners():
+    """h'_i = f(core_i) + f(background_j) - f(x0) = r_i + background_j, j of another class."""
+    from xgir.correct.xgir_variants import swap_partners
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    j = swap_partners(labels, "other-class", torch.Generator().manual_seed(0))
+    assert (labels[j] != labels).all()
+    with pytest.raises(XgirError, match="two classes"):
+        swap_partners(torch.zeros(4, dtype=torch.long), "other-class", torch.Generator())
+    h, r, bg = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 3)
+    out = swap_features(h, r, 2, torch.Generator().manual_seed(3), labels=labels, partner="other-class", background=bg)
+    g = torch.Generator().manual_seed(3)
+    for k in range(2):
+        jj = swap_partners(labels, "other-class", g)
+        assert torch.allclose(out[6 * k: 6 * k + 6], r + bg[jj])
+    cfg = XGIRConfig(variant="swap", partner="other-class", context="background", draws=2)
+    with pytest.raises(XgirError, match="background"):  # the background features are needed
+        variant_features(h, r, cfg, torch.Generator(), labels=labels)
+    feats, copies, _ = variant_features(h, r, cfg, torch.Generator(), labels=labels, background=bg)
+    assert copies == 3 and torch.allclose(feats[:6], h)
+    with pytest.raises(XgirError, match="variant: swap"):
+        XGIRConfig(partner="other-class")
+    with pytest.raises(XgirError, match="support_fraction"):
+        XGIRConfig(support_fraction=1.5)
+
+
+def test_matched_size_supports_keep_the_same_share_of_every_map():
+    from xgir.correct.xgir import support_top_fraction
+
+    maps = torch.stack([torch.arange(16.0).view(4, 4), torch.ones(4, 4), torch.zeros(4, 4)])
+    s = support_top_fraction(maps, (8, 8), 0.25)
+    assert s.shape == (3, 8, 8) and (s.flatten(1).sum(1) == 16).all()
+    assert s[0, 6:, 6:].all() and not s[0, :2, :2].any()  # the highest corner of the first map
+    with pytest.raises(XgirError, match="fraction"):
+        support_top_fraction(maps, (8, 8), 0.0)
+
+
 def test_swap_trains_on_h_and_the_swaps_and_keeps_images_without_core():
     h, r = torch.randn(6, 3), torch.randn(6, 3)
     empty = torch.tensor([True, False, False, False, False, False])

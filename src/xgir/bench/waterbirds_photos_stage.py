@@ -36,7 +36,7 @@ CACHE = "waterbirds-photos"
 MAP_CORES = ("pretrained", "cwox", "novelty")  # annotation-free maps of the pretrained network
 
 
-def _counts(n: int, p: float) -> dict[int, int]:
+def group_counts(n: int, p: float) -> dict[int, int]:
     """Waterbirds' group counts for ``n`` images at bias ``p``: groups 0 land/land, 1 land/water,
     2 water/land, 3 water/water (the smallest, waterbirds on land, round((1 - p) share n))."""
     water = round(n * WATERBIRD_SHARE)
@@ -57,7 +57,8 @@ class Sizes:
     context_fraction: float = 0.3  # what is blanked out of the partner's context (generous: no bird left)
 
 
-QUICK = Sizes(pool={0: 40, 1: 8, 2: 6, 3: 16}, train=48, source_test=24, target_val=48, target_test=48)
+QUICK = Sizes(pool={0: 30, 1: 6, 2: 4, 3: 12}, train=40, source_test=16, target_val=40, target_test=40,
+              fractions=(0.1,))
 
 
 class Stage:
@@ -139,15 +140,18 @@ class Stage:
                 s = support[i : i + 128, None].float()
                 if keep == "context":
                     s = 1 - s
-                out.append(pooled_maps(self.model, images[i : i + 128] * s + self.x0 * (1 - s), POOL,
-                                       batch_size=32)[0])
+                out.append(self.features(images[i : i + 128] * s + self.x0 * (1 - s)))
             return torch.cat(out)
 
         return cached(CACHE, f"{self.keys['pool']}-{keep}-{fingerprint(support)}", compute)
 
     def empty_features(self) -> torch.Tensor:
         """f(x0), float[D]."""
-        return pooled_maps(self.model, self.x0[None], POOL)[0][0]
+        return self.features(self.x0[None])[0]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled features float[N,D] of images float[N,3,H,W] (batches of 32)."""
+        return pooled_maps(self.model, images, POOL, batch_size=32)[0]
 
 
 def present(value: torch.Tensor | None, what: str) -> torch.Tensor:

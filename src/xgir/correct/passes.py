@@ -11,6 +11,8 @@ the network's tail after the Grad-CAM layer):
   records its input), so there is no features pass; then the responses' forward.
 - CWOX: 4, as before - the confusion tree needs every image's prediction (a features pass)
   before the first CWOX map, which costs its own forward and backward.
+- the swap with ``context: background`` adds one forward: the image with the top
+  ``context_fraction`` of its map blanked out (stored like r).
 - ``xgir.empty: data-mean``: x0 needs the mean image before the first response, so source train
   is read once more (no network) for it, unless a features pass runs anyway (CWOX).
 
@@ -34,10 +36,12 @@ from torch import nn
 
 from xgir.correct.xgir import (
     XGIRConfig,
+    background_features,
     cwox_true_cluster_heatmaps,
     empty_images,
     empty_name,
     support_from_heatmaps,
+    support_top_fraction,
     true_class_heatmaps,
     unit_responses,
 )
@@ -90,6 +94,7 @@ class PassResults:
     examples: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     data_mean: torch.Tensor | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)  # split -> unreadable files left out
+    background: torch.Tensor | None = None  # f of the background images (the swap's context="background")
 
 
 @contextmanager
@@ -167,10 +172,14 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
             maps, fb = cwox_true_cluster_heatmaps(model, x, y, tree, level, maps, deep, shallow or "",
                                                   batch_size=len(x))
             out["sum:fallback"] = torch.tensor(fb * len(x), dtype=torch.float64)
-        sup = support_from_heatmaps(maps, size, xcfg.delta1)
+        sup = (support_top_fraction(maps, size, xcfg.support_fraction) if xcfg.support_fraction is not None
+               else support_from_heatmaps(maps, size, xcfg.delta1))
         x0 = empty_images(x, xcfg.empty, data_mean=data_mean, blur_sigma=xcfg.blur_sigma)
         r = unit_responses(features, x, sup, x0, batch_size=len(x), response=xcfg.response)
         out["r"] = r.float().to(dtype).cpu()
+        if xcfg.variant == "swap" and xcfg.context == "background":  # one more forward: the partners' contexts
+            wide = support_top_fraction(maps, size, xcfg.context_fraction)
+            out["bg"] = background_features(features, x, wide, x0, batch_size=len(x)).float().to(dtype).cpu()
         out["empty"] = ~sup.flatten(1).any(1).cpu()
         out["sum:kept"] = torch.tensor(float(sup.float().mean()) * len(x), dtype=torch.float64)
         take = [j for j, p in enumerate(pos.tolist()) if p in shown]
@@ -254,4 +263,5 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     return PassResults(h=h, labels=labels, r=main["r"].float(), empty=main["empty"],
                        support_share=float(main["sum:kept"]) / n_train,
                        fallback=float(main.get("sum:fallback", 0.0)) / n_train if cwox else None,
-                       examples=examples, data_mean=data_mean, skipped=skipped)
+                       examples=examples, data_mean=data_mean, skipped=skipped,
+                       background=main["bg"].float() if "bg" in main else None)

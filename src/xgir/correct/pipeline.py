@@ -231,7 +231,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     orig_head = copy.deepcopy(linear).cpu()
 
     new_head, record = retrain_head(h["source_train"], r, y_train, num_classes, xcfg, empty_support=empty,
-                                    support_fraction=support_share)
+                                    support_fraction=support_share, background=res.background)
     new_inner, _, new_linear = frozen_copy(inner, head_name)
     with torch.no_grad():
         new_linear.weight.copy_(new_head.weight)

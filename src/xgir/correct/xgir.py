@@ -182,6 +182,14 @@ class XGIRRecord:
 
 
 @torch.no_grad()
+def background_features(features: nn.Module, x: torch.Tensor, support: torch.Tensor, x0: torch.Tensor, *,
+                        batch_size: int = 512) -> torch.Tensor:
+    """f(x * (1 - s) + x0 * s): the features of the images with the support blanked out to the
+    empty image, float[N,D] (CPU). The swap's ``context="background"``."""
+    s = support[:, None].to(x.dtype)
+    return extract_features(features, x * (1 - s) + x0 * s, batch_size)
+
+
 def unit_responses(features: nn.Module, x: torch.Tensor, support: torch.Tensor, x0: torch.Tensor, *,
                    batch_size: int = 512, response: str = "core") -> torch.Tensor:
     """r = f(x * s + x0 * (1 - s)) - f(x0): float[N,D] (CPU); with
@@ -253,8 +261,10 @@ def response_quantiles(r: torch.Tensor) -> dict[str, list[float]]:
 def xgir_training_set(
     h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, config: XGIRConfig,
     empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
+    background: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, XGIRRecord]:
     """Steps 4-5 (or a variant's features): what the fresh head of :func:`retrain_head` is trained on.
+    ``background`` float[N,D]: f of the background images, for the swap's ``context="background"``.
 
     Returns (features float[M,D], labels long[M], the record); M a multiple of N. Training a head
     on them with :func:`fit_config_head` (or many at once with :func:`xgir.train.heads.fit_heads`)
@@ -269,7 +279,7 @@ def xgir_training_set(
     check_memory(3 * 4 * (config.draws + 1) * h.numel(), f"{config.draws} draws of {h.shape[0]} images' features",
                  "lower draws")
     if uses_variant(config):
-        return variant_training_set(h, r, labels, config, empty_support, support_fraction)
+        return variant_training_set(h, r, labels, config, empty_support, support_fraction, background)
     delta2 = delta2_per_unit(r, config)
     lam = interventional_lambda(r, delta2)
     if empty_support is not None:
@@ -291,14 +301,16 @@ def xgir_training_set(
 def retrain_head(
     h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, num_classes: int, config: XGIRConfig, *,
     empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
+    background: torch.Tensor | None = None,
 ) -> tuple[nn.Linear, XGIRRecord]:
-    """Steps 4-6: lambda from r, noisy features, a fresh head trained on them.
+    """Steps 4-6: lambda from r, noisy features (or a variant's features), a fresh head trained on them.
 
     Args:
         h: features float[N,D]; r: responses float[N,D]; labels long[N].
         empty_support: bool[N] images whose support was empty (they keep h: lambda = 0).
+        background: f of the background images float[N,D] (the swap's ``context="background"``).
     """
-    feats, y, record = xgir_training_set(h, r, labels, config, empty_support, support_fraction)
+    feats, y, record = xgir_training_set(h, r, labels, config, empty_support, support_fraction, background)
     return fit_config_head(feats, y, num_classes, config), record
 
 

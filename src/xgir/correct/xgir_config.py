@@ -59,6 +59,10 @@ class XGIRConfig:
     basis: Literal["units", "pca", "whiten"] = "units"
     core: Literal["explainer", "pretrained", "novelty"] = "explainer"  # source of the core (xgir correct)
     top_k: int = 5  # classes of the pretrained head's map (core="pretrained")
+    support_fraction: float | None = None  # supports = the map's top fraction of pixels (None: delta1)
+    partner: Literal["any", "other-class"] = "any"  # the swap's partner j
+    context: Literal["remainder", "background"] = "remainder"  # the swap's context of j (see xgir_variants)
+    context_fraction: float = 0.3  # background context: the top fraction of j's map blanked out
 
     # YAML (the ``xgir:`` section of ``xgir correct``) validates this dataclass directly: the same
     # checks in Python and YAML; unknown keys and non-finite numbers are errors there too

@@ -18,10 +18,16 @@ fields (``variant``, ``floor``, ``noise``, ``basis``, ``response="core-vs-whole"
 - **decorrelated basis** (``basis="pca"`` / ``"whiten"``): the rule runs on the coordinates
   z = (h - mu) V (divided by sqrt(eigenvalue) for whiten) of the principal axes of h over the
   training set, and h' = z' V^T + mu: one direction can carry a factor that many units share.
-- **context swap** (``variant="swap"``): h'_i = f(core_i) + (h_j - f(core_j)) for a random
-  other image j, as if features added up: the core's features plus another image's context
-  contribution. From r = f(core) - f(x0) with one x0 for all images this is
-  r_i + h_j - r_j. The head is trained on {h} and ``draws`` swaps.
+- **context swap** (``variant="swap"``): h'_i = f(core_i) + ctx_j for a random other image j,
+  as if features added up: the core's features plus another image's context contribution,
+  labelled y_i. ``context="remainder"``: ctx_j = h_j - f(core_j) (from r = f(core) - f(x0)
+  with one x0 for all images, h'_i = r_i + h_j - r_j); ``context="background"``:
+  ctx_j = f(x_j (1 - s'_j) + x0 s'_j) - f(x0), the partner's image with the top
+  ``context_fraction`` of its map blanked out (s', larger than the core's support, so that
+  the part of j's object that the core missed is not carried under i's label: an imprecise
+  core otherwise turns into label noise). ``partner="other-class"`` draws j among the images
+  of another class (each context then meets a label it was not seen with). The head is
+  trained on {h} and ``draws`` swaps.
 
 Sources of the core (heatmaps float[N,u,v] at the last spatial stage, from the maps M that a
 global-average-pooled linear head reads, so CAM = Grad-CAM there):
@@ -51,6 +57,8 @@ VARIANTS = ("note", "swap")
 NOISES = ("gaussian", "empirical")
 BASES = ("units", "pca", "whiten")
 CORES = ("explainer", "pretrained", "novelty")
+PARTNERS = ("any", "other-class")
+CONTEXTS = ("remainder", "background")
 
 
 def validate_variant_fields(config: XGIRConfig) -> None:
@@ -67,6 +75,16 @@ def validate_variant_fields(config: XGIRConfig) -> None:
         raise XgirError(f"floor (a quantile of r) must be in [0, 1), got {config.floor}")
     if config.top_k < 1:
         raise XgirError(f"top_k must be >= 1, got {config.top_k}")
+    if config.partner not in PARTNERS:
+        raise XgirError(f"partner must be one of {', '.join(PARTNERS)}, got '{config.partner}'")
+    if config.context not in CONTEXTS:
+        raise XgirError(f"context must be one of {', '.join(CONTEXTS)}, got '{config.context}'")
+    for name in ("support_fraction", "context_fraction"):
+        v = getattr(config, name)
+        if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
+            raise XgirError(f"{name} is a share of the image's pixels in (0, 1), got {v!r}")
+    if config.variant != "swap" and (config.partner != "any" or config.context != "remainder"):
+        raise XgirError("partner and context are settings of the context swap: set variant: swap")
 
 
 def uses_variant(config: XGIRConfig) -> bool:
@@ -255,25 +273,52 @@ def empirical_noise(h: torch.Tensor, draws: int, generator: torch.Generator) -> 
     return h.T.gather(1, idx.permute(2, 0, 1).reshape(d, -1)).T.reshape(draws, n, d)
 
 
-def swap_features(h: torch.Tensor, r: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
-    """h'_i = r_i + (h_j - r_j), j a random other image (one permutation per draw): h, r
-    float[N,D] -> float[draws*N,D] (draw-major)."""
-    n = len(h)
+def swap_partners(labels: torch.Tensor, partner: str, generator: torch.Generator) -> torch.Tensor:
+    """One partner j per image, long[N]: a random permutation (``"any"``), or for each image a
+    random image of another class (``"other-class"``, drawn with replacement)."""
+    n = len(labels)
+    if partner == "any":
+        return torch.randperm(n, generator=generator)
+    j = torch.empty(n, dtype=torch.long)
+    for c in torch.unique(labels).tolist():
+        mine, others = torch.nonzero(labels == c).flatten(), torch.nonzero(labels != c).flatten()
+        if not len(others):
+            raise XgirError("partner: other-class needs images of at least two classes")
+        j[mine] = others[torch.randint(len(others), (len(mine),), generator=generator)]
+    return j
+
+
+def swap_features(h: torch.Tensor, r: torch.Tensor, draws: int, generator: torch.Generator, *,
+                  labels: torch.Tensor | None = None, partner: str = "any",
+                  background: torch.Tensor | None = None) -> torch.Tensor:
+    """h'_i = r_i + ctx_j for partners j (:func:`swap_partners`, one set per draw): ctx_j =
+    h_j - r_j (the remainder), or ``background[j]`` = f(x_j (1 - s'_j) + x0 s'_j) (then h'_i =
+    f(core_i) + f(background_j) - f(x0)). h, r (and background) float[N,D] -> float[draws*N,D]
+    (draw-major)."""
+    if partner != "any" and labels is None:
+        raise XgirError("swap_features: partner other-class needs the labels")
+    ctx = h - r if background is None else background
     out = []
     for _ in range(draws):
-        j = torch.randperm(n, generator=generator)
-        out.append(r + (h[j] - r[j]))
+        j = swap_partners(labels if labels is not None else torch.zeros(len(h)), partner, generator)
+        out.append(r + ctx[j])
     return torch.cat(out)
 
 
 def variant_features(h: torch.Tensor, r: torch.Tensor, config: XGIRConfig, generator: torch.Generator, *,
-                     empty_support: torch.Tensor | None = None) -> tuple[torch.Tensor, int, dict[str, Any]]:
+                     empty_support: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                     background: torch.Tensor | None = None) -> tuple[torch.Tensor, int, dict[str, Any]]:
     """The training features of a variant: (features float[M,D], M // N copies of the labels,
-    stats). Images with an empty support keep h."""
+    stats). Images with an empty support keep h. ``background`` float[N,D]: f of the partners'
+    background images (``context="background"``)."""
     keep = empty_support if empty_support is not None else torch.zeros(len(h), dtype=torch.bool)
     if config.variant == "swap":
+        if (config.context == "background") != (background is not None):
+            raise XgirError("context: background needs the features of the background images (and only it does)")
         r_used = torch.where(keep[:, None], h, r)  # no core: the image keeps all of h
-        return torch.cat([h, swap_features(h, r_used, config.draws, generator)]), config.draws + 1, {
+        swaps = swap_features(h, r_used, config.draws, generator, labels=labels, partner=config.partner,
+                              background=background)
+        return torch.cat([h, swaps]), config.draws + 1, {
             "frac_units_randomised": float("nan"), "frac_units_fully_randomised": float("nan"),
             "delta2_used": [], "floor_used": []}
     mu, b, b_inv = _basis(h, config.basis)
@@ -298,15 +343,18 @@ def variant_features(h: torch.Tensor, r: torch.Tensor, config: XGIRConfig, gener
 def variant_training_set(
     h: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, config: XGIRConfig,
     empty_support: torch.Tensor | None = None, support_fraction: float = float("nan"),
+    background: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, XGIRRecord]:
-    """:func:`xgir.correct.xgir.xgir_training_set` for the variants: h, r float[N,D], labels long[N]
-    -> (features float[M,D], labels long[M], record)."""
+    """:func:`xgir.correct.xgir.xgir_training_set` for the variants: h, r (and ``background``)
+    float[N,D], labels long[N] -> (features float[M,D], labels long[M], record)."""
     from xgir.correct.xgir import XGIRRecord, response_quantiles
 
-    if h.shape != r.shape:
-        raise XgirError(f"features {tuple(h.shape)} and responses {tuple(r.shape)} differ in shape")
+    if h.shape != r.shape or (background is not None and background.shape != h.shape):
+        raise XgirError(f"features {tuple(h.shape)}, responses {tuple(r.shape)} and background features "
+                        f"{None if background is None else tuple(background.shape)} differ in shape")
     g = torch.Generator().manual_seed(config.seed)
-    feats, copies, stats = variant_features(h, r, config, g, empty_support=empty_support)
+    feats, copies, stats = variant_features(h, r, config, g, empty_support=empty_support, labels=labels,
+                                            background=background)
     record = XGIRRecord(
         config=asdict(config), delta2_used=stats["delta2_used"],
         frac_units_randomised=stats["frac_units_randomised"],
