@@ -22,7 +22,7 @@ come back on the images' device.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -67,14 +67,19 @@ def layer_gradients(scores: torch.Tensor, activation: torch.Tensor, *, strategy:
     return torch.stack(grads, dim=1)
 
 
-def cam_from_gradients(activation: torch.Tensor, grads: torch.Tensor, *, relu: bool = True,
-                       size: tuple[int, int] | None = None, differentiable: bool = False) -> torch.Tensor:
-    """Grad-CAM maps from A float[N,K,u,v] and dy/dA float[N,T,K,u,v]: float[N,T,u,v], or
-    float[N,T,*size] bilinearly upsampled (align_corners=False) when ``size`` is given.
-    ``differentiable``: keep A's graph (else A is detached)."""
+Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""How a gradient CAM combines A float[N,K,u,v] and dy/dA float[N,T,K,u,v] into maps float[N,T,u,v]."""
+
+
+def gradcam_combine(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's combination: sum_k mean_uv(dy/dA[k]) A[k], float[N,T,u,v]."""
     alpha = grads.mean(dim=(-2, -1))  # [N,T,K]
-    act = activation if differentiable else activation.detach()
-    cams = torch.einsum("ntk,nkuv->ntuv", alpha, act)
+    return torch.einsum("ntk,nkuv->ntuv", alpha, activation)
+
+
+def finish_maps(cams: torch.Tensor, *, relu: bool = True, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """ReLU (optional) and bilinear upsampling (align_corners=False) of maps float[N,T,u,v] to
+    float[N,T,*size] when ``size`` is given (the last steps of every CAM)."""
     if relu:
         cams = cams.clamp(min=0)
     if size is not None and tuple(cams.shape[-2:]) != tuple(size):
@@ -83,6 +88,47 @@ def cam_from_gradients(activation: torch.Tensor, grads: torch.Tensor, *, relu: b
         cams = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
         cams = cams.reshape(n, t, *size)
     return cams
+
+
+def cam_from_gradients(activation: torch.Tensor, grads: torch.Tensor, *, relu: bool = True,
+                       size: tuple[int, int] | None = None, differentiable: bool = False,
+                       combine: Combine = gradcam_combine) -> torch.Tensor:
+    """Grad-CAM maps from A float[N,K,u,v] and dy/dA float[N,T,K,u,v]: float[N,T,u,v], or
+    float[N,T,*size] bilinearly upsampled (align_corners=False) when ``size`` is given.
+    ``differentiable``: keep A's graph (else A is detached). ``combine``: another gradient
+    CAM's combination (:mod:`xgir.explain.cams`)."""
+    act = activation if differentiable else activation.detach()
+    return finish_maps(combine(act, grads), relu=relu, size=size)
+
+
+def forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, checked: logits float[N,K], finite; XgirError otherwise."""
+    try:
+        logits = model(x)
+    except RuntimeError as err:  # e.g. wrong channel count or image size for the model
+        first = (str(err).splitlines() or [""])[0]
+        raise XgirError(f"the model cannot take images of shape {tuple(x.shape)}: {first}") from None
+    ok = isinstance(logits, torch.Tensor) and logits.ndim == 2
+    if not ok or logits.shape[0] != x.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+        raise XgirError(f"the model must return logits [N,K]; got {shape}")
+    if not bool(torch.isfinite(logits).all()):
+        raise XgirError("the model's outputs hold NaN or infinite values (a diverged or broken model); "
+                        "nothing to explain")
+    return logits
+
+
+def read_targets(targets: Any, logits: torch.Tensor) -> Targets:
+    """``targets`` (any :func:`~xgir.explain.targets.as_targets` form, or a callable of the detached
+    logits) as :class:`Targets` on the logits' device, checked (T >= 1, finite weights)."""
+    if callable(targets) and not isinstance(targets, Targets):
+        targets = targets(logits.detach())
+    tg = as_targets(targets, logits.shape[0], logits.shape[1]).to(logits.device)
+    if tg.shape[1] == 0:
+        raise XgirError("no targets given: targets must name at least one class per image ([N,T], T >= 1)")
+    if not bool(torch.isfinite(tg.weights).all()):
+        raise XgirError("target weights contain NaN or infinite values")
+    return tg
 
 
 TargetsOrFn = Any  # targets in any as_targets form, or a callable logits[N,K] -> such targets
@@ -97,6 +143,8 @@ def grad_cam_layers(
     upsample: bool = True,
     strategy: str = "batched",
     differentiable: bool = False,
+    combine: Combine = gradcam_combine,
+    name: str = "Grad-CAM",
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Grad-CAM at several layers, each with its own targets, from ONE forward pass.
 
@@ -105,53 +153,38 @@ def grad_cam_layers(
             logits float[N,K] and returning targets (to pick them from this forward pass).
         differentiable: maps (and logits) keep the autograd graph of the parameters (see the
             module docstring); else they are detached and the prefix runs without a graph.
+        combine: how A and dy/dA make the maps (default Grad-CAM's; the other gradient CAMs of
+            :mod:`xgir.explain.cams` pass theirs); ``name`` names the method in errors.
 
     Returns:
         (logits float[N,K], one map tensor float[N,T_i,H,W] per request).
     """
     check_images(x)
     if not requests:
-        raise XgirError("no Grad-CAM request given")
+        raise XgirError(f"no {name} request given")
     if strategy not in STRATEGIES:
         raise XgirError(f"unknown gradient strategy '{strategy}'; choose batched or loop")
     if differentiable and torch.is_inference_mode_enabled():
-        raise XgirError("differentiable Grad-CAM cannot run inside torch.inference_mode()")
+        raise XgirError(f"differentiable {name} cannot run inside torch.inference_mode()")
     modules = [resolve_layer(model, layer) for layer, _ in requests]
     graph = torch.enable_grad() if differentiable else contextlib.nullcontext()
     with graph, LayerCapture(modules, cut=not differentiable) as cap:
-        try:
-            logits = model(x)
-        except RuntimeError as err:  # e.g. wrong channel count or image size for the model
-            first = (str(err).splitlines() or [""])[0]
-            raise XgirError(f"the model cannot take images of shape {tuple(x.shape)}: {first}") from None
-        ok = isinstance(logits, torch.Tensor) and logits.ndim == 2
-        if not ok or logits.shape[0] != x.shape[0]:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
-            raise XgirError(f"the model must return logits [N,K]; got {shape}")
-        if not bool(torch.isfinite(logits).all()):
-            raise XgirError("the model's outputs hold NaN or infinite values (a diverged or broken model); "
-                            "nothing to explain")
+        logits = forward_logits(model, x)
         acts = [cap.get(m) for m in modules]
         for (layer, _), act in zip(requests, acts, strict=True):
             if act.ndim != 4:
-                raise XgirError(f"Grad-CAM needs a layer with output [N,K,u,v]; '{layer}' gives "
+                raise XgirError(f"{name} needs a layer with output [N,K,u,v]; '{layer}' gives "
                                 f"shape {tuple(act.shape)}")
         size = tuple(x.shape[-2:]) if upsample else None
         cams = []
         with torch.enable_grad():
             for i, ((_, targets), act) in enumerate(zip(requests, acts, strict=True)):
-                if callable(targets) and not isinstance(targets, Targets):
-                    targets = targets(logits.detach())
-                tg = as_targets(targets, x.shape[0], logits.shape[1]).to(logits.device)
-                if tg.shape[1] == 0:
-                    raise XgirError("no targets given: targets must name at least one class per image ([N,T], T >= 1)")
-                if not bool(torch.isfinite(tg.weights).all()):
-                    raise XgirError("target weights contain NaN or infinite values")
+                tg = read_targets(targets, logits)
                 scores = tg.scores(logits)
                 grads = layer_gradients(scores, act, strategy=strategy, retain_graph=i < len(requests) - 1,
                                         create_graph=differentiable)
                 cams.append(cam_from_gradients(act, grads, relu=relu, size=size,  # type: ignore[arg-type]
-                                               differentiable=differentiable))
+                                               differentiable=differentiable, combine=combine))
     return (logits if differentiable else logits.detach()), cams
 
 

@@ -72,10 +72,34 @@ class ExplainerInfo:
 
 _G = "xgir.explain.gradient"
 _BATCH = 4096  # images per forward pass: beyond this a batch of 224 px images outgrows memory
+_C = "xgir.explain.cams"
+_P = "xgir.explain.perturbation_cams"
 EXPLAINERS: dict[str, ExplainerInfo] = {
     "gradcam": ExplainerInfo(
         "xgir.explain.gradcam:GradCAM",
         "Grad-CAM at --layer (class activation map weighted by pooled gradients)", needs_layer=True),
+    "gradcam++": ExplainerInfo(
+        f"{_C}:GradCAMPlusPlus",
+        "Grad-CAM++ at --layer (channel weights from positive gradients, closed-form alphas)", needs_layer=True),
+    "xgradcam": ExplainerInfo(
+        f"{_C}:XGradCAM", "XGrad-CAM at --layer (channel weights sum(grad*A)/sum(A))", needs_layer=True),
+    "layercam": ExplainerInfo(
+        f"{_C}:LayerCAM", "LayerCAM at --layer (sum over channels of relu(grad)*A)", needs_layer=True),
+    "hirescam": ExplainerInfo(
+        f"{_C}:HiResCAM", "HiResCAM at --layer (sum over channels of grad*A)", needs_layer=True),
+    "eigencam": ExplainerInfo(
+        f"{_C}:EigenCAM", "Eigen-CAM at --layer (first principal component of the activations; "
+        "class-agnostic: the same map for every target)", needs_layer=True),
+    "scorecam": ExplainerInfo(
+        f"{_P}:ScoreCAM", "Score-CAM at --layer (channels weighted by the softmax of the scores of the "
+        "image masked by each channel; N*K forward passes, --param batch_size=)", needs_layer=True),
+    "ablationcam": ExplainerInfo(
+        f"{_P}:AblationCAM", "Ablation-CAM at --layer (channels weighted by the relative score drop when "
+        "each is zeroed; N*K forward passes, --param batch_size=)", needs_layer=True),
+    "lrp": ExplainerInfo(
+        "xgir.explain.lrp:LRP", "layer-wise relevance propagation (--param composite=epsilon-plus-flat|"
+        "epsilon-plus|epsilon-alpha2-beta1[-flat]|epsilon; conv/linear/batch-norm/ReLU nets, see docs)",
+        signed=True),
     "cwox": ExplainerInfo(
         "xgir.explain.cwox:CWOX",
         "CWOX-2s cluster level: each target's Grad-CAM contrasted with the image's other targets "
