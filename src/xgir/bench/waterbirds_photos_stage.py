@@ -82,8 +82,7 @@ class Stage:
             "target-val": waterbirds_photos("target-val", n=s.target_val),
             "target-test": waterbirds_photos("target-test", n=s.target_test),
         }
-        self.keys = {name: fingerprint(MODEL, CACHE, name, ds.files, tuple(ds.images.shape))
-                     for name, ds in self.data.items()}
+        self.keys = {name: fingerprint(MODEL, CACHE, name, ds.images) for name, ds in self.data.items()}  # the pixels
         self.h: dict[str, torch.Tensor] = {}
         self.maps: dict[str, torch.Tensor] = {}
         for name, ds in self.data.items():
