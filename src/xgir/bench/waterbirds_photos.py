@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 from xgir.bench import fmt, spread_note
 from xgir.bench.waterbirds_photos_stage import CACHE, MODEL, QUICK, Sizes, Stage, group_counts, present
-from xgir.correct.xgir import XGIRConfig, support_from_heatmaps, xgir_training_set
-from xgir.correct.xgir_variants import support_precision
+from xgir.correct.xgir import XGIRConfig, support_from_heatmaps, support_top_fraction, xgir_training_set
+from xgir.correct.xgir_variants import core_heatmaps, support_precision
 from xgir.data.waterbirds_photos import group_subset
 from xgir.io import cached, fingerprint, save_figure, write_json, write_text
 from xgir.models.accuracy import accuracy_from_predictions
@@ -59,12 +59,14 @@ DELTA1 = 0.5  # the note's relative rule, kept beside the matched sizes
 
 @dataclass(frozen=True)
 class XgirRow:
-    """An XGIR setting: core map, support fraction (None: delta1), config, annotation-free or not."""
+    """An XGIR setting: core map, support fraction (None: delta1), config, annotation-free or not,
+    and the map whose top 30 % is blanked out of the partner's background (None: the core's)."""
 
     core: str
     fraction: float | None
     config: XGIRConfig
     free: bool
+    context_core: str | None = None
 
 
 def xgir_rows(sizes: Sizes, quick: bool) -> dict[str, XgirRow]:
@@ -86,10 +88,14 @@ def xgir_rows(sizes: Sizes, quick: bool) -> dict[str, XgirRow]:
     rows[f"XGIR note's rule, signed floor, pretrained core {sizes.fractions[0]:.0%}"] = XgirRow(
         "pretrained", sizes.fractions[0], signed, True)
     rows[f"XGIR note's rule, signed floor, pretrained core delta1 {DELTA1}"] = XgirRow("pretrained", None, signed, True)
-    best = variants["swap, other class, background"]
+    best, f = variants["swap, other class, background"], sizes.fractions[0]
     rows["XGIR swap, other class, background, exact bird mask (annotation)"] = XgirRow("gt", None, best, False)
-    rows[f"XGIR swap, other class, background, random mask {sizes.fractions[0]:.0%} (control)"] = XgirRow(
-        "random", sizes.fractions[0], best, False)
+    rows[f"XGIR swap, other class, background, random mask {f:.0%} (control)"] = XgirRow("random", f, best, False)
+    # which part of the explanation matters: the core, or what it blanks out of the partner's image
+    rows[f"XGIR swap, other class, background: pretrained core {f:.0%}, random blank (ablation)"] = XgirRow(
+        "pretrained", f, best, False, context_core="random")
+    rows[f"XGIR swap, other class, background: random core {f:.0%}, pretrained blank (ablation)"] = XgirRow(
+        "random", f, best, False, context_core="pretrained")
     return rows
 
 
@@ -214,11 +220,13 @@ def run_seed(st: Stage, seed: int, rows: dict[str, XgirRow], quick: bool) -> dic
 
 
 def _context_support(st: Stage, row: XgirRow) -> torch.Tensor:
-    """What is blanked out of the partner's image: the top 30 % of the same map; the exact mask
-    dilated by 6 px for the gt control; a random blob of 30 % for the random control."""
-    if row.core == "gt":
+    """What is blanked out of the partner's image: the top 30 % of the row's context map (the
+    core's unless it names another); the exact mask dilated by 6 px for the gt control; a random
+    blob of 30 % for the random control."""
+    core = row.context_core or row.core
+    if core == "gt":
         return F.max_pool2d(st.masks[:, None].float(), 13, 1, 6)[:, 0] > 0
-    return st.support(row.core, CONTEXT)
+    return st.support(core, CONTEXT)
 
 
 def _fit_rows(jobs: dict[str, tuple[torch.Tensor, torch.Tensor, XGIRConfig]]) -> dict[str, torch.nn.Linear]:
@@ -262,6 +270,19 @@ def core_diagnostics(st: Stage, sizes: Sizes) -> dict[str, Any]:
             sup = st.support(core, frac)
             out[f"{core} {frac:.0%}: precision"] = support_precision(sup, st.masks)
             out[f"{core} {frac:.0%}: recall"] = float((sup & st.masks).sum() / st.masks.sum())
+    # better annotation-free cores? combinations of the maps, and Grad-CAM at finer layers (a subset)
+    norm = lambda m: m / m.flatten(1).max(1).values.clamp(min=1e-8)[:, None, None]  # noqa: E731
+    combos = {"pretrained x erm (agreement)": norm(st.heatmaps["pretrained"]) * norm(st.heatmaps["erm"]),
+              "pretrained + erm": norm(st.heatmaps["pretrained"]) + norm(st.heatmaps["erm"])}
+    n = min(len(st.masks), 200)
+    for layer in ("_blocks.10", "_blocks.14"):
+        key = f"{st.keys['pool']}-gradcam-top5-{layer}-{n}"
+        combos[f"Grad-CAM of the top 5 at {layer} (first {n} images)"] = cached(CACHE, key, functools.partial(
+            core_heatmaps, "pretrained", st.model, st.data["pool"].images[:n], layer))
+    for name, heat in combos.items():
+        masks = st.masks[: len(heat)]
+        for frac in sizes.fractions:
+            out[f"{name} {frac:.0%}: precision"] = support_precision(support_top_fraction(heat, st.size, frac), masks)
     sup = support_from_heatmaps(st.heatmaps["pretrained"], st.size, DELTA1)
     out[f"pretrained delta1 {DELTA1}: precision"] = support_precision(sup, st.masks)
     out[f"pretrained delta1 {DELTA1}: share kept"] = float(sup.float().mean())
@@ -326,7 +347,8 @@ def summary_table(per_seed: dict[int, dict[str, Any]], chosen: dict[str, dict[st
 
     first = per_seed[seeds[0]]["fixed"]
     for name in first:
-        kind = "reference" if "DFR" in name else ("control" if "(control)" in name or "annotation)" in name else "")
+        kind = "reference" if "DFR" in name else ("control" if name.endswith(("(control)", "(annotation)",
+                                                                              "(ablation)")) else "")
         add(name, [per_seed[s]["fixed"][name] for s in seeds], kind=kind)
     for fam, protos in chosen.items():
         for proto, pick in protos.items():
