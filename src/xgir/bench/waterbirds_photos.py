@@ -278,7 +278,7 @@ def core_diagnostics(st: Stage, sizes: Sizes) -> dict[str, Any]:
     for layer in ("_blocks.10", "_blocks.14"):
         key = f"{st.keys['pool']}-gradcam-top5-{layer}-{n}"
         combos[f"Grad-CAM of the top 5 at {layer} (first {n} images)"] = cached(CACHE, key, functools.partial(
-            core_heatmaps, "pretrained", st.model, st.data["pool"].images[:n], layer))
+            _batched_core, st, n, layer))
     for name, heat in combos.items():
         masks = st.masks[: len(heat)]
         for frac in sizes.fractions:
@@ -292,6 +292,12 @@ def core_diagnostics(st: Stage, sizes: Sizes) -> dict[str, Any]:
     out["ImageNet top-1 labels on the pool (10 most frequent)"] = [
         f"{st.imagenet_classes[int(c)]} {int(counts[c])}" for c in counts.argsort(descending=True)[:10]]
     return out
+
+
+def _batched_core(st: Stage, n: int, layer: str) -> torch.Tensor:
+    """The pretrained network's top-5 Grad-CAM at ``layer`` for the first ``n`` pool images, float[n,u,v]."""
+    x = st.data["pool"].images[:n]
+    return torch.cat([core_heatmaps("pretrained", st.model, x[i : i + 20], layer) for i in range(0, n, 20)])
 
 
 def probes(st: Stage) -> dict[str, float]:
