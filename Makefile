@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: demo test install lint docs clean
+.PHONY: demo test install lint docs clean debian-data
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,10 +19,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# the Debian packages waterbirds-photos is built from (bird cut-outs, landscape photographs), when missing
+debian-data:
+	@bash scripts/debian-packages.sh
+
+demo: $(STAMP) debian-data
 	$(BIN)/xgir demo --out results/demo
 
-test: $(STAMP)
+test: $(STAMP) debian-data
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
