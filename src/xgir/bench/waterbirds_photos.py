@@ -69,26 +69,28 @@ class XgirRow:
     context_core: str | None = None
 
 
-def xgir_rows(sizes: Sizes, quick: bool) -> dict[str, XgirRow]:
+def xgir_rows(sizes: Sizes) -> dict[str, XgirRow]:
     """Row name -> setting. Swaps: partner x context for every core and size; the note's signed
-    rule and its delta1 support on the pretrained core; the gt and random controls."""
+    rule and its delta1 support on the pretrained core; the gt and random controls and the two
+    ablations."""
     swap = XGIRConfig(variant="swap", empty="data-mean", draws=5)
-    variants = {"swap, any partner, remainder": swap,
-                "swap, other class, remainder": replace(swap, partner="other-class"),
-                "swap, other class, background": replace(swap, partner="other-class", context="background")}
-    if quick:
-        variants = {k: v for k, v in variants.items() if "background" in k}
+    variants = {"any partner, remainder": swap,
+                "other class, remainder": replace(swap, partner="other-class"),
+                "other class, background": replace(swap, partner="other-class", context="background")}
     rows: dict[str, XgirRow] = {}
-    cores = ("pretrained", "cwox") if quick else ("pretrained", "cwox", "novelty", "erm")
-    for core in cores:
+    for core in sizes.cores:
         for frac in sizes.fractions:
-            for vname, cfg in variants.items():
-                rows[f"XGIR {vname}, {core} core {frac:.0%}"] = XgirRow(core, frac, cfg, True)
-    signed = XGIRConfig(floor=0.05, empty="data-mean")
-    rows[f"XGIR note's rule, signed floor, pretrained core {sizes.fractions[0]:.0%}"] = XgirRow(
-        "pretrained", sizes.fractions[0], signed, True)
-    rows[f"XGIR note's rule, signed floor, pretrained core delta1 {DELTA1}"] = XgirRow("pretrained", None, signed, True)
-    best, f = variants["swap, other class, background"], sizes.fractions[0]
+            for vname in sizes.swaps:
+                rows[f"XGIR swap, {vname}, {core} core {frac:.0%}"] = XgirRow(core, frac, variants[vname], True)
+    if sizes.note_rows:
+        signed = XGIRConfig(floor=0.05, empty="data-mean")
+        rows[f"XGIR note's rule, signed floor, pretrained core {sizes.fractions[0]:.0%}"] = XgirRow(
+            "pretrained", sizes.fractions[0], signed, True)
+        rows[f"XGIR note's rule, signed floor, pretrained core delta1 {DELTA1}"] = XgirRow(
+            "pretrained", None, signed, True)
+    if not sizes.controls:
+        return rows
+    best, f = variants["other class, background"], sizes.fractions[0]
     rows["XGIR swap, other class, background, exact bird mask (annotation)"] = XgirRow("gt", None, best, False)
     rows[f"XGIR swap, other class, background, random mask {f:.0%} (control)"] = XgirRow("random", f, best, False)
     # which part of the explanation matters: the core, or what it blanks out of the partner's image
@@ -135,7 +137,7 @@ def _cached_head(key: str, compute: Any) -> tuple[torch.nn.Linear, dict[str, Any
     return _linear(got["weight"], got["bias"]), got["info"]
 
 
-def anchors(st: Stage, seed: int, idx: torch.Tensor, erm: torch.nn.Linear, quick: bool
+def anchors(st: Stage, seed: int, idx: torch.Tensor, erm: torch.nn.Linear
             ) -> dict[str, dict[str, tuple[torch.nn.Linear, dict[str, Any]]]]:
     """Family -> {setting name -> (head, info)} of the annotation-free anchors for one seed."""
     from xgir.correct.afr import afr_head
@@ -153,13 +155,13 @@ def anchors(st: Stage, seed: int, idx: torch.Tensor, erm: torch.nn.Linear, quick
     h, y = st.h["pool"], pool.labels
     erm80 = fit_head(h[tr], y[tr], K, seed=seed)
     fam: dict[str, dict[str, tuple[torch.nn.Linear, dict[str, Any]]]] = {}
-    gammas, lams = ((4.0, 10.0), (0.0,)) if quick else ((2.0, 4.0, 6.0, 8.0, 10.0, 14.0, 20.0), (0.0, 0.1, 0.3))
+    sz = st.sizes
     fam["AFR"] = {f"gamma {gm:g}, lambda {lm:g}": afr_head(h[rw], y[rw], erm80, gamma=gm, lam=lm)
-                  for gm in gammas for lm in lams}
+                  for gm in sz.afr_gammas for lm in sz.afr_lambdas}
     fam["class-balanced last layer"] = {"held-out 20 %": class_balanced_head(h[rw], y[rw], K, seed=seed)}
     fam["error upweighting (JTT, last layer)"] = {f"lambda_up {lu}": jtt_head(h[rw], y[rw], erm80, lambda_up=lu,
                                                                              seed=seed)
-                                                  for lu in ((20.0,) if quick else (5.0, 20.0, 100.0))}
+                                                  for lu in sz.jtt_upweights}
     tv = st.data["target-val"]
     with torch.no_grad():
         tv_pred = erm(st.h["target-val"]).argmax(1)
@@ -172,17 +174,17 @@ def anchors(st: Stage, seed: int, idx: torch.Tensor, erm: torch.nn.Linear, quick
     def features_fn(x: torch.Tensor) -> torch.Tensor:  # composites are new images: one cached forward each
         return cached(CACHE, f"dac-{fingerprint(x)}", lambda: st.features(x))  # noqa: B023
 
-    fam["DaC"] = {}
-    low_loss = 1.0 if quick else 0.6  # the paper's low-loss share; the quick sets are too small to cut
-    for alpha in ((10.0,) if quick else (1.0, 10.0)):
-        key = f"{st.keys['pool']}-dac-{fingerprint(idx, erm)}-{alpha}-{low_loss}-{seed}"
+    if sz.dac_alphas:
+        fam["DaC"] = {}
+    for alpha in sz.dac_alphas:
+        key = f"{st.keys['pool']}-dac-{fingerprint(idx, erm)}-{alpha}-{sz.dac_low_loss}-{seed}"
         fam["DaC"][f"alpha {alpha:g}"] = _cached_head(key, functools.partial(
-            dac_head, features_fn, pool.images[idx], masks, y[idx], erm, alpha=alpha, quantile=low_loss, seed=seed,
-            chunk=64))
+            dac_head, features_fn, pool.images[idx], masks, y[idx], erm, alpha=alpha, quantile=sz.dac_low_loss,
+            seed=seed, chunk=64))
     return fam
 
 
-def run_seed(st: Stage, seed: int, rows: dict[str, XgirRow], quick: bool) -> dict[str, Any]:
+def run_seed(st: Stage, seed: int, rows: dict[str, XgirRow]) -> dict[str, Any]:
     """Every method for one seed: {"fixed": {row: scores}, "families": {family: {setting: scores}}}."""
     pool = st.data["pool"]
     idx = group_subset(present(pool.groups, "groups"), group_counts(st.sizes.train, st.sizes.p), seed)
@@ -198,7 +200,7 @@ def run_seed(st: Stage, seed: int, rows: dict[str, XgirRow], quick: bool) -> dic
 
     fixed = {"ERM head": _scores(erm, st), "DFR (group labels, reference)": _scores(_cached_head(dfr_key, dfr)[0], st)}
     families: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, settings in anchors(st, seed, idx, erm, quick).items():
+    for name, settings in anchors(st, seed, idx, erm).items():
         families[name] = {s: {**_scores(head, st), "info": {k: v for k, v in info.items()
                                                             if isinstance(v, int | float | str)}}
                           for s, (head, info) in settings.items()}
@@ -277,7 +279,7 @@ def core_diagnostics(st: Stage, sizes: Sizes) -> dict[str, Any]:
     combos = {"pretrained x erm (agreement)": norm(st.heatmaps["pretrained"]) * norm(st.heatmaps["erm"]),
               "pretrained + erm": norm(st.heatmaps["pretrained"]) + norm(st.heatmaps["erm"])}
     n = min(len(st.masks), 200)
-    for layer in ("_blocks.10", "_blocks.14"):
+    for layer in sizes.finer_layers:
         key = f"{st.keys['pool']}-gradcam-top5-{layer}-{n}"
         combos[f"Grad-CAM of the top 5 at {layer} (first {n} images)"] = cached(CACHE, key, functools.partial(
             _batched_core, st, n, layer))
@@ -309,16 +311,18 @@ def probes(st: Stage) -> dict[str, float]:
             "place": linear_probe(st.h["target-val"], tv.extras["place"], st.h["target-test"], tt.extras["place"])}
 
 
-def run(out: Path, seeds: list[int], quick: bool = False, device: str = "cpu") -> dict[str, Any]:
-    """The suite (``device``: where the network passes run; heads on the CPU)."""
+def run(out: Path, seeds: list[int], quick: bool = False, device: str = "cpu",
+        sizes: Sizes | None = None) -> dict[str, Any]:
+    """The suite (``device``: where the network passes run; heads on the CPU); ``sizes`` overrides
+    the full or quick profile (the demo's)."""
     start = time.time()
     out = Path(out)
-    sizes = QUICK if quick else Sizes()
+    sizes = sizes or (QUICK if quick else Sizes())
     before = torch.get_num_threads()
     torch.set_num_threads(1 if quick else 2)
     try:
         st = Stage(sizes, device=device)
-        rows = xgir_rows(sizes, quick)
+        rows = xgir_rows(sizes)
         t_stage = time.time() - start
         per_seed: dict[int, dict[str, Any]] = {}
         for seed in seeds:
@@ -326,14 +330,15 @@ def run(out: Path, seeds: list[int], quick: bool = False, device: str = "cpu") -
                 pool = st.data["pool"]
                 idx = group_subset(present(pool.groups, "groups"), group_counts(sizes.train, sizes.p), seed)
                 st.set_erm(fit_head(st.h["pool"][idx], pool.labels[idx], K, seed=seed))
-            per_seed[seed] = run_seed(st, seed, rows, quick)
+            per_seed[seed] = run_seed(st, seed, rows)
         chosen = select(per_seed)
         diag = core_diagnostics(st, sizes)
         probe = probes(st)
     finally:
         torch.set_num_threads(before)
     table = summary_table(per_seed, chosen, seeds)
-    results = {"seeds": seeds, "quick": quick, "sizes": str(sizes), "probes": probe, "per_seed": per_seed,
+    results = {"seeds": seeds, "quick": quick, "label": sizes.label, "sizes": str(sizes), "probes": probe,
+               "per_seed": per_seed,
                "selected": {f: {p: {str(s): n for s, n in v.items()} for p, v in d.items()} for f, d in chosen.items()},
                "table": table, "cores": diag, "seconds": {"stage": t_stage, "total": time.time() - start}}
     _plot_wga(table, out / "wga.png")
@@ -372,8 +377,9 @@ def summary_table(per_seed: dict[int, dict[str, Any]], chosen: dict[str, dict[st
 def report(res: dict[str, Any], sizes: Sizes) -> str:
     """report.md from the results."""
     seeds, table, probe, cores = res["seeds"], res["table"], res["probes"], res["cores"]
+    label = f" ({res['label']})" if res["label"] else ""
     lines = [f"# XGIR and the annotation-free anchors on waterbirds-photos ({MODEL} features)", "",
-             f"Seeds {seeds}{' (quick: tiny sizes, a smoke test, not a result)' if res['quick'] else ''}; "
+             f"Seeds {seeds}{label}; "
              + spread_note(len(seeds)) + f" Source-train {sizes.train} images per seed (Waterbirds' shares, "
              f"p = {sizes.p}) drawn from a pool of {sum(sizes.pool.values())}; DFR on target-val "
              f"({sizes.target_val}, places balanced); scores on target-test ({sizes.target_test}). "

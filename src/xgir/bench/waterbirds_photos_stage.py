@@ -47,6 +47,8 @@ def group_counts(n: int, p: float) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class Sizes:
+    """A run's sizes and grids: the full suite, its quick form (``make test``) and the demo's."""
+
     pool: dict[int, int] = field(default_factory=lambda: {0: 1000, 1: 120, 2: 60, 3: 320})
     train: int = 1200  # per seed, Waterbirds' proportions at p (14 waterbirds on land at 1200)
     p: float = 0.95
@@ -54,11 +56,28 @@ class Sizes:
     target_val: int = 1000
     target_test: int = 1500
     fractions: tuple[float, ...] = (0.1, 0.2)  # support sizes (share of the image's pixels)
-    context_fraction: float = 0.3  # what is blanked out of the partner's context (generous: no bird left)
+    cores: tuple[str, ...] = ("pretrained", "cwox", "novelty", "erm")  # annotation-free core maps
+    swaps: tuple[str, ...] = ("any partner, remainder", "other class, remainder", "other class, background")
+    afr_gammas: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0, 10.0, 14.0, 20.0)
+    afr_lambdas: tuple[float, ...] = (0.0, 0.1, 0.3)
+    jtt_upweights: tuple[float, ...] = (5.0, 20.0, 100.0)
+    dac_alphas: tuple[float, ...] = (1.0, 10.0)  # () leaves DaC out (its composites cost passes)
+    dac_low_loss: float = 0.6  # the paper's share of low-loss images
+    finer_layers: tuple[str, ...] = ("_blocks.10", "_blocks.14")  # Grad-CAM precision at finer layers
+    note_rows: bool = True  # the note's signed rule beside the swaps
+    controls: bool = True  # the exact-mask and random-mask controls and the two ablations
+    label: str = ""  # said in the report's first line (quick / demo)
 
 
 QUICK = Sizes(pool={0: 30, 1: 6, 2: 4, 3: 12}, train=40, source_test=16, target_val=40, target_test=40,
-              fractions=(0.1,))
+              fractions=(0.1,), cores=("pretrained", "cwox"), swaps=("other class, background",),
+              afr_gammas=(4.0, 10.0), afr_lambdas=(0.0,), jtt_upweights=(20.0,), dac_alphas=(10.0,),
+              dac_low_loss=1.0, finer_layers=(), label="quick: tiny sizes, a smoke test, not a result")
+DEMO = Sizes(pool={0: 200, 1: 30, 2: 16, 3: 64}, train=260, source_test=100, target_val=240, target_test=300,
+             fractions=(0.1,), cores=("pretrained",), swaps=("other class, background",),
+             afr_gammas=(4.0, 10.0, 20.0), afr_lambdas=(0.0,), jtt_upweights=(20.0,), dac_alphas=(),
+             finer_layers=(), note_rows=False, controls=False,
+             label="demo sizes: one seed, a small pool; `xgir bench waterbirds-photos` for the result")
 
 
 class Stage:
