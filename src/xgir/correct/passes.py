@@ -16,7 +16,8 @@ the network's tail after the Grad-CAM layer):
 - ``xgir.empty: data-mean``: x0 needs the mean image before the first response, so source train
   is read once more (no network) for it, unless a features pass runs anyway (CWOX).
 
-Test splits: one features forward per image (h kept in float32: accuracies as before).
+Test splits: one features forward per image (h kept in float32: accuracies as before); their
+groups too where the images have them (a Waterbirds ``ROOT:SPLIT``: worst-group accuracy).
 Source-train h and r are stored as ``passes.store`` (float16 by default): 2 D bytes each
 per image, plus 4 (label), 1 (empty support) bytes.
 """
@@ -94,6 +95,7 @@ class PassResults:
     examples: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     data_mean: torch.Tensor | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)  # split -> unreadable files left out
+    groups: dict[str, torch.Tensor] = field(default_factory=dict)  # split -> groups long[N] (images with groups)
     background: torch.Tensor | None = None  # f of the background images (the swap's context="background")
 
 
@@ -140,6 +142,8 @@ def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, 
             return out
         x = batch["image"].to(device)
         out["label"] = batch["label"].int()
+        if "group" in batch:  # images with groups (Waterbirds): worst-group accuracy
+            out["group"] = batch["group"].int()
         if want_h:
             out["h"] = features(x).float().to(dtype).cpu()
         if want_mean:
@@ -260,9 +264,12 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     main = readable_rows("source_train", main)
     h = {"source_train": (h_train if h_train is not None else main["h"]).float()}
     labels = {"source_train": main["label"].long()}
+    groups: dict[str, torch.Tensor] = {}
     for k, plan in others.items():
         res = readable_rows(k, load_pass(plan))
         h[k], labels[k] = res["h"].float(), res["label"].long()
+        if "group" in res:
+            groups[k] = res["group"].long()
     n_train = len(labels["source_train"])
     ex = main.get("list:examples", [])
     examples = {"images": [e["image"] for e in ex], "maps": [e["map"] for e in ex],
@@ -270,5 +277,5 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     return PassResults(h=h, labels=labels, r=main["r"].float(), empty=main["empty"],
                        support_share=float(main["sum:kept"]) / n_train,
                        fallback=float(main.get("sum:fallback", 0.0)) / n_train if cwox else None,
-                       examples=examples, data_mean=data_mean, skipped=skipped,
+                       examples=examples, data_mean=data_mean, skipped=skipped, groups=groups,
                        background=main["bg"].float() if "bg" in main else None)

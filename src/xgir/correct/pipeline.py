@@ -276,12 +276,17 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         new_linear.bias.copy_(new_head.bias)
 
     acc: dict[str, dict[str, float]] = {"original": {}, "xgir": {}}
+    by_group: dict[str, dict[str, Any]] = {"original": {}, "xgir": {}}  # splits with groups (Waterbirds)
     with torch.no_grad():
         for k in h:
             if k == "source_train":
                 continue
             for name, head in (("original", orig_head), ("xgir", new_head)):
-                acc[name][k] = accuracy_from_predictions(head(h[k]).argmax(1), labels[k])["accuracy"]
+                got = accuracy_from_predictions(head(h[k]).argmax(1), labels[k], res.groups.get(k),
+                                                datasets[k].group_names)
+                acc[name][k] = got["accuracy"]
+                if "worst_group" in got:
+                    by_group[name][k] = {"worst_group": got["worst_group"], "groups": got["groups"]}
 
     paths = {"model": out / "xgir_model.pt", "figure": out / "heatmaps.png"}
     results: dict[str, Any] = {
@@ -292,6 +297,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         "images": {k: len(v) for k, v in labels.items()},  # images read (skipped ones left out)
         "skipped_images": {k: {"count": len(v), "files": v} for k, v in skipped.items() if v},
         "accuracy": acc,
+        "groups": by_group if by_group["original"] else None,
         "summary": {
             "frac_units_randomised": record.frac_units_randomised,
             "frac_units_fully_randomised": record.frac_units_fully_randomised,
@@ -326,13 +332,20 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
         "| model | " + " | ".join(titles[k] for k in splits) + " |",
         "|---|" + "---|" * len(splits),
     ]
+    grouped = [k for k in splits if res["groups"] and k in res["groups"]["original"]]
+    if grouped:
+        lines[-2] += "".join(f" {titles[k].replace(' acc', '')} worst group |" for k in grouped)
+        lines[-1] += "---|" * len(grouped)
     for name, label in (("original", "original"), ("xgir", "XGIR")):
-        lines.append(f"| {label} | " + " | ".join(f"{res['accuracy'][name][k]:.4f}" for k in splits) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{res['accuracy'][name][k]:.4f}" for k in splits) + " |"
+                     + "".join(f" {res['groups'][name][k]['worst_group']:.4f} |" for k in grouped))
     x = cfg.xgir
     lines += [
         "",
-        f"XGIR: share of units randomised (mean lambda) {s['frac_units_randomised']:.3f}, fully "
-        f"randomised {s['frac_units_fully_randomised']:.3f}; support share of pixels "
+        "XGIR: " + (f"share of units randomised (mean lambda) {s['frac_units_randomised']:.3f}, fully "
+                    f"randomised {s['frac_units_fully_randomised']:.3f}; " if s["frac_units_randomised"]
+                    == s["frac_units_randomised"] else "")  # NaN: the swap randomises no unit
+        + f"support share of pixels "
         f"{s['support_share']:.3f}; images with empty support {s['empty_supports']}"
         + (f"; CWOX fell back to IOX on {s['cwox_fallback_to_iox']:.2f} of images"
            if s["cwox_fallback_to_iox"] is not None else "") + ".",
