@@ -143,3 +143,22 @@ def test_bad_anchor_settings_one_line(folders, tmp_path, capsys, head, pattern):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and pattern in err, err
     assert "head: bad value" not in err and not (tmp_path / "run").exists()
+
+
+def test_user_path_example_configs_validate():
+    from pathlib import Path
+
+    from xgir.config import load_config
+    from xgir.correct.pipeline import XGIRRunConfig
+    from xgir.train.config import load_train_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    head = load_train_config(root / "head-waterbirds-photos.yaml")
+    assert isinstance(head, HeadTrainConfig) and head.data.fit == "squash" and head.head.method == "erm"
+    for line in ("head: {method: afr, gamma: 10, lambda: 0, holdout: 0.2}",  # the anchors in its comments
+                 "head: {method: class-balanced, balance: sampler, holdout: 0.2}",
+                 "head: {method: error-upweighting, lambda_up: 20, holdout: 0.2}"):
+        assert line in (root / "head-waterbirds-photos.yaml").read_text()
+        validate_config({**head.model_dump(), **yaml.safe_load(line)}, HeadTrainConfig, "c.yaml")
+    xgir = load_config(root / "xgir-waterbirds-photos.yaml", XGIRRunConfig)
+    assert xgir.xgir.core_model == "efficientnet-lite0" and xgir.xgir.variant == "swap"
