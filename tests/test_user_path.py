@@ -112,3 +112,19 @@ def test_correct_agrees_with_train(path):
     report = (path / "xgir" / "report.md").read_text()
     assert "efficientnet-lite0's own head" in report and "context swap (partner other-class" in report
     assert "| target worst group |" in report and "nan" not in report
+
+
+def test_core_at_act_head_is_the_suites_pretrained_cam():
+    """What xgir correct computes for core pretrained at model.deep_layer _act_head (Grad-CAM of
+    the top-5 classes, probability-weighted) is the suite's ``pretrained`` CAM over the maps the
+    head reads, up to the 1/49 of the average pool: the same supports."""
+    from xgir.correct.xgir import support_top_fraction
+    from xgir.correct.xgir_variants import core_heatmaps, pooled_maps, pretrained_cam
+
+    net = load_model("efficientnet-lite0").model
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    _, maps = pooled_maps(net, x, "_avg_pooling", dtype=torch.float32)
+    suite = pretrained_cam(maps, net._fc)
+    got = core_heatmaps("pretrained", net, x, "_act_head", top_k=5)
+    assert torch.allclose(got * 49, suite, rtol=1e-3, atol=1e-4)
+    assert torch.equal(support_top_fraction(got, (224, 224), 0.1), support_top_fraction(suite, (224, 224), 0.1))
