@@ -180,7 +180,7 @@ def _plain_files(path):
 @pytest.mark.parametrize("change, pattern", [
     ({"head": {"epoch": 3}}, "unknown key 'head.epoch' (check the spelling)"),
     ({"mode": "heads"}, "bad value for 'mode': 'heads'; choose one of erm, two-stage, head"),
-    ({"head": {"method": "afr"}}, "bad value for 'head.method'"),
+    ({"head": {"method": "ERM"}}, "bad value for 'head.method': 'ERM'; choose one of erm, afr"),
     ({"model": None}, "missing required key 'model'"),
     ({"data.eval": {"train": "x"}}, "data.eval: 'train' names the training split"),
     ({"model.weights": "w.pt", "model.spec": "efficientnet-lite0"}, "go with a factory spec"),

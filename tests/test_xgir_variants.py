@@ -225,12 +225,9 @@ def test_core_heatmaps_for_xgir_correct_match_the_map_forms():
         core_heatmaps("gt", net, x, "act")
 
 
-@pytest.mark.parametrize("core,variant", [("pretrained", "swap"), ("novelty", "note")])
-def test_xgir_correct_runs_the_variants_and_core_sources(tmp_path, core, variant):
+def _two_class_folders(tmp_path):
     import numpy as np
     from PIL import Image
-
-    from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
 
     rng = np.random.default_rng(0)
     folders = {}
@@ -242,6 +239,14 @@ def test_xgir_correct_runs_the_variants_and_core_sources(tmp_path, core, variant
                 img[4 + 12 * c : 12 + 12 * c, 10:22] = 230
                 Image.fromarray(img).save(tmp_path / split / name / f"{i}.png")
         folders[split] = str(tmp_path / split)
+    return folders
+
+
+@pytest.mark.parametrize("core,variant", [("pretrained", "swap"), ("novelty", "note")])
+def test_xgir_correct_runs_the_variants_and_core_sources(tmp_path, core, variant):
+    from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
+
+    folders = _two_class_folders(tmp_path)
     cfg = XGIRRunConfig.model_validate({
         "model": {"factory": "_pipeline_models:tiny_resnet", "kwargs": {"num_classes": 2, "width": 4},
                   "head": "fc", "deep_layer": "layer3"},
@@ -251,6 +256,54 @@ def test_xgir_correct_runs_the_variants_and_core_sources(tmp_path, core, variant
     res = run_xgir_pipeline(cfg, progress=False)
     assert res["record"]["config"]["core"] == core and res["record"]["config"]["variant"] == variant
     assert 0 <= res["accuracy"]["xgir"]["target_test"] <= 1
+
+
+def test_core_model_gives_the_pretrained_core(tmp_path, monkeypatch, capsys):
+    """xgir.core_model: the core map is that network's own top-k map (here a 3-class head on the
+    same body as the corrected 2-class model); without it, the model's own head (a warning when it
+    has no more classes than top_k); a network without the layer, one line; another body, a warning."""
+    import xgir.correct.passes as passes
+    from xgir.correct.pipeline import XGIRRunConfig, run_xgir_pipeline
+    from xgir.models import SmallResNet, save_checkpoint
+
+    seen = []
+    real = passes.core_heatmaps
+    monkeypatch.setattr(passes, "core_heatmaps", lambda kind, model, *a, **k: seen.append(model.fc.out_features)
+                        or real(kind, model, *a, **k))
+    folders = _two_class_folders(tmp_path)
+
+    def run(name, **xgir):
+        cfg = XGIRRunConfig.model_validate({
+            "model": {"factory": "_pipeline_models:tiny_resnet", "kwargs": {"num_classes": 2, "width": 4},
+                      "head": "fc", "deep_layer": "layer3"},
+            "data": {**folders, "image_size": 32, "batch_size": 6},
+            "xgir": {"draws": 1, "head_epochs": 1, "core": "pretrained", "variant": "swap", "top_k": 2,
+                     "support_fraction": 0.2, **xgir},
+            "out": str(tmp_path / name), "device": "cpu"})
+        return run_xgir_pipeline(cfg, progress=False)
+
+    res = run("own")
+    assert set(seen) == {2} and res["summary"]["core_model"] is None
+    assert "reads the model's own head, which has 2 classes" in capsys.readouterr().err
+    seen.clear()
+    # tiny_resnet's body is drawn before its head: num_classes 3 (the factory's default) shares it
+    res = run("core", core_model="_pipeline_models:tiny_resnet")
+    assert set(seen) == {3} and res["summary"]["core_model_shares_extractor"] is True
+    assert "_pipeline_models:tiny_resnet's own head" in (tmp_path / "core" / "report.md").read_text()
+    assert capsys.readouterr().err == ""
+    torch.manual_seed(5)
+    save_checkpoint(SmallResNet(num_classes=3, width=4), tmp_path / "other.pt", "small-resnet",
+                    {"width": 4, "num_classes": 3})
+    res = run("other", core_model=str(tmp_path / "other.pt"))
+    assert res["summary"]["core_model_shares_extractor"] is False
+    assert "does not share the corrected model's extractor" in capsys.readouterr().err
+    from xgir.models import LeNet
+
+    save_checkpoint(LeNet(width=4, hidden=8), tmp_path / "lenet.pt", "lenet", {"width": 4, "hidden": 8})
+    with pytest.raises(XgirError, match=r"xgir.core_model '.*lenet.pt' has no layer 'layer3' \(model.deep_layer"):
+        run("lenet", core_model=str(tmp_path / "lenet.pt"))
+    with pytest.raises(XgirError, match="core_model names the network whose own head gives the core map"):
+        XGIRConfig(core="novelty", core_model="efficientnet-lite0")
 
 
 @pytest.mark.parametrize("basis", ["pca", "whiten"])

@@ -42,7 +42,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     elif kind == "missing":
         msg = f"missing required key '{where}'"
     elif kind == "value_error" and isinstance(first.get("ctx", {}).get("error"), XgirError):
-        msg = f"{where}: {first['ctx']['error']}"  # our own check: its message already says what to do
+        own = str(first["ctx"]["error"])  # our own check: its message already says what to do
+        msg = own if f"'{where}" in own else f"{where}: {own}"  # (and where, when it quotes the key)
     else:
         msg = f"bad value for '{where}': {first['msg']} (got {first.get('input')!r})"
     more = len(err.errors()) - 1

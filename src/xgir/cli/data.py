@@ -7,6 +7,7 @@ Where the help says so, a path ending in ``.png`` names the file itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -80,3 +81,65 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{name:10s} {what}")
         written = preview(load_images("photos"), path, n=len(PHOTOS), seed=None)
         typer.echo(f"wrote {written}  (use them as --images photos or photos:chelsea,coffee)")
+
+    @data_app.command("export")
+    def export_cmd(
+        name: str = typer.Argument(..., help="a registered dataset, e.g. waterbirds-photos"),
+        out: Path = typer.Option(..., help="output folder (new, empty, or an earlier export: replaced as a whole)"),
+        seed: int = typer.Option(0, help="dataset seed"),
+        n: int | None = typer.Option(None, help="images in every split (default: the dataset's sizes)"),
+        n_per_split: str | None = typer.Option(None, "--n-per-split", help="images per split, e.g. "
+                                        "source-train=1200,target-test=1500 (over --n)"),
+        p: float | None = typer.Option(None, help="the source splits' bias (waterbirds-photos: 0.95)"),
+        quiet: bool = typer.Option(False, help="no progress bar"),
+    ) -> None:
+        """Write an embedded dataset to disk as a user's data: class folders per split
+        (OUT/<split>/<class>/<image>.png) and, for waterbirds-photos, the Waterbirds format over
+        the same files (metadata.csv: source-train -> train, target-val -> val, target-test ->
+        test; segmentations/ masks). Then xgir train and xgir correct run on it."""
+        from xgir.config import check_seed
+        from xgir.data.export import export_dataset, parse_pairs
+
+        check_seed(seed)
+        sizes = parse_pairs(n_per_split, "--n-per-split", int)
+        res = export_dataset(name, out, seed=seed, n=n, n_per_split=sizes,
+                             params={} if p is None else {"p": p}, progress=not quiet)
+        _print_export(res, out)
+
+    @data_app.command("shift")
+    def shift_cmd(
+        objects: Path = typer.Option(..., help="RGBA cut-outs, one folder per class: DIR/<class>/*.png"),
+        places: Path = typer.Option(..., help="background photographs, one folder per place: DIR/<place>/*.jpg"),
+        align: str = typer.Option(..., help="the place of each class in the source splits: CLASS=PLACE,..."),
+        out: Path = typer.Option(..., help="output folder (new, empty, or an earlier export: replaced as a whole)"),
+        p: float = typer.Option(0.95, help="source splits: share of images on the class's aligned place"),
+        size: int = typer.Option(224, help="image side in pixels"),
+        seed: int = typer.Option(0, help="seed of the draws and the renders"),
+        n: int | None = typer.Option(None, help="images in every split (default: 1200, 600, 600, 1000, 1500)"),
+        n_per_split: str | None = typer.Option(None, "--n-per-split", help="images per split, e.g. "
+                                        "source-train=2000,target-test=1000 (over --n)"),
+        quiet: bool = typer.Option(False, help="no progress bar"),
+    ) -> None:
+        """Build a Waterbirds-style shift benchmark from your own cut-outs and backgrounds and
+        write it as xgir data export does: splits source-train, source-val, source-test (the
+        class on its aligned place with probability --p), target-val, target-test (places
+        balanced). The Waterbirds format is written for 2 classes each aligned with its own of
+        2 places."""
+        from xgir.config import check_seed
+        from xgir.data.export import export_shift, parse_pairs
+
+        check_seed(seed)
+        res = export_shift(objects, places, parse_pairs(align, "--align"), out, p=p, size=size, seed=seed, n=n,
+                           n_per_split=parse_pairs(n_per_split, "--n-per-split", int), progress=not quiet)
+        _print_export(res, out)
+
+
+def _print_export(res: dict[str, Any], out: Path) -> None:
+    """The splits written and the image specs that read them."""
+    wb = res.get("waterbirds")
+    for split, info in res["splits"].items():
+        also = f"  (Waterbirds {out}:{info['waterbirds_split']})" if info.get("waterbirds_split") else ""
+        typer.echo(f"{split:13s} {info['images']:6d} images  {out / info['folder']}{also}")
+    if wb is None and res.get("waterbirds_format"):
+        typer.echo(f"no metadata.csv: {res['waterbirds_format']}")
+    typer.echo(f"wrote {out} (classes: {', '.join(res['classes'])}; see {out / 'export.json'})")

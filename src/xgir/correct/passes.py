@@ -16,7 +16,8 @@ the network's tail after the Grad-CAM layer):
 - ``xgir.empty: data-mean``: x0 needs the mean image before the first response, so source train
   is read once more (no network) for it, unless a features pass runs anyway (CWOX).
 
-Test splits: one features forward per image (h kept in float32: accuracies as before).
+Test splits: one features forward per image (h kept in float32: accuracies as before); their
+groups too where the images have them (a Waterbirds ``ROOT:SPLIT``: worst-group accuracy).
 Source-train h and r are stored as ``passes.store`` (float16 by default): 2 D bytes each
 per image, plus 4 (label), 1 (empty support) bytes.
 """
@@ -94,6 +95,7 @@ class PassResults:
     examples: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     data_mean: torch.Tensor | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)  # split -> unreadable files left out
+    groups: dict[str, torch.Tensor] = field(default_factory=dict)  # split -> groups long[N] (images with groups)
     background: torch.Tensor | None = None  # f of the background images (the swap's context="background")
 
 
@@ -140,6 +142,8 @@ def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, 
             return out
         x = batch["image"].to(device)
         out["label"] = batch["label"].int()
+        if "group" in batch:  # images with groups (Waterbirds): worst-group accuracy
+            out["group"] = batch["group"].int()
         if want_h:
             out["h"] = features(x).float().to(dtype).cpu()
         if want_mean:
@@ -151,8 +155,10 @@ def _features_fn(features: nn.Module, device: torch.device, dtype: torch.dtype, 
 def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, shallow: str | None,
              tree: ConfusionTree | None, level: float, xcfg: XGIRConfig, data_mean: torch.Tensor | None,
              size: tuple[int, int], device: torch.device, dtype: torch.dtype, shown: set[int],
-             on_bad_image: str) -> BatchFn:
-    """Per batch: true-class heatmaps (h from the same forward unless CWOX), supports, r."""
+             on_bad_image: str, core_model: nn.Module | None = None) -> BatchFn:
+    """Per batch: true-class heatmaps (h from the same forward unless CWOX), supports, r. A
+    label-free core (``xgir.core``) is the map of ``core_model`` when given (``xgir.core_model``),
+    else of ``model``."""
     def fn(batch: dict[str, Any], pos: torch.Tensor) -> dict[str, Any]:
         pos, out = readable(batch, pos, "source_train", on_bad_image)
         if not len(pos):
@@ -163,7 +169,8 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
             maps = true_class_heatmaps(model, x, y.to(device), deep, batch_size=len(x))
         out["label"] = y.int()
         if xcfg.core != "explainer":  # a label-free core source (a variant, xgir_variants)
-            maps = core_heatmaps(xcfg.core, model, x, deep, top_k=xcfg.top_k)
+            maps = core_heatmaps(xcfg.core, core_model if core_model is not None else model, x, deep,
+                                 top_k=xcfg.top_k)
         if tree is None:
             if len(got) != 1:
                 raise XgirError(f"the head ran {len(got)} times in one Grad-CAM forward; expected once")
@@ -196,9 +203,11 @@ def _xgir_fn(model: nn.Module, features: nn.Module, head: nn.Module, deep: str, 
 
 def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, features: nn.Module, head: nn.Module,
                deep: str, shallow: str | None, datasets: dict[str, Any], idx: dict[str, torch.Tensor],
-               num_classes: int, device: torch.device, run_dir: Path, progress: bool) -> PassResults | None:
+               num_classes: int, device: torch.device, run_dir: Path, progress: bool,
+               core_model: nn.Module | None = None) -> PassResults | None:
     """Every pass of ``xgir correct``, sharded over the ranks of ``dist``; the results on
-    rank 0, None on the other ranks (which have done their share)."""
+    rank 0, None on the other ranks (which have done their share). ``core_model``: the network
+    whose own head gives a ``pretrained`` core (``xgir.core_model``; its weights join the key)."""
     ps: PassesSection = cfg.passes
     dtype = torch.float16 if ps.store == "float16" else torch.float32
     size = (cfg.data.image_size, cfg.data.image_size)
@@ -206,6 +215,8 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     def run(split: str, name: str, fn: Any) -> PassPlan:
         ds = datasets[split]
         key = pass_key(cfg, model, device, split, ds.files, ds.labels, idx[split], name == "xgir") | {"pass": name}
+        if name == "xgir" and core_model is not None:
+            key["core_model"] = fingerprint(core_model)
         return sharded_pass(dist, run_dir, f"{split}-{name}", key, GuardedImages(ds), idx[split], fn,
                             batch_size=cfg.data.batch_size, chunk_images=ps.chunk_images,
                             workers=cfg.data.workers, resume=ps.resume, progress=progress,
@@ -234,7 +245,7 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     shown = set(torch.linspace(0, n_train - 1, min(6, n_train)).round().long().unique().tolist())
     main_plan = run("source_train", "xgir", _xgir_fn(model, features, head, deep, shallow, tree, cfg.cwox_level,
                                                      xcfg, data_mean, size, device, dtype, shown,
-                                                     cfg.data.on_bad_image))
+                                                     cfg.data.on_bad_image, core_model))
     others = {k: run(k, "features", _features_fn(features, device, torch.float32, True, False, k,
                                                  cfg.data.on_bad_image))
               for k in datasets if k != "source_train"}
@@ -253,9 +264,12 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     main = readable_rows("source_train", main)
     h = {"source_train": (h_train if h_train is not None else main["h"]).float()}
     labels = {"source_train": main["label"].long()}
+    groups: dict[str, torch.Tensor] = {}
     for k, plan in others.items():
         res = readable_rows(k, load_pass(plan))
         h[k], labels[k] = res["h"].float(), res["label"].long()
+        if "group" in res:
+            groups[k] = res["group"].long()
     n_train = len(labels["source_train"])
     ex = main.get("list:examples", [])
     examples = {"images": [e["image"] for e in ex], "maps": [e["map"] for e in ex],
@@ -263,5 +277,5 @@ def run_passes(dist: Dist, cfg: Any, xcfg: XGIRConfig, model: nn.Module, feature
     return PassResults(h=h, labels=labels, r=main["r"].float(), empty=main["empty"],
                        support_share=float(main["sum:kept"]) / n_train,
                        fallback=float(main.get("sum:fallback", 0.0)) / n_train if cwox else None,
-                       examples=examples, data_mean=data_mean, skipped=skipped,
+                       examples=examples, data_mean=data_mean, skipped=skipped, groups=groups,
                        background=main["bg"].float() if "bg" in main else None)

@@ -96,6 +96,43 @@ def build_user_model(section: ModelSection) -> nn.Module:
     return model
 
 
+def core_model(xcfg: XGIRConfig, model: nn.Module, head: str, layer: str, num_classes: int,
+               device: torch.device) -> tuple[nn.Module | None, dict[str, Any]]:
+    """The network whose own head gives the core map (``xgir.core: pretrained``): the model spec
+    ``xgir.core_model`` (loaded frozen on ``device``; it must have the Grad-CAM ``layer``), or None
+    for the corrected model's own head; and what the report says of it: whether it shares the
+    corrected model's extractor (every weight outside ``head`` equal). Warns when the model's own
+    head is asked for and has no more classes than ``top_k`` (e.g. a new head of ``xgir train``)."""
+    if xcfg.core != "pretrained":
+        return None, {}
+    if xcfg.core_model is None:
+        if num_classes <= xcfg.top_k:
+            from xgir.errors import warn
+
+            warn(f"xgir.core pretrained reads the model's own head, which has {num_classes} classes (top_k "
+                 f"{xcfg.top_k}): the core is then the new head's view, not the pretrained network's; name the "
+                 "network it was built on as xgir.core_model (e.g. efficientnet-lite0)")
+        return None, {"core_model": None}
+    from xgir.models.load import load_model
+
+    net = load_model(xcfg.core_model, device=device).model
+    try:
+        get_module(net, layer)
+    except XgirError:
+        raise XgirError(f"xgir.core_model '{xcfg.core_model}' has no layer '{layer}' (model.deep_layer, where the "
+                        "core map is taken); name a network with the corrected model's layers") from None
+    mine, theirs = model.state_dict(), net.state_dict()
+    body = [k for k in mine if not k.startswith(f"{head}.")]
+    shares = all(k in theirs and theirs[k].shape == mine[k].shape and torch.equal(theirs[k].to(mine[k].device),
+                                                                                  mine[k]) for k in body)
+    if not shares:
+        from xgir.errors import warn
+
+        warn(f"xgir.core_model '{xcfg.core_model}' does not share the corrected model's extractor (weights outside "
+             f"'{head}' differ): its core maps are another network's view")
+    return net.eval(), {"core_model": xcfg.core_model, "core_model_shares_extractor": shares}
+
+
 # ---- data ---------------------------------------------------------------------------------
 def _cap(data: DataSection, split_name: str) -> int | None:
     if data.max_images is None or isinstance(data.max_images, int):
@@ -214,6 +251,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     features, linear = split(model, head_name)
     deep, shallow = deep_layer, cfg.model.shallow_layer or None
 
+    core_net, core_info = core_model(xcfg, model, head_name, deep, num_classes, device)
     datasets = _datasets(cfg.data, num_classes, head_name, model_classes or [str(i) for i in range(num_classes)])
     idx = {k: _indices(ds, _cap(cfg.data, k), xcfg.seed) for k, ds in datasets.items()}
 
@@ -222,7 +260,7 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         mark_run_folder(out)  # the passes' chunks live in out/passes and survive a rerun
     dist.barrier()
     res = run_passes(dist, cfg, xcfg, model, features, linear, deep, shallow, datasets, idx, num_classes,
-                     device, out / "passes", progress)
+                     device, out / "passes", progress, core_model=core_net)
     if res is None:  # another rank: its share is on disk; rank 0 retrains the head and writes the outputs
         return {"rank": dist.rank, "world": dist.world}
     h, labels, r, empty, skipped = res.h, res.labels, res.r, res.empty, res.skipped
@@ -238,12 +276,17 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         new_linear.bias.copy_(new_head.bias)
 
     acc: dict[str, dict[str, float]] = {"original": {}, "xgir": {}}
+    by_group: dict[str, dict[str, Any]] = {"original": {}, "xgir": {}}  # splits with groups (Waterbirds)
     with torch.no_grad():
         for k in h:
             if k == "source_train":
                 continue
             for name, head in (("original", orig_head), ("xgir", new_head)):
-                acc[name][k] = accuracy_from_predictions(head(h[k]).argmax(1), labels[k])["accuracy"]
+                got = accuracy_from_predictions(head(h[k]).argmax(1), labels[k], res.groups.get(k),
+                                                datasets[k].group_names)
+                acc[name][k] = got["accuracy"]
+                if "worst_group" in got:
+                    by_group[name][k] = {"worst_group": got["worst_group"], "groups": got["groups"]}
 
     paths = {"model": out / "xgir_model.pt", "figure": out / "heatmaps.png"}
     results: dict[str, Any] = {
@@ -254,12 +297,14 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
         "images": {k: len(v) for k, v in labels.items()},  # images read (skipped ones left out)
         "skipped_images": {k: {"count": len(v), "files": v} for k, v in skipped.items() if v},
         "accuracy": acc,
+        "groups": by_group if by_group["original"] else None,
         "summary": {
             "frac_units_randomised": record.frac_units_randomised,
             "frac_units_fully_randomised": record.frac_units_fully_randomised,
             "support_share": support_share,
             "empty_supports": int(empty.sum()),
             "cwox_fallback_to_iox": fallback,
+            **core_info,
         },
         "record": record.to_dict(),
         "outputs": {k: str(v) for k, v in paths.items()},
@@ -267,7 +312,8 @@ def _run(cfg: XGIRRunConfig, xcfg: XGIRConfig, dist: Dist, start: float, progres
     }
     with run_folder(out, "out", keep=("passes",)) as tmp:  # the outputs as a set (the chunks kept)
         torch_save({k: v.cpu() for k, v in new_inner.state_dict().items()}, tmp / "xgir_model.pt")
-        _plot_examples(examples, datasets["source_train"].classes, tmp / "heatmaps.png")
+        _plot_examples(examples, datasets["source_train"].classes, tmp / "heatmaps.png",
+                       "true-class heatmap" if xcfg.core == "explainer" else f"{xcfg.core} core map")
         write_json(tmp / "results.json", results)
         write_text(tmp / "report.md", _report(cfg, results))
     results["outputs"]["results"] = str(out / "results.json")
@@ -286,18 +332,26 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
         "| model | " + " | ".join(titles[k] for k in splits) + " |",
         "|---|" + "---|" * len(splits),
     ]
+    grouped = [k for k in splits if res["groups"] and k in res["groups"]["original"]]
+    if grouped:
+        lines[-2] += "".join(f" {titles[k].replace(' acc', '')} worst group |" for k in grouped)
+        lines[-1] += "---|" * len(grouped)
     for name, label in (("original", "original"), ("xgir", "XGIR")):
-        lines.append(f"| {label} | " + " | ".join(f"{res['accuracy'][name][k]:.4f}" for k in splits) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{res['accuracy'][name][k]:.4f}" for k in splits) + " |"
+                     + "".join(f" {res['groups'][name][k]['worst_group']:.4f} |" for k in grouped))
     x = cfg.xgir
     lines += [
         "",
-        f"XGIR: share of units randomised (mean lambda) {s['frac_units_randomised']:.3f}, fully "
-        f"randomised {s['frac_units_fully_randomised']:.3f}; support share of pixels "
+        "XGIR: " + (f"share of units randomised (mean lambda) {s['frac_units_randomised']:.3f}, fully "
+                    f"randomised {s['frac_units_fully_randomised']:.3f}; " if s["frac_units_randomised"]
+                    == s["frac_units_randomised"] else "")  # NaN: the swap randomises no unit
+        + f"support share of pixels "
         f"{s['support_share']:.3f}; images with empty support {s['empty_supports']}"
         + (f"; CWOX fell back to IOX on {s['cwox_fallback_to_iox']:.2f} of images"
            if s["cwox_fallback_to_iox"] is not None else "") + ".",
         f"Settings: delta1 {x.delta1}, delta2 {x.delta2} ({x.delta2_mode}), x0 {x.empty}, response {x.response}, "
         f"noise scale {x.noise_scale}, {x.draws} draws, {x.head_epochs} head epochs, lr {x.lr}, seed {x.seed}.",
+        _variant_line(x, s),
         f"Run time: {res['seconds']} s on {res['device']}.",
     ]
     for k, sk in res["skipped_images"].items():
@@ -306,10 +360,27 @@ def _report(cfg: XGIRRunConfig, res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_examples(ex: dict[str, list[torch.Tensor]], classes: list[str], path: Path) -> Path:
+def _variant_line(x: XGIRConfig, summary: dict[str, Any]) -> str:
+    """The variant, the core's source and the support size, in words."""
+    variant = (f"context swap (partner {x.partner}, context {x.context}"
+               + (f", top {x.context_fraction:.0%} of the partner's map blanked out" if x.context == "background"
+                  else "") + ")" if x.variant == "swap" else "the note's rule")
+    core = {"explainer": "the explainer's true-class map", "novelty": "the novelty map"}.get(x.core, "")
+    if x.core == "pretrained":
+        who = (f"{x.core_model}'s own head" + ("" if summary.get("core_model_shares_extractor") else
+                                                 " (another network than the one corrected)")
+               if x.core_model else "the model's own head")
+        core = f"the probability-weighted map of the top {x.top_k} classes of {who}"
+    size = (f"the map's top {x.support_fraction:.0%} of pixels" if x.support_fraction is not None
+            else f"delta1 {x.delta1}")
+    return f"Variant: {variant}; core: {core}; support: {size}."
+
+
+def _plot_examples(ex: dict[str, list[torch.Tensor]], classes: list[str], path: Path,
+                   title: str = "true-class heatmap") -> Path:
     from xgir.viz import heatmap_grid
 
     images = torch.stack(ex["images"])
     maps = torch.stack([torch.stack(ex["maps"]), torch.stack(ex["supports"])], dim=1)
     rows = [f"y={classes[int(y)]}" for y in ex["labels"]]
-    return heatmap_grid(images, maps, path, row_titles=rows, col_titles=["true-class heatmap", "support"])
+    return heatmap_grid(images, maps, path, row_titles=rows, col_titles=[title, "support"])

@@ -59,6 +59,9 @@ class XGIRConfig:
     basis: Literal["units", "pca", "whiten"] = "units"
     core: Literal["explainer", "pretrained", "novelty"] = "explainer"  # source of the core (xgir correct)
     top_k: int = 5  # classes of the pretrained head's map (core="pretrained")
+    # core="pretrained" in xgir correct: the model spec whose own head gives the map (e.g. efficientnet-lite0,
+    # the network a head-trained checkpoint was built on); None: the corrected model's own head
+    core_model: str | None = None
     support_fraction: float | None = None  # supports = the map's top fraction of pixels (None: delta1)
     partner: Literal["any", "other-class"] = "any"  # the swap's partner j
     context: Literal["remainder", "background"] = "remainder"  # the swap's context of j (see xgir_variants)

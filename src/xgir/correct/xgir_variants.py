@@ -73,6 +73,10 @@ def validate_variant_fields(config: XGIRConfig) -> None:
         raise XgirError(f"core must be one of {', '.join(CORES)}, got '{config.core}'")
     if config.floor is not None and not 0 <= config.floor < 1:
         raise XgirError(f"floor (a quantile of r) must be in [0, 1), got {config.floor}")
+    if config.core_model is not None and (config.core != "pretrained" or not str(config.core_model).strip()):
+        raise XgirError(f"core_model names the network whose own head gives the core map: set core: pretrained "
+                        f"and a model spec (e.g. efficientnet-lite0), got core {config.core!r}, core_model "
+                        f"{config.core_model!r}")
     if config.top_k < 1:
         raise XgirError(f"top_k must be >= 1, got {config.top_k}")
     if config.partner not in PARTNERS:

@@ -232,13 +232,52 @@ def group_draw(spec: ShiftSpec, counts: dict[tuple[int, int], int], rng: np.rand
     return arr[:, 0], arr[:, 1]
 
 
-def shift_images(spec: ShiftSpec, labels: np.ndarray, places: np.ndarray, rng: np.random.Generator, *,
-                 size: int = 224, seed: int = 0, salt: str = "split", extent: tuple[float, float] = (0.45, 0.75),
-                 name: str = "shift") -> ImageDataset:
-    """Composites of class ``labels[k]`` on place ``places[k]``: each class's cut-outs and each
-    place's scenes used about equally (drawn with ``rng``), image k rendered from generator
-    ``(seed, salt, k)``. Groups = class * len(places) + place; ``extras``: ``place``, ``aligned``
-    (on the class's aligned place), ``object`` (cut-out index), ``scene`` (scene index)."""
+@dataclass(frozen=True)
+class ShiftDraws:
+    """A split of a shift benchmark before rendering: class ``labels``, ``places``, cut-out
+    ``objects`` and ``scenes`` long[N] of each image; image k is rendered from generator
+    ``(seed, salt, k)``, so any range of it renders the same (:meth:`dataset` of a chunk)."""
+
+    spec: ShiftSpec
+    labels: np.ndarray
+    places: np.ndarray
+    objects: np.ndarray
+    scenes: np.ndarray
+    size: int = 224
+    seed: int = 0
+    salt: str = "split"
+    extent: tuple[float, float] = (0.45, 0.75)
+    name: str = "shift"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def dataset(self, start: int = 0, stop: int | None = None) -> ImageDataset:
+        """Images ``start`` to ``stop`` (default: all) rendered: groups = class * len(places) +
+        place; ``extras``: ``place``, ``aligned`` (on the class's aligned place), ``object``
+        (cut-out index), ``scene`` (scene index); ``files``: ``object@scene#k``."""
+        spec, m = self.spec, len(self.spec.places)
+        sl = slice(start, len(self) if stop is None else stop)
+        labels, places, objects, scenes = self.labels[sl], self.places[sl], self.objects[sl], self.scenes[sl]
+        images, masks = render(spec.cutouts, spec.scenes, objects, scenes, self.size, self.seed, self.salt,
+                               first=start, extent=self.extent)
+        aligned = places == np.asarray(spec.aligned_place)[labels]
+        return ImageDataset(
+            images=images, labels=torch.from_numpy(labels), masks=masks,
+            groups=torch.from_numpy(labels * m + places),
+            extras={"place": torch.from_numpy(places), "aligned": torch.from_numpy(aligned),
+                    "object": torch.from_numpy(objects), "scene": torch.from_numpy(scenes)},
+            classes=list(spec.classes), group_names=[f"{c}/{q}" for c in spec.classes for q in spec.places],
+            name=self.name, files=[f"{spec.cutouts[o].name}@{spec.scenes[s].name}#{start + i}" for i, (o, s)
+                                   in enumerate(zip(objects.tolist(), scenes.tolist(), strict=True))],
+        )
+
+
+def draw_images(spec: ShiftSpec, labels: np.ndarray, places: np.ndarray, rng: np.random.Generator, *,
+                size: int = 224, seed: int = 0, salt: str = "split", extent: tuple[float, float] = (0.45, 0.75),
+                name: str = "shift") -> ShiftDraws:
+    """The :class:`ShiftDraws` of class ``labels[k]`` on place ``places[k]``: each class's
+    cut-outs and each place's scenes used about equally (drawn with ``rng``)."""
     k, m = len(spec.classes), len(spec.places)
     labels, places = np.asarray(labels, dtype=np.int64), np.asarray(places, dtype=np.int64)
     if len(labels) < 1 or labels.shape != places.shape:
@@ -247,25 +286,92 @@ def shift_images(spec: ShiftSpec, labels: np.ndarray, places: np.ndarray, rng: n
     obj_class, sc_place = np.asarray(spec.object_class), np.asarray(spec.scene_place)
     objects = cycle_members(labels, [np.flatnonzero(obj_class == c) for c in range(k)], rng)
     scenes = cycle_members(places, [np.flatnonzero(sc_place == q) for q in range(m)], rng)
-    images, masks = render(spec.cutouts, spec.scenes, objects, scenes, size, seed, salt, extent=extent)
-    aligned = places == np.asarray(spec.aligned_place)[labels]
-    return ImageDataset(
-        images=images, labels=torch.from_numpy(labels), masks=masks,
-        groups=torch.from_numpy(labels * m + places),
-        extras={"place": torch.from_numpy(places), "aligned": torch.from_numpy(aligned),
-                "object": torch.from_numpy(objects), "scene": torch.from_numpy(scenes)},
-        classes=list(spec.classes), group_names=[f"{c}/{q}" for c in spec.classes for q in spec.places],
-        name=name, files=[f"{spec.cutouts[o].name}@{spec.scenes[s].name}#{i}"
-                          for i, (o, s) in enumerate(zip(objects.tolist(), scenes.tolist(), strict=True))],
-    )
+    return ShiftDraws(spec, labels, places, objects, scenes, size, seed, salt, extent, name)
+
+
+def shift_images(spec: ShiftSpec, labels: np.ndarray, places: np.ndarray, rng: np.random.Generator, *,
+                 size: int = 224, seed: int = 0, salt: str = "split", extent: tuple[float, float] = (0.45, 0.75),
+                 name: str = "shift") -> ImageDataset:
+    """Composites of class ``labels[k]`` on place ``places[k]`` (:func:`draw_images`, rendered:
+    :meth:`ShiftDraws.dataset`)."""
+    return draw_images(spec, labels, places, rng, size=size, seed=seed, salt=salt, extent=extent,
+                       name=name).dataset()
+
+
+def draw_split(spec: ShiftSpec, n: int, p: float | None, *, class_share: Sequence[float] | None = None,
+               size: int = 224, seed: int = 0, salt: str = "split", extent: tuple[float, float] = (0.45, 0.75),
+               name: str = "shift") -> ShiftDraws:
+    """The :class:`ShiftDraws` of ``n`` composites of ``spec`` (:func:`draw_groups`, then
+    :func:`draw_images`), not rendered yet."""
+    if n < 1:
+        raise XgirError(f"a split needs at least 1 image, got n={n}")
+    rng = salted_rng(seed, salt)
+    labels, places = draw_groups(spec, n, p, class_share, rng)
+    return draw_images(spec, labels, places, rng, size=size, seed=seed, salt=salt, extent=extent, name=name)
 
 
 def shift_split(spec: ShiftSpec, n: int, p: float | None, *, class_share: Sequence[float] | None = None,
                 size: int = 224, seed: int = 0, salt: str = "split", extent: tuple[float, float] = (0.45, 0.75),
                 name: str = "shift") -> ImageDataset:
-    """``n`` composites of ``spec`` (:func:`draw_groups`, then :func:`shift_images`)."""
-    if n < 1:
-        raise XgirError(f"a split needs at least 1 image, got n={n}")
-    rng = salted_rng(seed, salt)
-    labels, places = draw_groups(spec, n, p, class_share, rng)
-    return shift_images(spec, labels, places, rng, size=size, seed=seed, salt=salt, extent=extent, name=name)
+    """``n`` composites of ``spec`` (:func:`draw_split`, rendered)."""
+    return draw_split(spec, n, p, class_share=class_share, size=size, seed=seed, salt=salt, extent=extent,
+                      name=name).dataset()
+
+
+def _subfolders(root: Path, option: str, what: str) -> list[Path]:
+    """The non-hidden subfolders of ``root`` (sorted); one line when there is no such folder or none."""
+    if not root.is_dir():
+        raise XgirError(f"{option} {root}: {'not a folder' if root.exists() else 'folder not found'}; give a "
+                        f"folder holding one subfolder per {what}")
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise XgirError(f"{option} {root} has no subfolders; give one subfolder per {what} ({root}/<{what}>/...)")
+    return found
+
+
+def _image_files(folder: Path, option: str) -> list[Path]:
+    from xgir.data.real import IMAGE_SUFFIXES
+
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise XgirError(f"{option}: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def folder_spec(objects: str | os.PathLike, places: str | os.PathLike, align: dict[str, str], *,
+                max_side: int = MAX_SIDE) -> ShiftSpec:
+    """The :class:`ShiftSpec` of a user's folders: RGBA cut-outs ``objects/<class>/*.png`` (their
+    alpha marks the object, :func:`read_cutout`), background photographs ``places/<place>/*``
+    (whole photographs, :func:`read_scene`), and ``align`` class -> the place it appears on in
+    the majority of the source images. Classes and places in sorted folder order; every class
+    aligned with a place that has a folder. One line of error per problem."""
+    class_dirs = _subfolders(Path(objects), "--objects", "class")
+    place_dirs = _subfolders(Path(places), "--places", "place")
+    classes, place_names = [d.name for d in class_dirs], [d.name for d in place_dirs]
+    unknown = [c for c in align if c not in classes]
+    if unknown:
+        raise XgirError(f"--align names the class '{unknown[0]}', which has no folder in {objects} (classes: "
+                        f"{', '.join(classes)})")
+    for c, q in align.items():
+        if q not in place_names:
+            raise XgirError(f"--align {c}={q}: no place '{q}' in {places} (places: {', '.join(place_names)})")
+    missing = [c for c in classes if c not in align]
+    if missing:
+        raise XgirError(f"--align gives no place to the class '{missing[0]}'; align every class of {objects} "
+                        f"with a place: --align {','.join(f'{c}=PLACE' for c in classes)}")
+    if len(classes) < 2:
+        raise XgirError(f"--objects {objects} has 1 class ({classes[0]}); a classifier needs at least 2")
+    cutouts: list[Cutout] = []
+    scenes: list[Scene] = []
+    object_class: list[int] = []
+    scene_place: list[int] = []
+    for ci, folder in enumerate(class_dirs):
+        for f in _image_files(folder, "--objects"):
+            cutouts.append(read_cutout(f))
+            object_class.append(ci)
+    for qi, folder in enumerate(place_dirs):
+        for f in _image_files(folder, "--places"):
+            scenes.append(read_scene(f, max_side=max_side))
+            scene_place.append(qi)
+    return ShiftSpec(tuple(classes), tuple(place_names), tuple(cutouts), tuple(object_class), tuple(scenes),
+                     tuple(scene_place), tuple(place_names.index(align[c]) for c in classes))

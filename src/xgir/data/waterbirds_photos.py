@@ -42,13 +42,14 @@ from xgir.data.base import ImageDataset
 from xgir.data.cutouts import (
     Cutout,
     Scene,
+    ShiftDraws,
     ShiftSpec,
+    draw_split,
     group_draw,
     read_cutout,
     read_scene,
     salted_rng,
     shift_images,
-    shift_split,
 )
 from xgir.errors import XgirError
 
@@ -149,14 +150,23 @@ def waterbirds_photos(split: str = "source-train", *, seed: int = 0, n: int | No
                       birds_root: str = BIRDS_ROOT) -> ImageDataset:
     """One split of waterbirds-photos (module docstring): images float[N,3,size,size] in [0, 1],
     exact bird masks, labels (0 landbird, 1 waterbird), groups 2 y + place (1 = water)."""
+    return waterbirds_photos_draws(split, seed=seed, n=n, p=p, size=size, backgrounds=backgrounds,
+                                   waterbird_share=waterbird_share, birds_root=birds_root).dataset()
+
+
+def waterbirds_photos_draws(split: str = "source-train", *, seed: int = 0, n: int | None = None, p: float = 0.95,
+                            size: int = 224, backgrounds: str = "photos", waterbird_share: float = WATERBIRD_SHARE,
+                            birds_root: str = BIRDS_ROOT) -> ShiftDraws:
+    """:func:`waterbirds_photos` before rendering (:class:`~xgir.data.cutouts.ShiftDraws`: render
+    it in chunks with ``.dataset(start, stop)``, e.g. to write a large split to disk)."""
     if split not in SPLITS:
         raise XgirError(f"unknown split '{split}' for waterbirds-photos; choose one of: {', '.join(SPLITS)}")
     spec = _backgrounds(photo_spec(birds_root), backgrounds, size)
     n = SIZES[split] if n is None else n
     bias = p if split.startswith("source") else None
-    return shift_split(spec, n, bias, class_share=(1 - waterbird_share, waterbird_share), size=size, seed=seed,
-                       salt=f"waterbirds-photos/{backgrounds}/{split}",
-                       name=f"waterbirds-photos/{split}" + (f"/p={p}" if bias is not None else ""))
+    return draw_split(spec, n, bias, class_share=(1 - waterbird_share, waterbird_share), size=size, seed=seed,
+                      salt=f"waterbirds-photos/{backgrounds}/{split}",
+                      name=f"waterbirds-photos/{split}" + (f"/p={p}" if bias is not None else ""))
 
 
 def _backgrounds(spec: ShiftSpec, backgrounds: str, size: int) -> ShiftSpec:

@@ -20,10 +20,10 @@ setup)::
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from xgir.config import SEED_MAX, StrictModel, read_config, validate_config
 from xgir.errors import XgirError
@@ -153,19 +153,83 @@ class ImagesSection(StrictModel):
         return v
 
 
-class HeadSection(OptimConfig):
-    """``head:`` of mode head: how the new ``nn.Linear(D, K)`` is fitted on the cached features.
-    ``method: erm``: cross-entropy with Adam (:func:`xgir.train.features.fit_head`).
+class _HeadOptim(OptimConfig):
+    """How a head is fitted with cross-entropy and Adam (:func:`xgir.train.features.fit_head`)."""
 
-    Another method (e.g. an annotation-free anchor such as AFR) is a subclass with its own
-    ``method`` literal and settings, added to :class:`HeadTrainConfig`'s ``head`` as a union
-    discriminated by ``method``, and a fit function in
-    :data:`xgir.train.pretrained.HEAD_METHODS`."""
-
-    method: Literal["erm"] = "erm"
     epochs: int = Field(default=30, ge=1)
     lr: float = Field(default=1e-2, gt=0)
     batch_size: int = Field(default=256, ge=1)
+
+
+class HeadSection(_HeadOptim):
+    """``head:`` of mode head: how the new ``nn.Linear(D, K)`` is fitted on the cached features.
+    ``method: erm``: cross-entropy with Adam (:func:`xgir.train.features.fit_head`).
+
+    Another method is a section with its own ``method`` literal and settings (as the anchors
+    below), added to :data:`HeadMethodSection`, the union discriminated by ``method``, and a fit
+    function in :data:`xgir.train.pretrained.HEAD_METHODS`."""
+
+    method: Literal["erm"] = "erm"
+
+
+class _HeldOutSection(_HeadOptim):
+    """An annotation-free anchor on a held-out part of ``data.train`` (:mod:`xgir.train.anchor_heads`):
+    a seeded ``holdout`` share of the training images is set aside; the ERM head (``epochs``,
+    ``lr``, ``batch_size``, ``weight_decay``: as method erm) is fitted on the rest and the
+    anchor's head on the held-out part (``retrain_*``: its own optimiser, the paper's defaults)."""
+
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+
+
+class AFRHeadSection(_HeldOutSection):
+    """``method: afr``: AFR (Qiu et al. 2023, :func:`xgir.correct.afr.afr_head`): the ERM head
+    retrained on the held-out part with weights exp(-gamma p_i(y_i)), class-rebalanced, and the
+    penalty ``lambda`` ||W - W0||^2; ``retrain_epochs`` full-batch SGD steps at ``retrain_lr``."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    method: Literal["afr"]
+    gamma: float = Field(default=10.0, ge=0)
+    lam: float = Field(default=0.0, ge=0, alias="lambda")
+    retrain_epochs: int = Field(default=500, ge=1)
+    retrain_lr: float = Field(default=1e-2, gt=0)
+
+
+class ClassBalancedHeadSection(_HeldOutSection):
+    """``method: class-balanced``: a fresh head trained class-balanced on the held-out part
+    (LaBonte et al. 2023, :func:`xgir.correct.class_balanced.class_balanced_head`; ``balance``
+    sampler or subset); no ERM head is needed (``epochs``, ``lr``... are unused)."""
+
+    method: Literal["class-balanced"]
+    balance: Literal["sampler", "subset"] = "sampler"
+    retrain_epochs: int = Field(default=100, ge=1)
+    retrain_lr: float = Field(default=3e-3, gt=0)
+    retrain_batch_size: int = Field(default=32, ge=1)
+
+
+class ErrorUpweightingHeadSection(_HeldOutSection):
+    """``method: error-upweighting``: JTT's idea on the last layer (:func:`xgir.correct.jtt.jtt_head`):
+    a fresh head trained on the held-out part with the ERM head's errors upweighted by ``lambda_up``."""
+
+    method: Literal["error-upweighting"]
+    lambda_up: float = Field(default=100.0, ge=1)
+    retrain_epochs: int = Field(default=100, ge=1)
+    retrain_lr: float = Field(default=3e-3, gt=0)
+    retrain_batch_size: int = Field(default=32, ge=1)
+
+
+def _method_tag(value: Any) -> str:
+    """``head.method`` of a section (a mapping or a model); erm when not given."""
+    return str(value.get("method", "erm") if isinstance(value, dict) else getattr(value, "method", "erm"))
+
+
+HeadMethodSection = Annotated[
+    Annotated[HeadSection, Tag("erm")] | Annotated[AFRHeadSection, Tag("afr")]
+    | Annotated[ClassBalancedHeadSection, Tag("class-balanced")]
+    | Annotated[ErrorUpweightingHeadSection, Tag("error-upweighting")],
+    Discriminator(_method_tag)]
+"""``head:`` of mode head: one section per ``head.method`` (default erm)."""
+HEAD_METHOD_NAMES = ("erm", "afr", "class-balanced", "error-upweighting")
 
 
 class HeadTrainConfig(StrictModel):
@@ -185,12 +249,35 @@ class HeadTrainConfig(StrictModel):
     device: str = "cpu"
     model: PretrainedSection
     data: ImagesSection
-    head: HeadSection = Field(default_factory=HeadSection)
+    head: HeadMethodSection = Field(default_factory=HeadSection)
 
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
         return check_device_name(v)
+
+    @field_validator("head", mode="wrap")
+    @classmethod
+    def _head_errors(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as err:  # name the key as written (head.gamma), not pydantic's head.afr.gamma
+            raise XgirError(_head_error(err, value)) from None
+
+
+def _head_error(err: ValidationError, value: Any) -> str:
+    """The first problem of the ``head:`` section as one line, its place written as in YAML."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    if loc and loc[0] == _method_tag(value):
+        loc = loc[1:]  # the union's tag
+    where = ".".join(["head", *loc])
+    kind = first["type"]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return f"bad value for 'head.method': {_method_tag(value)!r}; choose one of {', '.join(HEAD_METHOD_NAMES)}"
+    if kind == "extra_forbidden":
+        return f"unknown key '{where}' (check the spelling)"
+    return f"bad value for '{where}': {first['msg']} (got {first.get('input')!r})"
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig | HeadTrainConfig:

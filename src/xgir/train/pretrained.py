@@ -33,6 +33,7 @@ from xgir.models.inference import resolve_device
 from xgir.models.load import LoadedModel, load_model, reload_options, save_loaded
 from xgir.models.split import replace_head, split
 from xgir.sharded import Dist, init_dist
+from xgir.train.anchor_heads import fit_afr, fit_class_balanced, fit_error_upweighting
 from xgir.train.config import HeadSection, HeadTrainConfig
 from xgir.train.features import cached_pass_features, fit_head, images_fingerprint
 
@@ -40,12 +41,14 @@ from xgir.train.features import cached_pass_features, fit_head, images_fingerpri
 @dataclass
 class SplitFeatures:
     """One split on the frozen network: features ``h`` float32[N,D], ``labels`` long[N], and
-    ``groups`` long[N] with ``group_names`` where the images have groups (Waterbirds)."""
+    ``groups`` long[N] with ``group_names`` where the images have groups (Waterbirds); the
+    ``classes`` names."""
 
     h: torch.Tensor
     labels: torch.Tensor
     groups: torch.Tensor | None = None
     group_names: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
 
 
 HeadFit = tuple[nn.Linear, dict[str, Any]]
@@ -62,9 +65,10 @@ def fit_erm(train: SplitFeatures, evals: dict[str, SplitFeatures], settings: Hea
     return head, {}
 
 
-HEAD_METHODS: dict[str, HeadMethod] = {"erm": fit_erm}
+HEAD_METHODS: dict[str, HeadMethod] = {"erm": fit_erm, "afr": fit_afr, "class-balanced": fit_class_balanced,
+                                       "error-upweighting": fit_error_upweighting}
 """``head.method`` -> how the new head is fitted (a method with group labels or a held-out part
-of train finds them in its arguments)."""
+of train finds them in its arguments; the anchors: :mod:`xgir.train.anchor_heads`)."""
 
 
 def run_head_training(cfg: HeadTrainConfig, progress: bool = True) -> dict[str, Any]:
@@ -102,7 +106,7 @@ def _run(cfg: HeadTrainConfig, dist: Dist, start: float, progress: bool) -> dict
         h = cached_pass_features(dist, features, ds, fp, batch_size=cfg.data.batch_size,
                                  chunk_images=cfg.data.chunk_images, workers=cfg.data.workers, progress=progress)
         return SplitFeatures(h.float(), ds.labels.clone(), None if ds.groups is None else ds.groups.clone(),
-                             list(ds.group_names))
+                             list(ds.group_names), list(classes))
 
     feats = {"train": extract(train), **{k: extract(ds) for k, ds in evals.items()}}
     dist.release()  # every rank has passed the last meeting: rank 0 goes on alone
@@ -147,9 +151,15 @@ def head_report(results: dict[str, Any], cfg: HeadTrainConfig) -> str:
     for name, acc in results["splits"].items():
         if "groups" in acc:
             lines.append(f"- {name} per group: " + ", ".join(f"{g} {a:.3f}" for g, a in acc["groups"].items()))
-    s = cfg.head
-    lines += ["", f"Head: {s.epochs} epochs, lr {s.lr:g}, batch {s.batch_size}, weight decay {s.weight_decay:g}, "
-              f"seed {cfg.seed}. Run time {results['seconds']} s on {results['device']}.",
+    s, record = cfg.head, results["record"]
+    if "summary" in record:  # an anchor (xgir.train.anchor_heads)
+        lines += ["", f"Method: {record['summary']}."]
+    erm_line = f"{s.epochs} epochs, lr {s.lr:g}, batch {s.batch_size}, weight decay {s.weight_decay:g}"
+    if "erm_head_accuracy" in record:
+        lines.append(f"Its ERM head ({erm_line}) alone: "
+                     + ", ".join(f"{name} {a:.3f}" for name, a in record["erm_head_accuracy"].items()) + ".")
+    lines += ["", (f"Head: {erm_line}, seed" if s.method == "erm" else "Seed") +
+              f" {cfg.seed}. Run time {results['seconds']} s on {results['device']}.",
               f"Load it with `{results['reload']}`" + (f" (the factory called with model.kwargs {cfg.model.kwargs}: "
                                                        "name them in a config's model section)"
                                                        if cfg.model.kwargs and "--weights" in results["reload"]
