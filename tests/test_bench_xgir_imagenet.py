@@ -1,7 +1,8 @@
-"""object-shift data and the quick ``xgir-imagenet`` suite."""
+"""object-shift data and the quick ``xgir-imagenet`` and ``xgir-imagenet-224`` suites."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,63 @@ def test_quick_suite_writes_tables_figures_and_diagnostics(tmp_path, monkeypatch
     assert 0 <= res["probes"]["digit"] <= 1 and saved["summary"]["0.9"]["best_on_source_val"] in rows
     prec = saved["per_p"]["0.9"]["diagnostics"]["support_precision"]
     assert prec["gt"] == 1.0 and prec["random"] < 0.6
+
+
+def test_224_setting_counts_its_network_passes():
+    """The full xgir-imagenet-224: 24 XGIR rows on 14 masked passes over the pool, as its docstring says."""
+    from xgir.bench import xgir_imagenet_224 as suite
+
+    fractions, rows = suite.rows_for(quick=False)
+    assert fractions == (0.1, 0.2) and len(rows) == 24
+    for core in ("pretrained", "novelty", "erm"):
+        for variant in ("any partner, remainder", "other class, remainder", "other class, background"):
+            for frac in ("10%", "20%"):
+                assert f"XGIR swap, {variant}, {core} core {frac}" in rows
+    assert sum(not r.free for r in rows.values()) == 4  # exact mask, random mask, the two ablations
+    assert suite.masked_passes(rows) == 14 and suite.forwards(suite.SIZES, rows) == 13200
+    assert "14 times masked" in suite.__doc__ and "13200 forwards" in suite.__doc__
+
+
+def test_quick_224_suite_rows_gap_and_selection(tmp_path, monkeypatch):
+    from xgir.bench import get_suite
+    from xgir.bench._matched import PROTOCOLS
+
+    monkeypatch.setenv("XGIR_CACHE", str(tmp_path / "cache"))
+    seeds = [0, 1]
+    res = get_suite("xgir-imagenet-224").run(tmp_path / "out", seeds, quick=True)
+    for name in ("report.md", "results.json", "wga.png", "cores.png"):
+        assert (tmp_path / "out" / name).is_file(), name
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    table = saved["table"]
+    methods = [r["method"] for r in table]
+    assert methods[:2] == ["ERM head", "DFR (group labels, reference)"]
+    for row in ("exact digit mask (annotation)", "random mask 10% (control)",
+                "pretrained core 10%, random blank (ablation)", "random core 10%, pretrained blank (ablation)"):
+        assert any(m.endswith(row) for m in methods), row
+    for fam in ("AFR", "XGIR"):
+        for proto in PROTOCOLS:
+            assert f"{fam} ({proto} selection)" in methods
+    # the gap closed comes from the table's own means over the seeds
+    for metric, col in (("worst_group", "gap_closed"), ("target", "gap_closed_target")):
+        erm, dfr = (np.mean(table[i][metric]) for i in (0, 1))
+        for row in table:
+            assert len(row[metric]) == len(seeds)
+            if dfr != erm:
+                assert row[col] == pytest.approx((np.mean(row[metric]) - erm) / (dfr - erm))
+    # each protocol picks, per seed, the setting with the best target-val score (never target-test)
+    for fam in ("AFR", "XGIR"):
+        for proto, key in PROTOCOLS.items():
+            for s in seeds:
+                cands = saved["per_seed"][str(s)]["families"][fam]
+                pick = saved["selected"][fam][proto][str(s)]
+                assert cands[pick][key] == max(v[key] for v in cands.values())
+    assert "XGIR note's rule, signed floor, pretrained core delta1 0.5" in saved["per_seed"]["0"]["families"]["XGIR"]
+    for core in ("pretrained", "novelty", "erm", "random"):
+        assert 0 <= res["cores"][f"{core} 10%: precision"] <= 1
+    assert res["masked_passes"] == 9
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| ERM head |" in report and "annotation-free" in report and "precision on the digit" in report
+    assert f"Network passes: {res['forwards']} images" in report
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

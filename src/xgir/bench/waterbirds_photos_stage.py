@@ -23,15 +23,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from xgir.bench.xgir_two_stage import random_supports
-from xgir.correct.xgir import support_top_fraction
+from xgir.bench._matched import POOL, MatchedSupports
 from xgir.correct.xgir_variants import cwox_cluster_cam, novelty_map, pooled_maps, pretrained_cam
 from xgir.data.base import ImageDataset
 from xgir.data.waterbirds_photos import WATERBIRD_SHARE, photo_pool, waterbirds_photos
 from xgir.errors import XgirError
 from xgir.io import cached, fingerprint
 
-MODEL, HEAD, POOL = "efficientnet-lite0", "_fc", "_avg_pooling"
+MODEL, HEAD = "efficientnet-lite0", "_fc"
 CACHE = "waterbirds-photos"
 MAP_CORES = ("pretrained", "cwox", "novelty")  # annotation-free maps of the pretrained network
 
@@ -80,8 +79,11 @@ DEMO = Sizes(pool={0: 200, 1: 30, 2: 16, 3: 64}, train=260, source_test=100, tar
              label="demo sizes: one seed, a small pool; `xgir bench waterbirds-photos` for the result")
 
 
-class Stage:
-    """Data, features, maps and masked-image passes of one size setting, cached on disk."""
+class Stage(MatchedSupports):
+    """Data, features, maps and masked-image passes of one size setting, cached on disk
+    (supports and masked passes: :class:`~xgir.bench._matched.MatchedSupports`)."""
+
+    cache = CACHE
 
     def __init__(self, sizes: Sizes, *, device: str = "cpu") -> None:
         from xgir.explain.clusters import ConfusionTree
@@ -114,7 +116,7 @@ class Stage:
                     self.model, ds.images, POOL, batch_size=32)[0])
         pool = self.data["pool"]
         self.masks = present(pool.masks, "masks")
-        self.x0 = pool.images.mean(0)
+        self.mean_image = pool.images.mean(0)  # x0
         self.tree = ConfusionTree.from_head(self.imagenet_head, self.imagenet_classes)
         m = self.maps["pool"]
         self.heatmaps: dict[str, torch.Tensor] = {
@@ -123,53 +125,11 @@ class Stage:
             "novelty": novelty_map(m),
         }
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.masks.shape[-2]), int(self.masks.shape[-1])
-
     def set_erm(self, head: torch.nn.Linear) -> None:
         """The ERM head's CAM of the true class over the pool, as the ``erm`` core map."""
         from xgir.correct.xgir_variants import class_cam
 
         self.heatmaps["erm"] = class_cam(self.maps["pool"], head, self.data["pool"].labels)
-
-    def support(self, core: str, fraction: float) -> torch.Tensor:
-        """bool[N,H,W] over the pool: the top ``fraction`` of core ``core``'s map, the exact mask
-        (``gt``, whatever the fraction) or a random blob of ``fraction`` of the pixels."""
-        if core == "gt":
-            return self.masks
-        if core == "random":  # random_supports keeps each image's pixel count: any support of that size
-            return random_supports(support_top_fraction(torch.zeros(len(self.masks), 1, 1), self.size, fraction),
-                                   12345)
-        if core not in self.heatmaps:
-            raise XgirError(f"unknown core '{core}'; choose one of: gt, random, {', '.join(self.heatmaps)}")
-        return support_top_fraction(self.heatmaps[core], self.size, fraction)
-
-    def masked_features(self, support: torch.Tensor, keep: str) -> torch.Tensor:
-        """f of the pool's images with ``keep`` = ``"core"`` (x s + x0 (1 - s)) or ``"context"``
-        (x (1 - s) + x0 s), float[N,D], cached under the support's fingerprint."""
-        if keep not in ("core", "context"):
-            raise XgirError(f"keep must be core or context, got '{keep}'")
-        images = self.data["pool"].images
-
-        def compute() -> torch.Tensor:
-            out = []
-            for i in range(0, len(images), 128):
-                s = support[i : i + 128, None].float()
-                if keep == "context":
-                    s = 1 - s
-                out.append(self.features(images[i : i + 128] * s + self.x0 * (1 - s)))
-            return torch.cat(out)
-
-        return cached(CACHE, f"{self.keys['pool']}-{keep}-{fingerprint(support)}", compute)
-
-    def empty_features(self) -> torch.Tensor:
-        """f(x0), float[D]."""
-        return self.features(self.x0[None])[0]
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The pooled features float[N,D] of images float[N,3,H,W] (batches of 32)."""
-        return pooled_maps(self.model, images, POOL, batch_size=32)[0]
 
 
 def present(value: torch.Tensor | None, what: str) -> torch.Tensor:

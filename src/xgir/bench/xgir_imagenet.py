@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from xgir.bench import fmt, one_thread, spread_note
+from xgir.bench._matched import fit_rows
 from xgir.bench.xgir_imagenet_stage import DELTA1, MODEL, QUICK, Sizes, Stage, present
 from xgir.bench.xgir_two_stage import unit_r2
 from xgir.correct.dfr import dfr_head
@@ -45,7 +46,6 @@ from xgir.correct.xgir_variants import support_precision
 from xgir.io import cached, save_figure, write_json, write_text
 from xgir.models.accuracy import accuracy_from_predictions
 from xgir.train.features import fit_head, linear_probe
-from xgir.train.heads import fit_heads
 
 SUITE = "xgir-imagenet"
 FLOOR = 0.05  # signed reading: the unit's 5 % quantile of r is its "no response"
@@ -112,21 +112,6 @@ def dfr_reference(st: Stage, seed: int) -> torch.nn.Linear:
     return head.eval()
 
 
-def fit_rows(jobs: dict[str, tuple[torch.Tensor, torch.Tensor, XGIRConfig]]) -> dict[str, torch.nn.Linear]:
-    """Row name -> (training features float[M,D], labels long[M], config) -> the fitted heads: the rows
-    with the same M and head settings are fitted together (:func:`xgir.train.heads.fit_heads`)."""
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for name, (x, _y, c) in jobs.items():
-        groups.setdefault((len(x), c.head_epochs, c.lr, c.batch_size, c.weight_decay), []).append(name)
-    heads: dict[str, torch.nn.Linear] = {}
-    for (_m, epochs, lr, batch_size, wd), names in groups.items():
-        fitted = fit_heads([jobs[n][0] for n in names], [jobs[n][1] for n in names], 10,
-                           [jobs[n][2].seed for n in names], epochs=epochs, lr=lr, batch_size=batch_size,
-                           weight_decay=wd)
-        heads.update(zip(names, fitted, strict=True))
-    return heads
-
-
 def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict[str, Any]:
     """Every method at bias p for each seed: {seed: {row: accuracies}}, plus diagnostics."""
     pool = st.data["pool"]
@@ -153,7 +138,7 @@ def run_p(st: Stage, p: float, seeds: list[int], progress: bool = False) -> dict
             x, yy, rec = xgir_training_set(hs, r, ys, config, empty, float(sup.float().mean()))
             jobs[name] = (x, yy, config)
             shares[name] = rec.frac_units_randomised
-        for name, head in fit_rows(jobs).items():
+        for name, head in fit_rows(jobs, 10).items():
             rows[name] = {**_accuracies(head, h, y, groups, vg), "frac_randomised": shares[name]}
         out[seed] = {n: rows[n] for n in ["ERM head", "DFR (group labels, reference)", *jobs]}  # table order
     kinds = [k for k in ("gt", "random", "pretrained", "novelty", f"erm p={p}") if k in st.supports]

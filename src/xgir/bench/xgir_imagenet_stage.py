@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from xgir.bench._matched import MatchedSupports
 from xgir.bench.xgir_two_stage import random_supports
 from xgir.correct.xgir import XGIRConfig, empty_name, support_from_heatmaps
 from xgir.correct.xgir_variants import class_cam, novelty_map, pooled_maps, pretrained_cam
@@ -44,8 +45,12 @@ QUICK = Sizes(size=64, pool_train=(40, 20), n_train=40, pool_val=(30, 12), n_val
               n_test=30, target_val=120, target_test=60, ps=(0.9,), erm_core_ps=(0.9,))
 
 
-class Stage:
-    """Data, features, maps and responses of one size setting, cached on disk."""
+class Stage(MatchedSupports):
+    """Data, features, maps and responses of one size setting, cached on disk (matched-size
+    supports and masked passes: :class:`~xgir.bench._matched.MatchedSupports`). Without a
+    source-val pool (``pool_val = (0, 0)``) there is no source-val and no :meth:`draw`."""
+
+    cache = "xgir-imagenet"
 
     def __init__(self, sizes: Sizes, progress: bool = False, device: str = "cpu") -> None:
         from xgir.models import load_model
@@ -62,7 +67,7 @@ class Stage:
         s = sizes
         self.data = {
             "pool": object_pool(0, *s.pool_train, size=s.size, part="train"),
-            "source-val": object_pool(0, *s.pool_val, size=s.size, part="val"),
+            **({"source-val": object_pool(0, *s.pool_val, size=s.size, part="val")} if sum(s.pool_val) else {}),
             "source-test": object_pool(0, *s.pool_test, size=s.size, part="test"),
             "target-val": object_shift("target-val", 0, n=s.target_val, size=s.size),
             "target-test": object_shift("target-test", 0, n=s.target_test, size=s.size),
@@ -89,8 +94,8 @@ class Stage:
         self.mean_image = pool.images.mean(0)
         self.x0 = {"zeros": torch.zeros_like(self.mean_image), "data-mean": self.mean_image}
         self.f0 = {k: pooled_maps(self.model, x0[None], POOL)[0][0] for k, x0 in self.x0.items()}
-        self.supports: dict[str, torch.Tensor] = {"gt": present(pool.masks, "masks")}
-        self.supports["random"] = random_supports(present(pool.masks, "masks"), 12345)
+        self.masks = present(pool.masks, "masks")
+        self.supports: dict[str, torch.Tensor] = {"gt": self.masks, "random": random_supports(self.masks, 12345)}
         hw = (int(pool.images.shape[-2]), int(pool.images.shape[-1]))
         self.heatmaps = {"pretrained": pretrained_cam(self.maps, self.imagenet_head),
                          "novelty": novelty_map(self.maps)}
