@@ -114,9 +114,11 @@ SWAPS = ("any partner, remainder", "other class, remainder", "other class, backg
 
 
 def xgir_rows(fractions: tuple[float, ...], cores: tuple[str, ...], swaps: tuple[str, ...] = SWAPS,
-              what: str = "object", *, note_rows: bool = True, controls: bool = True) -> dict[str, XgirRow]:
+              what: str = "object", *, note_rows: bool = True, controls: bool = True,
+              swept: tuple[str, ...] | None = None) -> dict[str, XgirRow]:
     """Row name -> setting. Swaps (``swaps``, names from :data:`SWAPS`: partner x context) for every
-    core and size; the note's signed rule and its delta1 support on the pretrained core
+    core at every size (the cores in ``swept`` only, when given: the others at ``fractions[0]``; each
+    core and size costs a network pass); the note's signed rule and its delta1 support on the pretrained core
     (``note_rows``); the gt and random controls and the two ablations (which part of the
     explanation matters: the core, or what it blanks out of the partner's image; ``controls``).
     ``what`` names the object in the exact-mask row."""
@@ -129,7 +131,7 @@ def xgir_rows(fractions: tuple[float, ...], cores: tuple[str, ...], swaps: tuple
         raise XgirError(f"unknown swap setting(s) {unknown}; choose from {', '.join(variants)}")
     rows: dict[str, XgirRow] = {}
     for core in cores:
-        for frac in fractions:
+        for frac in fractions if swept is None or core in swept else fractions[:1]:
             for vname in swaps:
                 rows[f"XGIR swap, {vname}, {core} core {frac:.0%}"] = XgirRow(core, frac, variants[vname], True)
     f = fractions[0]

@@ -70,7 +70,7 @@ K = 2
 def xgir_rows(sizes: Sizes) -> dict[str, XgirRow]:
     """Row name -> setting (:func:`xgir.bench._matched.xgir_rows`) for the profile's cores and swaps."""
     return matched_rows(sizes.fractions, sizes.cores, sizes.swaps, what="bird", note_rows=sizes.note_rows,
-                        controls=sizes.controls)
+                        controls=sizes.controls, swept=sizes.swept)
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor) -> torch.nn.Linear:

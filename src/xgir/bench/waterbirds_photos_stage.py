@@ -56,6 +56,7 @@ class Sizes:
     target_test: int = 1500
     fractions: tuple[float, ...] = (0.1, 0.2)  # support sizes (share of the image's pixels)
     cores: tuple[str, ...] = ("pretrained", "cwox", "novelty", "erm")  # annotation-free core maps
+    swept: tuple[str, ...] = ("pretrained",)  # the cores tried at every fraction (the others at the first)
     swaps: tuple[str, ...] = ("any partner, remainder", "other class, remainder", "other class, background")
     afr_gammas: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0, 10.0, 14.0, 20.0)
     afr_lambdas: tuple[float, ...] = (0.0, 0.1, 0.3)
