@@ -79,8 +79,12 @@ class MatchedSupports:
         images = self.data["pool"].images
 
         def compute() -> torch.Tensor:
+            from xgir.progress import iterate
+
             out = []
-            for i in range(0, len(images), 128):
+            share = float(support.float().mean())
+            for i in iterate(range(0, len(images), 128), desc=f"network pass: {keep} ({share:.0%} of the pixels)",
+                             unit="batch"):
                 s = support[i : i + 128, None].float()
                 if keep == "context":
                     s = 1 - s
