@@ -249,14 +249,13 @@ def run_explain(
         from xgir.viz import heatmap_grid
 
         pred = logits.argmax(1)
-        rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
-        cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
-        if info.targets == "foils":
-            cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
+        rows = [_row_title(ds, i, names) for i in range(n)]
+        titles = panel_titles(target, tg, torch.softmax(logits.float(), 1), names, pred,
+                              foils=info.targets == "foils")
         with run_folder(out, "--out") as tmp:  # the outputs as a set (a torchrun run's chunks go with the old folder)
             save_npy(tmp / "maps.npy", heat.numpy().astype(np.float32))
-            heatmap_grid(x_all, heat, tmp / "heatmaps.png", row_titles=rows, col_titles=cols,
-                         signed=info.signed)
+            heatmap_grid(x_all, heat, tmp / "heatmaps.png", row_titles=rows, titles=titles, signed=info.signed,
+                         suptitle=f"{method} on {loaded.spec}")
             write_json(tmp / "explain.json", {
                 "method": method, "params": {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)},
                 "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
@@ -269,10 +268,28 @@ def run_explain(
         return [out / "maps.npy", out / "heatmaps.png", out / "explain.json"]
 
 
-def _row_title(ds: Any, i: int, names: list[str], pred: int) -> str:
+def _row_title(ds: Any, i: int, names: list[str]) -> str:
+    """The row label of image ``i``: its file name (shortened when drawn), or #i, and its true label."""
     label = int(ds.labels[i])
-    head = f"y={names[label]}" if 0 <= label < len(names) else (Path(ds.files[i]).name if ds.files else f"#{i}")
-    return f"{head} pred={names[pred]}"
+    head = Path(ds.files[i]).name if ds.files else f"#{i}"
+    return f"{head}\ny={names[label]}" if 0 <= label < len(names) else head
+
+
+def panel_titles(target: str, tg: torch.Tensor, probs: torch.Tensor, names: list[str], pred: torch.Tensor,
+                 foils: bool = False) -> list[list[str]]:
+    """The title of each map: its class name and probability (``1. tiger cat 0.48`` for topK,
+    ``pred: ...`` / ``label: ...`` otherwise, ``tiger cat vs tabby`` for foil methods);
+    tg long[N,T] the targets, probs float[N,K]."""
+    out = []
+    for i, row in enumerate(tg.tolist()):
+        p = int(pred[i])
+        if foils:
+            out.append([f"{names[p]} vs {names[c]} ({float(probs[i, c]):.2f})" for c in row])
+        elif target.startswith("top"):
+            out.append([f"{j + 1}. {names[c]} {float(probs[i, c]):.2f}" for j, c in enumerate(row)])
+        else:
+            out.append([f"{target}: {names[c]} {float(probs[i, c]):.2f}" for c in row])
+    return out
 
 
 def _methods() -> dict[str, str]:
