@@ -63,8 +63,12 @@ def test_ranges_floor_and_degenerate_maps():
     floored = normalize_map(m["rise"], "positive", floor=True)
     assert floored.min() == 0 and floored.max() == 1 and 0.3 < np.median(floored) < 0.7
     assert (normalize_map(np.zeros((4, 4)), "all") == 0).all()
-    assert (normalize_map(np.full((4, 4), 3.0), "positive", floor=True) == 0).all()
-    assert (normalize_map(8.46 + 1e-7 * np.eye(4), "positive", floor=True) == 0).all()  # float noise
+    assert (normalize_map(np.full((4, 4), 3.0), "positive", floor=True) == 1).all()  # a full support stays
+    noisy = normalize_map(8.46 + 1e-6 * np.eye(4), "positive", floor=True)  # constant up to float noise
+    assert np.ptp(noisy) < 1e-6 and noisy.min() > 0.99
+    half = np.zeros((4, 4))
+    half[:2] = 1.0
+    assert (normalize_map(half, "positive", floor=True) == half).all()  # a binary mask is itself
     assert normalize_map(m["sparse"], "positive").max() == 1  # 99th percentile 0: the maximum
     with pytest.raises(XgirError, match="sign must be one of"):
         normalize_map(m["signed"], "both")

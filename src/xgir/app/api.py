@@ -313,6 +313,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     """The JSON-able part of a correction result."""
     keep = ("accuracy_eval", "accuracy_images", "overlap", "overlap_error")
     return {"params": result["params"], "annotated": result["annotated"], "checkpoint": result["checkpoint"],
+            "load_with": result.get("load_with", ""),
             "ids": result["ids"], "weight": result.get("weight"),
             "before": {k: v for k, v in result["before"].items() if k in keep},
             "after": {k: v for k, v in result["after"].items() if k in keep}}

@@ -289,8 +289,7 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
     clusters = ex["cwox"]["clusters"]
     lines += ["", f"CWOX (tree fitted on source-val, cut at {ex['cwox']['level']:g}): "
               + (", ".join("{" + ", ".join(map(str, c)) + "}" for c in clusters) if clusters else
-                 "no two digits share a cluster at this level, so every cluster is one class and CWOX's map is "
-                 "IOX's")
+                 "no two digits share a cluster at this level (every cluster is one class)")
               + f"; images falling back to IOX: {ex['cwox']['fallback_to_iox']:.2f}.",
               "", "Quantiles of r (IOX, x0 = zeros): " + ", ".join(f"{k} {v:.3g}" for k, v in
                                                                     ex["r_iox_quantiles"].items()) + ".",

@@ -31,7 +31,12 @@ from xgir.viz.normalize import (  # noqa: E402
     sign_for,
 )
 
-PANEL = 1.7  # inches
+PANEL = 1.7  # inches, at least: a panel grows with the image so that 120 dpi shows each pixel
+
+
+def panel_size(height: int) -> float:
+    """Inches of a square panel for images ``height`` pixels high (1.7 for digits, 2.24 for 224 px)."""
+    return max(PANEL, min(3.0, height / 100))
 
 
 def to_display(image: torch.Tensor) -> np.ndarray:
@@ -144,7 +149,8 @@ def heatmap_grid(
     floors = [f if f is not None else sg != "all" for f, sg in zip(_per_column(floor, t, "floor"), signs, strict=True)]
     for sg in signs:
         check_options(sg, method, percentile)
-    fig, axes = plt.subplots(n, t + 1, figsize=(PANEL * (t + 1), PANEL * n + (0.5 if colorbars else 0.0)),
+    side = panel_size(int(images.shape[-2]))
+    fig, axes = plt.subplots(n, t + 1, figsize=(side * (t + 1), side * n + (0.5 if colorbars else 0.0)),
                              squeeze=False, layout="constrained")
     for i in range(n):
         show_image(axes[i, 0], images[i])
@@ -161,7 +167,7 @@ def heatmap_grid(
             head = [col_titles[j]] if col_titles is not None and i == 0 else []
             head += [titles[i][j]] if titles is not None else []
             if head:
-                ax.set_title(wrap("\n".join(head), lines=4), fontsize=7)
+                ax.set_title(wrap("\n".join(head), int(15 * side), lines=4), fontsize=7)
     if colorbars and method in ("heat_map", "blended_heat_map"):
         styles = list(dict.fromkeys(zip(signs, floors, strict=True)))
         for style in styles:  # under the whole grid (the panels keep one size); named when several

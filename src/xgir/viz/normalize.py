@@ -86,8 +86,8 @@ def normalize_map(attr: torch.Tensor | np.ndarray, sign: str = "all", percentile
     ``sign`` picks the part shown (:func:`sign_part`), :func:`threshold` of its magnitudes
     scales it and values beyond are clipped; a ``negative`` map comes out non-negative (as in
     Captum). ``floor`` (not for ``all``): (part - lo) / (t - lo) with lo the (100 - percentile)-th
-    percentile, for maps on an offset. An all-zero (or, with ``floor``, constant up to float
-    rounding) map gives zeros.
+    percentile, for maps on an offset (a map constant up to float rounding is drawn as without it:
+    a support covering the whole image stays visible). An all-zero map gives zeros.
     """
     check_options(sign, percentile=percentile, clip=clip)
     a = as_array(attr)
@@ -100,9 +100,8 @@ def normalize_map(attr: torch.Tensor | np.ndarray, sign: str = "all", percentile
     if floor and sign != "all":
         lo = float(np.percentile(mag, 100.0 - percentile)) if percentile < 100 else float(mag.min())
         hi = threshold(mag, percentile, clip)
-        if hi - lo <= 1e-6 * max(abs(hi), abs(lo)):  # constant up to rounding: nothing to show
-            return np.zeros_like(mag)
-        return np.clip((mag - lo) / (hi - lo), 0.0, 1.0)
+        if hi - lo > 1e-6 * max(abs(hi), abs(lo)):  # else constant up to rounding: drawn as without floor
+            return np.clip((mag - lo) / (hi - lo), 0.0, 1.0)
     t = threshold(mag, percentile, clip)
     if t == 0:
         return np.zeros_like(a)
