@@ -138,8 +138,10 @@ def guards_walk(base: str, flagged_image: int, slow_image: int, shots: Path | No
         page.set_default_timeout(timeout_ms)
         page.goto(f"{base}/annotate/{flagged_image}")
         page.wait_for_selector("#canvas[data-ready='1']")
-        box = page.locator("#canvas").bounding_box() or {}
-        seen["canvas"] = (box.get("width"), box.get("height"))
+        box = page.locator("#canvas").bounding_box()
+        if box is None:
+            raise RuntimeError("the annotator canvas is not visible")
+        seen["canvas"] = (box["width"], box["height"])
         seen["flagged_text"] = page.inner_text("#flagged")
         page.click("#mark-proposed")
         page.wait_for_selector("#confirm-mark[open]")
