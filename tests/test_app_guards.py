@@ -9,19 +9,13 @@ import json
 import re
 import threading
 import time
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from _app_common import make_state, tiny_bayes
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-
-BASE = "http://127.0.0.1:8000"
+from _app_common import client_of, make_state, tiny_bayes
+from _app_common import one_line_error as error
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +25,8 @@ def state(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(state):
-    from xgir.app.server import create_app
-
-    with TestClient(create_app(state), base_url=BASE) as c:
+    with client_of(state) as c:
         yield c
-
-
-def error(resp, status: int) -> str:
-    assert resp.status_code == status, resp.text
-    assert set(resp.json()) == {"error"} and "\n" not in resp.json()["error"]
-    return resp.json()["error"]
 
 
 def menu_of(html: str) -> list[dict]:
@@ -155,16 +141,15 @@ def test_finetune_page_lists_every_annotation_with_thumbnails(client, state):
 
 def test_preconditions_are_stated_before_any_work(tmp_path):
     from xgir.app import build_state
-    from xgir.app.server import create_app
 
     state = build_state(str(tiny_bayes()), "photos", tmp_path / "fb.db", tmp_path / "out", n=3, eval_images=None)
-    with TestClient(create_app(state), base_url=BASE) as c:
+    with client_of(state) as c:
         page = c.get("/finetune").text
         assert "fine-tuning needs the true labels of the images" in page and "no feedback saved yet" in page
         assert "fine-tuning needs the true labels" in error(c.post("/api/finetune", json={"method": "bayes"}), 400)
         assert "Feedback is saved, but it cannot correct the model here" in c.get("/annotate/0").text
         assert state.jobs.jobs == {}  # nothing started
-    with TestClient(create_app(make_state(tmp_path / "labelled", n=20, eval_n=20)), base_url=BASE) as c:
+    with client_of(make_state(tmp_path / "labelled", n=20, eval_n=20)) as c:
         page = c.get("/finetune").text
         assert "fine-tuning needs the true labels" not in page and "no feedback saved yet" in page
         assert "no feedback saved yet" in error(c.post("/api/finetune", json={"method": "guidance"}), 400)
