@@ -135,3 +135,32 @@ def test_shorten():
     assert shorten("short.jpg") == "short.jpg"
     s = shorten("a" * 30 + ".jpg", 16)
     assert len(s) == 16 and s.endswith(".jpg") and "…" in s
+
+
+def test_grid_signs_and_methods_as_in_captum(tmp_path):
+    x = torch.rand(2, 3, 16, 16)
+    h = torch.randn(2, 2, 16, 16)
+    for method in ("heat_map", "blended_heat_map", "masked_image", "alpha_scaling"):
+        sign = "all" if method in ("heat_map", "blended_heat_map") else ["positive", "absolute_value"]
+        assert heatmap_grid(x, h, tmp_path / f"{method}.png", method=method, sign=sign).stat().st_size > 1000
+    with pytest.raises(XgirError, match="cannot show both signs"):
+        heatmap_grid(x, h, tmp_path / "bad.png", method="masked_image", signed=True)
+    with pytest.raises(XgirError, match="one value per map column"):
+        heatmap_grid(x, h, tmp_path / "bad.png", sign=["all"])
+
+
+def test_cli_drawing_options_are_checked_before_any_work(tmp_path, capsys):
+    from xgir.cli import main
+    from xgir.models import build_model, save_checkpoint
+
+    ckpt = str(save_checkpoint(build_model("lenet"), tmp_path / "lenet.pt", "lenet", {}))
+    base = ["explain", "--model", ckpt, "--images", "decoy-digits:test", "--n", "2", "--out", str(tmp_path / "o")]
+    assert main(base + ["--sign", "both"]) == 2
+    assert "sign must be one of all, positive" in capsys.readouterr().err
+    assert main(base + ["--method", "ig", "--draw", "masked_image"]) == 2
+    assert "--sign positive" in capsys.readouterr().err
+    assert main(base + ["--clip-percentile", "0"]) == 2
+    assert "percentile must be in (0, 100]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(base + ["--method", "ig", "--sign", "positive", "--draw", "masked_image", "--quiet"]) == 0
+    assert (tmp_path / "o" / "heatmaps.png").stat().st_size > 1000

@@ -124,6 +124,7 @@ def heatmap_grid(
     titles: Sequence[Sequence[str]] | None = None,
     alpha: float = 0.8,
     signed: bool | Sequence[bool] = False,
+    sign: str | Sequence[str] | None = None,
     method: str = "blended_heat_map",
     percentile: float = PERCENTILE,
     floor: bool | Sequence[bool] | None = None,
@@ -137,15 +138,19 @@ def heatmap_grid(
     percentile of its magnitudes and clipped (:func:`~xgir.viz.normalize.normalize_map`);
     ``signed`` (one value, or one per column, e.g. from ``explainer_info(name).signed``) draws it
     in a diverging colour map centred on 0, else in a sequential one with ``floor`` (default: on
-    for sequential columns). ``titles[i][j]`` heads map j of image i (class names and
-    probabilities), ``col_titles`` the first row's columns; row titles are shortened and every
-    title wrapped, in a constrained layout. A colour bar per drawing style.
+    for sequential columns); ``sign`` (Captum's ``all``, ``positive``, ``absolute_value``,
+    ``negative``; one, or one per column) overrides what ``signed`` chooses. ``titles[i][j]``
+    heads map j of image i (class names and probabilities), ``col_titles`` the first row's
+    columns; row titles are shortened and every title wrapped, in a constrained layout. A colour
+    bar per drawing style.
     """
     if heatmaps.ndim != 4 or images.ndim != 4 or heatmaps.shape[0] != images.shape[0]:
         raise XgirError(f"heatmap_grid takes images [N,C,H,W] and maps [N,T,H,W], got {tuple(images.shape)} "
                         f"and {tuple(heatmaps.shape)}")
     n, t = heatmaps.shape[:2]
     signs = [sign_for(s, heatmaps[:, j]) for j, s in enumerate(_per_column(signed, t, "signed"))]
+    if sign is not None:
+        signs = _per_column(sign, t, "sign")
     floors = [f if f is not None else sg != "all" for f, sg in zip(_per_column(floor, t, "floor"), signs, strict=True)]
     for sg in signs:
         check_options(sg, method, percentile)
