@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 TORCH := torch==2.13.0
 
 .PHONY: demo test install lint docs clean debian-data
@@ -11,11 +12,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first, pinned, so that no dependency pulls a CUDA build from the registry
+# torch first, pinned, so that no dependency pulls a CUDA build from the registry; the package
+# alone (what `make demo` needs), the test tools (pytest, playwright, mypy, mkdocs...) on top for
+# `make test`, `make lint` and `make docs`
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -26,14 +33,14 @@ debian-data:
 demo: $(STAMP) debian-data
 	$(BIN)/xgir demo --out results/demo
 
-test: $(STAMP) debian-data
+test: $(TEST_STAMP) debian-data
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 
 # the documentation site (docs/*.md and the docstrings) into site/; `make test` also checks it
-docs: $(STAMP)
+docs: $(TEST_STAMP)
 	$(BIN)/mkdocs build --strict
 
 clean:

@@ -38,16 +38,17 @@ def main() -> None:
     annotator = SimulatedAnnotator(train.extras["decoy_mask"], train.masks)
     chosen = select(state, sort="uncertainty")[:20]  # as app_feedback_loop.py --strategy uncertainty
     for i in chosen:
-        seg, proposed = proposals(state, i)
+        found = proposals(state, i)
+        seg = found.segments
         mask = np.zeros(seg.shape, bool)
-        for s in proposed:
+        for s in found.proposed:
             if annotator.accepts(i, seg == s):
                 mask |= seg == s
         save_feedback_sync(state, i, {"irrelevant": mask.astype(int).tolist(), "annotator": "simulated"})
     # the walk marks the first proposed segment of an image on the gallery's first page: pick one where
     # that segment is the decoy, as a person would mark it
-    image = next(i for i in range(48) if i not in chosen and proposals(state, i)[1]
-                 and annotator.accepts(i, proposals(state, i)[0] == proposals(state, i)[1][0]))
+    image = next(i for i in range(48) if i not in chosen and proposals(state, i).proposed
+                 and annotator.accepts(i, proposals(state, i).segments == proposals(state, i).proposed[0]))
     with serve(state) as base:
         seen = walk(base, state.feedback_path, a.out, epochs=15, image=image, timeout_ms=900_000)
     print(seen["accuracy_table"])

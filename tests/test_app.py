@@ -13,13 +13,11 @@ import warnings
 import numpy as np
 import pytest
 
-from _app_common import N_IMAGES, make_state
+from _app_common import BASE, N_IMAGES, client_of, make_state, one_line_error
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what it runs on here
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-
-BASE = "http://127.0.0.1:8000"
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +27,8 @@ def state(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(state):
-    from xgir.app.server import create_app
-
-    with TestClient(create_app(state), base_url=BASE) as c:
+    with client_of(state) as c:
         yield c
-
-
-def one_line_error(resp, status: int) -> str:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and "\n" not in body["error"] and "Traceback" not in resp.text
-    return body["error"]
 
 
 def mask_of(client, i: int, k: int = 0) -> np.ndarray:

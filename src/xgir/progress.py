@@ -7,6 +7,9 @@ time spent), one at the end of an epoch if a few seconds have passed, and a fina
 totals: no carriage returns, no cursor codes.
 ``$XGIR_PROGRESS`` = ``bar``, ``plain`` or ``off`` overrides the choice.
 
+:func:`observed` lets a caller follow every :class:`Progress` made in its thread (the app shows
+a long explainer's progress this way), whatever the bar's mode.
+
     with Progress(total=steps, desc="train") as bar:
         for ...:
             bar.update(1, loss=f"{loss:.3f}")
@@ -15,10 +18,12 @@ totals: no carriage returns, no cursor codes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -43,6 +48,28 @@ def _interval() -> float:
         return 30.0
 
 
+_observers = threading.local()
+Observer = Callable[[int, int | None, str], None]
+
+
+@contextlib.contextmanager
+def observed(callback: Observer) -> Iterator[None]:
+    """Within the block, every :class:`Progress` of this thread calls ``callback(n, total, desc)``
+    when it starts and on each update (also with the bar off)."""
+    previous = getattr(_observers, "callback", None)
+    _observers.callback = callback
+    try:
+        yield
+    finally:
+        _observers.callback = previous
+
+
+def _notify(p: Progress) -> None:
+    callback = getattr(_observers, "callback", None)
+    if callback is not None:
+        callback(p.n, p.total, p.desc)
+
+
 def _fmt_postfix(postfix: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in postfix.items())
 
@@ -64,10 +91,12 @@ class Progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=desc, leave=False, unit=unit, file=sys.stderr, initial=initial)
+        _notify(self)
 
     def add_total(self, n: int) -> None:
         """``n`` more steps to do (when the total grows while working)."""
         self.total = (self.total or 0) + n
+        _notify(self)
         if self._bar is not None:
             self._bar.total = self.total
             self._bar.refresh()
@@ -101,6 +130,7 @@ class Progress:
     def update(self, n: int = 1, **postfix: Any) -> None:
         """``n`` more steps done; ``postfix`` values are shown beside the count."""
         self.n += n
+        _notify(self)
         if postfix:
             self.postfix.update(postfix)
         if self._bar is not None:

@@ -103,20 +103,49 @@ def params_from_query(query: Any) -> dict[str, Any]:
 
 
 def explain_png(request: Request) -> Response:
+    """The map of ``method`` over image ``image_id``; ``run=TOKEN`` names the computation so that
+    the page can poll its progress (:func:`progress_json`)."""
+    from xgir.app.progress import Run, check_token, expected_images
+
     state, i, q = state_of(request), image_id(request), request.query_params
     method = q.get("method", "gradcam")
     target = analysis.target_class(state, i, q.get("target", "pred"))
     params = params_from_query(q)
+    token = check_token(q["run"]) if "run" in q else None
     key = ("explain", i, method, target, tuple(sorted((k, repr(v)) for k, v in params.items())))
 
     def compute() -> bytes:
-        return render.overlay(state.images.images[i], analysis.explain(state, i, method, target, params))
+        run = None
+        if token is not None:
+            h, w = state.images.height, state.images.width
+            try:
+                work = expected_images(method, params, h, w)
+            except (XgirError, TypeError, ValueError):
+                work = None  # a bad parameter: explain() says so
+            run = state.runs.add(token, Run(method, work))
+        heat = analysis.explain(state, i, method, target, params, run)
+        return render.overlay(state.images.images[i], heat, signed=analysis.is_signed(method))
 
     return png(state.cache.get(key, compute))
 
 
+def progress_json(request: Request) -> JSONResponse:
+    """Progress of the explanation named ``run`` (404 while it has not started or is forgotten)."""
+    from xgir.app.progress import check_token
+
+    token = check_token(request.path_params["token"])
+    run = state_of(request).runs.get(token)
+    if run is None:
+        raise LookupError(f"no explanation run '{token}' (not started yet, or finished long ago)")
+    return JSONResponse(run.public())
+
+
 def _level(request: Request) -> float:
-    return float(request.query_params.get("level", "0.5"))
+    """The ``level`` asked for, else the app's tree's default cut (0.5 fitted, 0.8 from the head)."""
+    value = request.query_params.get("level", "")
+    if value.strip():
+        return float(value)
+    return float(analysis.confusion_tree(state_of(request)).default_level)
 
 
 def _cwox(request: Request) -> tuple[AppState, int, Any]:
@@ -126,19 +155,20 @@ def _cwox(request: Request) -> tuple[AppState, int, Any]:
 
 def cwox_json(request: Request) -> JSONResponse:
     state, i, im = _cwox(request)
-    level = _level(request)
+    level = query_level = _level(request)
     prob = dict(zip(im.classes, im.probs, strict=True))
     clusters = []
     for j, cluster in enumerate(im.clusters):
         clusters.append({
             "index": j, "prob": im.cluster_probs[j],
             "classes": [{"id": int(c), "name": state.class_name(int(c)), "prob": prob[c]} for c in cluster],
-            "map": f"/api/images/{i}/cwox/{j}.png?level={level}",
-            "class_maps": [f"/api/images/{i}/cwox/{j}/{k}.png?level={level}" for k in range(len(cluster))]
+            "map": f"/api/images/{i}/cwox/{j}.png?level={query_level}",
+            "class_maps": [f"/api/images/{i}/cwox/{j}/{k}.png?level={query_level}" for k in range(len(cluster))]
             if len(cluster) > 1 else [],
         })
     return JSONResponse({"image": i, "level": level, "deep_layer": state.deep_layer,
-                         "shallow_layer": state.shallow_layer, "clusters": clusters})
+                         "shallow_layer": state.shallow_layer, "clusters": clusters,
+                         "tree": analysis.tree_source(state)})
 
 
 def cwox_png(request: Request) -> Response:
@@ -157,22 +187,33 @@ def cwox_png(request: Request) -> Response:
     return png(render.overlay(state.images.images[i], heat))
 
 
-def _proposals(state: AppState, i: int) -> tuple[np.ndarray, list[int]]:
+def _proposals(state: AppState, i: int) -> analysis.Proposals:
     return state.cache.get(("proposals", i), lambda: analysis.proposals(state, i))
 
 
 def segments_json(request: Request) -> JSONResponse:
+    """SLIC segments int[H][W], the proposed segment ids (best first), and those flagged because
+    they lie on the explanation's own evidence (with each proposal's share of it)."""
     state, i = state_of(request), image_id(request)
-    seg, proposed = _proposals(state, i)
+    p = _proposals(state, i)
     return JSONResponse({"image": i, "height": state.images.height, "width": state.images.width,
-                         "scale": render.scale_for(state.images.height), "segments": seg.tolist(),
-                         "proposed": proposed})
+                         "scale": render.scale_for(state.images.height), "segments": p.segments.tolist(),
+                         "proposed": p.proposed, "flagged": p.flagged,
+                         "evidence": {str(s): {"share": round(p.share[s], 4), "core": round(p.core[s], 4)}
+                                      for s in p.proposed}})
 
 
 def proposals_png(request: Request) -> Response:
     state, i = state_of(request), image_id(request)
-    seg, proposed = _proposals(state, i)
-    return png(render.segments_png(state.images.images[i], seg, proposed))
+    p = _proposals(state, i)
+    return png(render.segments_png(state.images.images[i], p.segments, p.proposed, flagged=p.flagged))
+
+
+def feedback_png(request: Request) -> Response:
+    """The image with its stored feedback: irrelevant pixels red, relevant green (a thumbnail)."""
+    state, i = state_of(request), image_id(request)
+    irr, rel, _ = feedback_masks(state, i)
+    return png(render.feedback_png(state.images.images[i], irr, rel))
 
 
 def feedback_masks(state: AppState, i: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -272,6 +313,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     """The JSON-able part of a correction result."""
     keep = ("accuracy_eval", "accuracy_images", "overlap", "overlap_error")
     return {"params": result["params"], "annotated": result["annotated"], "checkpoint": result["checkpoint"],
+            "load_with": result.get("load_with", ""),
             "ids": result["ids"], "weight": result.get("weight"),
             "before": {k: v for k, v in result["before"].items() if k in keep},
             "after": {k: v for k, v in result["after"].items() if k in keep}}

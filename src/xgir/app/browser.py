@@ -46,10 +46,23 @@ def serve(state) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def walk(base: str, db: Path, shots: Path | None = None, epochs: int = 2, image: int = 0,
-         timeout_ms: int = 60_000) -> dict:
+@contextlib.contextmanager
+def browser_page(timeout_ms: int = 60_000) -> Iterator:
+    """A Chromium page (1280 x 860) with ``timeout_ms`` for every wait; the browser closes after."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(timeout_ms)
+            yield page
+        finally:
+            browser.close()
+
+
+def walk(base: str, db: Path, shots: Path | None = None, epochs: int = 2, image: int = 0,
+         timeout_ms: int = 60_000) -> dict:
     seen: dict = {}
 
     def shot(page, name: str) -> None:
@@ -57,10 +70,7 @@ def walk(base: str, db: Path, shots: Path | None = None, epochs: int = 2, image:
             shots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shots / f"app-{name}.png"), full_page=True)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        page.set_default_timeout(timeout_ms)
+    with browser_page(timeout_ms) as page:
         page.goto(base + "/")
         seen["cards"] = page.locator("#gallery .card").count()
         shot(page, "gallery")
@@ -120,5 +130,66 @@ def walk(base: str, db: Path, shots: Path | None = None, epochs: int = 2, image:
         seen["accuracy_table"] = page.inner_text("#accuracy")
         seen["checkpoint"] = page.inner_text("#checkpoint")
         shot(page, "before-after")
-        browser.close()
+    return seen
+
+
+def guards_walk(base: str, flagged_image: int, slow_image: int, shots: Path | None = None,
+                timeout_ms: int = 60_000) -> dict:
+    """The app's guards in a browser: "mark all proposed" on an image with flagged proposals (cancel,
+    then confirm: the flagged ones stay unmarked), a fast brush stroke (continuous), the canvas size,
+    and the progress of a long explainer (RISE) on another image."""
+    seen: dict = {}
+    with browser_page(timeout_ms) as page:
+        page.goto(f"{base}/annotate/{flagged_image}")
+        page.wait_for_selector("#canvas[data-ready='1']")
+        box = page.locator("#canvas").bounding_box()
+        if box is None:
+            raise RuntimeError("the annotator canvas is not visible")
+        seen["canvas"] = (box["width"], box["height"])
+        seen["flagged_text"] = page.inner_text("#flagged")
+        page.click("#mark-proposed")
+        page.wait_for_selector("#confirm-mark[open]")
+        seen["confirm_text"] = page.inner_text("#confirm-text")
+        page.click("#confirm-cancel")
+        seen["status_cancelled"] = page.inner_text("#status")
+        page.click("#mark-proposed")
+        page.click("#confirm-ok")
+        seen["status_marked"] = page.inner_text("#status")
+        if shots is not None:
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "app-annotator-flagged.png"), full_page=True)
+        page.click("#clear")
+        page.keyboard.press("b")
+        page.eval_on_selector("#brush", "e => { e.value = '1'; }")
+        y = box["y"] + 0.3 * box["height"]
+        page.mouse.move(box["x"] + 0.05 * box["width"], y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.95 * box["width"], y, steps=2)  # a fast stroke: 2 pointer events
+        page.mouse.up()
+        seen["status_stroke"] = page.inner_text("#status")
+        page.goto(f"{base}/image/{slow_image}")
+        page.select_option("#method", "rise")
+        page.fill("input[name='p.n_masks']", "4000")
+        page.click("#explain-run")
+        page.wait_for_function("Number((document.getElementById('explain-progress') || {dataset: {}})"
+                               ".dataset.seen || 0) > 0")
+        seen["progress_text"] = page.inner_text("#explain-progress-text")
+        seen["progress_value"] = page.eval_on_selector("#explain-progress", "e => e.value")
+        if shots is not None:
+            page.screenshot(path=str(shots / "app-explain-progress.png"), full_page=True)
+        page.wait_for_selector("#explanations figure img")
+        seen["figure"] = page.inner_text("#explanations figcaption")
+    return seen
+
+
+def preconditions_walk(base: str, timeout_ms: int = 60_000) -> dict:
+    """What the fine-tune and annotate pages say on an app whose images have no labels."""
+    seen: dict = {}
+    with browser_page(timeout_ms) as page:
+        page.goto(f"{base}/finetune")
+        seen["problems"] = page.locator("#problems ul:visible li").all_inner_texts()
+        seen["start_disabled"] = page.is_disabled("#start")
+        page.goto(f"{base}/annotate/0")
+        page.wait_for_selector("#canvas[data-ready='1']")
+        seen["annotate_banner"] = page.inner_text("#no-labels")
     return seen

@@ -21,6 +21,7 @@ from xgir.errors import XgirError
 
 MAX_OVERLAP_IMAGES = 32  # annotated images used for the overlap figures
 MAX_MAP_IMAGES = 8  # annotated images shown before / after
+MIN_ANNOTATED = 1  # images with irrelevant regions a correction needs
 METHODS = ("bayes", "guidance")
 DEFAULTS: dict[str, Any] = {"method": "bayes", "epochs": 15, "lr": 1e-3, "batch_size": 128, "seed": 0,
                             "lambda_fb": 1e-2, "feedback_repeats": 1, "loss": "rrr", "attribution": "grad",
@@ -48,6 +49,9 @@ def validate(state: AppState, params: Any) -> dict[str, Any]:
     method = params.get("method", DEFAULTS["method"])
     if method not in METHODS:
         raise XgirError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    found = problems(state, method)
+    if found:
+        raise XgirError(found[0])
     out = {"method": method, "epochs": _num(params, "epochs", int, 1, 500), "lr": _num(params, "lr", float, 1e-7, 1.0),
            "batch_size": _num(params, "batch_size", int, 1, 4096), "seed": _num(params, "seed", int, 0, 2**31 - 1),
            "lambda_fb": _num(params, "lambda_fb", float, 0.0, 1e6),
@@ -60,15 +64,44 @@ def validate(state: AppState, params: Any) -> dict[str, Any]:
     weight = params.get("weight")
     out.update(loss=loss, attribution=attribution,
                weight=None if weight in (None, "") else _num(params, "weight", float, 0.0, 1e9))
-    if method == "bayes" and not (is_bayesian(state.loaded.model) and hasattr(state.loaded.model, "last_conv")):
-        raise XgirError("Bayesian feedback fine-tuning needs a Bayesian CNN (BayesLeNet); use method=guidance")
-    if bool((state.images.labels < 0).any()):
-        why = f" ({state.images.no_labels})" if state.images.no_labels else ""
-        raise XgirError(f"fine-tuning needs the true labels of the images{why}; open a labelled image set")
+    return out
+
+
+def model_problem(state: AppState, method: str) -> str:
+    """Why the model cannot be corrected by ``method`` (one line), or ""."""
+    if method == "bayes":
+        if not (is_bayesian(state.loaded.model) and hasattr(state.loaded.model, "last_conv")):
+            return "Bayesian feedback fine-tuning needs a Bayesian CNN (BayesLeNet); use the guidance loss"
+        return ""
+    try:
+        head = state.loaded.head_module
+    except XgirError as err:
+        return f"the guidance loss trains the model's head, and it has none: {err}"
+    if not any(True for _ in head.parameters()):
+        return f"the model's head '{state.loaded.head}' has no parameters to train"
+    return ""
+
+
+def label_problem(state: AppState) -> str:
+    """Why the images' labels stop a correction (one line), or ""."""
+    if not bool((state.images.labels < 0).any()):
+        return ""
+    why = f" ({state.images.no_labels})" if state.images.no_labels else ""
+    return (f"fine-tuning needs the true labels of the images{why}; open a labelled image set "
+            "(feedback saved here is kept)")
+
+
+def problems(state: AppState, method: str) -> list[str]:
+    """What stops a correction by ``method`` before it starts, one line each (empty: it can run):
+    the true labels, a trainable model for the method, enough feedback (:data:`MIN_ANNOTATED`)."""
+    out = [label_problem(state)] if label_problem(state) else []
+    if model_problem(state, method):
+        out.append(model_problem(state, method))
     with state.store() as store:
         _, has = store.feedback_masks()
-    if not bool(has.any()):
-        raise XgirError("no feedback saved yet: mark irrelevant regions on some images first")
+    if int(has.sum()) < MIN_ANNOTATED:
+        out.append("no feedback saved yet: mark irrelevant regions on some images first" if not bool(has.any())
+                   else f"{int(has.sum())} annotated image(s); the correction needs at least {MIN_ANNOTATED}")
     return out
 
 

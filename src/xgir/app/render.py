@@ -1,5 +1,5 @@
-"""PNG images from memory: the input, heatmap overlays and segment overlays (uint8 arrays in,
-PNG bytes out). Small images are enlarged by a whole factor (nearest) so that they read on screen."""
+"""PNG images from memory: the input, map overlays (:mod:`xgir.viz`) and segment overlays (uint8
+arrays in, PNG bytes out). Small images are enlarged by a whole factor (nearest) so that they read on screen."""
 
 from __future__ import annotations
 
@@ -36,32 +36,29 @@ def png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def heat_rgb(heat: torch.Tensor | np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """Heatmap float[H,W] (any sign; negatives clipped, max scaled to 1) -> uint8[H,W,3]."""
-    from matplotlib import colormaps
+def overlay(image: torch.Tensor, heat: torch.Tensor, *, signed: bool = False, alpha: float = 0.8) -> bytes:
+    """PNG of the image float[C,H,W] with a map float[H,W] over it, drawn as every xgir figure
+    draws maps (:func:`xgir.viz.attribution_rgb`): a signed map (``signed``, or one with negative
+    values) in a diverging colour map centred on 0, others in a sequential one from their 1st to
+    99th percentile; the opacity follows the value."""
+    from xgir.viz import attribution_rgb, kwargs_for
 
-    h = heat.detach().cpu().float().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat, float)
-    h = np.clip(h, 0, None)
-    top = float(h.max())
-    h = h / top if top > 0 else h
-    return (colormaps[cmap](h)[..., :3] * 255 + 0.5).astype(np.uint8)
-
-
-def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> bytes:
-    """PNG of the image float[C,H,W] with a heatmap float[H,W] blended over it."""
-    base = to_rgb(image).astype(np.float32)
-    mix = (1 - alpha) * base + alpha * heat_rgb(heat).astype(np.float32)
-    return png(enlarge(mix.clip(0, 255).astype(np.uint8), scale_for(image.shape[1])))
+    rgb = attribution_rgb(image, heat, alpha=alpha, **kwargs_for(signed, heat))
+    return png(enlarge(rgb, scale_for(image.shape[1])))
 
 
 def image_png(image: torch.Tensor) -> bytes:
     return png(enlarge(to_rgb(image), scale_for(image.shape[1])))
 
 
+FLAGGED = np.array([170, 0, 255], np.float32)  # proposals on the explanation's own evidence: violet
+
+
 def segments_png(image: torch.Tensor, segments: np.ndarray, proposed: list[int],
-                 irrelevant: np.ndarray | None = None) -> bytes:
-    """The image with SLIC boundaries (white), proposed segments tinted orange (by rank) and,
-    when given, the rejected (irrelevant) pixels bool[H,W] tinted red."""
+                 irrelevant: np.ndarray | None = None, flagged: list[int] | tuple[int, ...] = ()) -> bytes:
+    """The image with SLIC boundaries (white), proposed segments tinted orange (by rank), flagged
+    ones violet (they lie on the explanation's own evidence) and, when given, the rejected
+    (irrelevant) pixels bool[H,W] tinted red."""
     from skimage.segmentation import find_boundaries
 
     k = scale_for(image.shape[1])
@@ -69,13 +66,22 @@ def segments_png(image: torch.Tensor, segments: np.ndarray, proposed: list[int],
     for rank, sid in enumerate(proposed):
         m = segments == sid
         a = 0.55 - 0.07 * rank
-        rgb[m] = (1 - a) * rgb[m] + a * np.array([255, 150, 0], np.float32)
+        colour = FLAGGED if sid in flagged else np.array([255, 150, 0], np.float32)
+        rgb[m] = (1 - a) * rgb[m] + a * colour
     if irrelevant is not None:
         rgb[irrelevant] = 0.5 * rgb[irrelevant] + 0.5 * np.array([220, 0, 0], np.float32)
     big = enlarge(rgb.clip(0, 255).astype(np.uint8), k)
     seg_big = enlarge(segments[..., None], k)[..., 0]
     big[find_boundaries(seg_big, mode="inner")] = (255, 255, 255)
     return png(big)
+
+
+def feedback_png(image: torch.Tensor, irrelevant: np.ndarray, relevant: np.ndarray) -> bytes:
+    """The image with irrelevant pixels bool[H,W] tinted red and relevant ones green."""
+    rgb = to_rgb(image).astype(np.float32)
+    for mask, colour in ((irrelevant, (220, 0, 0)), (relevant, (30, 170, 60))):
+        rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.array(colour, np.float32)
+    return png(enlarge(rgb.clip(0, 255).astype(np.uint8), scale_for(image.shape[1])))
 
 
 def mask_outline_png(image: torch.Tensor, mask: np.ndarray) -> bytes:

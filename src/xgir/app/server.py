@@ -50,6 +50,13 @@ async def on_crash(request: Request, exc: Exception) -> Response:
     return _respond(request, 500, "internal error; the server log has the details")
 
 
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
+
+
+async def favicon(request: Request) -> Response:
+    return Response(FAVICON.read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
 def routes() -> list[Any]:
     static = StaticFiles(directory=str(Path(__file__).parent / "static"))
     img = "/api/images/{image_id:int}"
@@ -68,6 +75,9 @@ def routes() -> list[Any]:
         Route(img + "/cwox/{cluster:int}/{member:int}.png", api.cwox_png),
         Route(img + "/segments", api.segments_json),
         Route(img + "/proposals.png", api.proposals_png),
+        Route(img + "/feedback.png", api.feedback_png),
+        Route("/api/progress/{token}", api.progress_json),
+        Route("/favicon.ico", favicon),
         Route(img + "/feedback", api.get_feedback, methods=["GET"]),
         Route(img + "/feedback", api.post_feedback, methods=["POST"]),
         Route("/api/finetune", api.post_finetune, methods=["POST"]),

@@ -99,13 +99,21 @@ def default_layers(loaded: LoadedModel, x: torch.Tensor) -> tuple[str, str]:
     return loaded.layer or deep, loaded.shallow_layer or shallow
 
 
+TREE_SOURCES = ("auto", "head", "images")
+
+
 class AppState:
-    """The app's state; ``feedback`` is the SQLite file, ``out`` the folder for corrected models."""
+    """The app's state; ``feedback`` is the SQLite file, ``out`` the folder for corrected models;
+    ``tree_source``: where CWOX's confusion tree comes from (:func:`xgir.app.analysis.tree_source`)."""
 
     def __init__(self, loaded: LoadedModel, images: ImageSet, feedback: str | Path, out: str | Path,
-                 eval_images: ImageSet | None = None, samples: int = 10, annotator: str = "user") -> None:
+                 eval_images: ImageSet | None = None, samples: int = 10, annotator: str = "user",
+                 tree_source: str = "auto") -> None:
         if len(images) == 0:
             raise XgirError("the image set is empty")
+        if tree_source not in TREE_SOURCES:
+            raise XgirError(f"--tree must be one of {', '.join(TREE_SOURCES)}, got '{tree_source}'")
+        self.tree_source = tree_source
         self.loaded, self.images, self.eval_images = loaded, images, eval_images
         self.feedback_path, self.out = Path(feedback), Path(out)
         self.samples, self.annotator = samples, annotator
@@ -124,8 +132,10 @@ class AppState:
         self.bayesian = is_bayesian(loaded.model)
         self.classes = list(loaded.classes) or [str(i) for i in range(self.preds.probs.shape[1])]
         from xgir.app.jobs import JobManager
+        from xgir.app.progress import Runs
 
         self.jobs = JobManager()
+        self.runs = Runs()
 
     def store(self) -> FeedbackStore:
         """A fresh connection to the feedback store (close it: use ``with``)."""

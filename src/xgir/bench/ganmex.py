@@ -228,26 +228,27 @@ def _pairs_figure(x: torch.Tensor, pred: torch.Tensor, foils: torch.Tensor, cf: 
                   maps: dict[str, torch.Tensor], out: Path, rows: int = 6) -> str:
     import matplotlib.pyplot as plt
 
+    from xgir.viz import DIVERGING, attribution_rgb, colorbar
+
     n, t = foils.shape
     # different images, each with its foil cycling through the classes
     pairs = [(i, (i * 4) % t) for i in range(min(rows, n))]
     cols = ["x", "G(x,t)", "G(x,t) - x"] + [f"IG, {b} baseline" for b in BASELINE_NAMES]
-    fig, axes = plt.subplots(len(pairs), len(cols), figsize=(len(cols) * 1.5, len(pairs) * 1.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(pairs), len(cols), figsize=(len(cols) * 1.5, len(pairs) * 1.5 + 0.5),
+                             squeeze=False, layout="constrained")
     for r, (i, j) in enumerate(pairs):
         axes[r, 0].imshow(x[i, 0], cmap="gray", vmin=0, vmax=1)
         axes[r, 0].set_ylabel(f"{int(pred[i])} not {int(foils[i, j])}", fontsize=8)
         axes[r, 1].imshow(cf[i, j, 0], cmap="gray", vmin=0, vmax=1)
-        axes[r, 2].imshow(cf[i, j, 0] - x[i, 0], cmap="bwr", vmin=-1, vmax=1)
-        for c, b in enumerate(BASELINE_NAMES):
-            h = maps[b][i, j]
-            scale = float(h.abs().max()) or 1.0
-            axes[r, 3 + c].imshow(h / scale, cmap="bwr", vmin=-1, vmax=1)
+        axes[r, 2].imshow(cf[i, j, 0] - x[i, 0], cmap=DIVERGING, vmin=-1, vmax=1)
+        for c, b in enumerate(BASELINE_NAMES):  # IG maps: signed, clipped at the 99th percentile of |A|
+            axes[r, 3 + c].imshow(attribution_rgb(x[i], maps[b][i, j], sign="all"), interpolation="nearest")
     for c, title in enumerate(cols):
         axes[0, c].set_title(title, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    colorbar(fig, axes.ravel().tolist(), "all", False)
     fig.suptitle("one-vs-one IG of z_p with baseline b(x, t) (red +, blue -)", fontsize=9)
     save_figure(fig, out / "pairs.png")
     return "pairs.png"

@@ -250,6 +250,7 @@ def report(res: dict[str, Any], sizes: Sizes) -> str:
              *table_lines(res)]
     lines += ["", "## Cores: precision on the bird at matched sizes (source pool)", ""]
     lines += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in cores.items()]
+    lines += ["", "![worst-group accuracy per method](wga.png)", "", "![cores and supports](cores.png)"]
     lines += ["", f"Network passes {res['seconds']['stage']:.0f} s (cached after the first run: masked images "
               f"and composites too); total {res['seconds']['total']:.0f} s.", ""]
     return "\n".join(lines)

@@ -274,7 +274,9 @@ class _threads:
 def _plot_gap(summary: dict[float, dict[str, Any]], ps: tuple[float, ...], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    from xgir.viz import legend_outside
+
+    fig, ax = plt.subplots(figsize=(8.5, 3.8), layout="constrained")
     rows = {"note's rule (defaults, x0 = mean), pretrained core": "note's rule (defaults, x0 = mean), pretrained core",
             "note, signed, pretrained core": f"note, signed (floor q{FLOOR}, x0 = mean), pretrained core",
             "swap, pretrained core": "variant: context swap, pretrained core",
@@ -294,7 +296,7 @@ def _plot_gap(summary: dict[float, dict[str, Any]], ps: tuple[float, ...], path:
     ax.axhline(1, color="grey", lw=0.8, linestyle=":")
     ax.set_xlabel("source bias p")
     ax.set_ylabel("gap closed (ERM = 0, DFR = 1)")
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     ax.set_title("XGIR on EfficientNet-Lite0 features")
     save_figure(fig, path)
 

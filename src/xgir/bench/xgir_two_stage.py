@@ -282,12 +282,22 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
         cell = lambda k, d1=d1: fmt([per_seed[s]["extra"]["delta1_sweep"][d1][k] for s in seeds])  # noqa: E731
         lines.append(f"| {d1} | {cell('support_share')} | {cell('support_precision')} | {cell('target')} |")
     ex = first["extra"]
-    lines += ["", f"Support share of pixels: {ex['support_share']}",
-              f"Support precision (share of support on the digit): {ex['support_precision']}",
-              f"CWOX clusters at level {ex['cwox']['level']}: {ex['cwox']['clusters']}; "
-              f"images falling back to IOX: {ex['cwox']['fallback_to_iox']:.2f}",
-              f"Quantiles of r (IOX, x0 = zeros): {ex['r_iox_quantiles']}",
-              f"Unit diagnostics (target-val R^2, GT-mask r): {ex['diagnostics']}",
+    lines += ["", "## Supports, CWOX and unit diagnostics (seed " + f"{seeds[0]})", "",
+              "| support | share of pixels | precision (share on the digit) |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.3f} | {ex['support_precision'].get(k, float('nan')):.3f} |"
+              for k, v in ex["support_share"].items()]
+    clusters = ex["cwox"]["clusters"]
+    lines += ["", f"CWOX (tree fitted on source-val, cut at {ex['cwox']['level']:g}): "
+              + (", ".join("{" + ", ".join(map(str, c)) + "}" for c in clusters) if clusters else
+                 "no two digits share a cluster at this level (every cluster is one class)")
+              + f"; images falling back to IOX: {ex['cwox']['fallback_to_iox']:.2f}.",
+              "", "Quantiles of r (IOX, x0 = zeros): " + ", ".join(f"{k} {v:.3g}" for k, v in
+                                                                    ex["r_iox_quantiles"].items()) + ".",
+              "", "Unit diagnostics: " + "; ".join(f"{k.replace('_', ' ')} {v:.3f}" if isinstance(v, float)
+                                                   else f"{k.replace('_', ' ')} {v}"
+                                                   for k, v in ex["diagnostics"].items()) + ".",
+              "", "![target accuracy against delta2](delta2.png)", "",
+              "![IOX and CWOX maps and each support](heatmaps.png)",
               "", f"Run time: {time.time() - start:.0f} s."]
     report = "\n".join(lines) + "\n"
     _plot_sweep(per_seed, seeds, out / "delta2.png")
@@ -304,7 +314,9 @@ def run(out: Path, seeds: list[int], quick: bool = False) -> dict[str, Any]:
 def _plot_sweep(per_seed: dict[int, Any], seeds: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    from xgir.viz import legend_outside
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
     for kind in per_seed[seeds[0]]["sweep"]:
         vals = np.array([[per_seed[s]["sweep"][kind][d]["target"] for d in DELTA2_SWEEP] for s in seeds])
         ax.errorbar(DELTA2_SWEEP, vals.mean(0), yerr=vals.std(0), marker="o", capsize=3, label=f"XGIR-{kind}")
@@ -313,7 +325,7 @@ def _plot_sweep(per_seed: dict[int, Any], seeds: list[int], path: Path) -> None:
         ax.axhline(v, linestyle=style, color="k", label=name)
     ax.set_xlabel("delta2 (pooled quantile of r)")
     ax.set_ylabel("target accuracy")
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     ax.set_title("XGIR: target accuracy against delta2")
     save_figure(fig, path)
 

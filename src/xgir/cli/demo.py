@@ -121,7 +121,9 @@ def register(app: typer.Typer) -> None:
                 sections += ["## The two-stage setup on the digit benchmark", "",
                              ("Quick form (a small extractor: a smoke test, not a result; `--digits full` or "
                               "`xgir bench xgir-two-stage` for the result). " if digits == "quick" else "")
-                             + "Report: [digits/report.md](digits/report.md).", ""]
+                             + "Report: [digits/report.md](digits/report.md).", "",
+                             "![target accuracy against delta2](digits/delta2.png)", "",
+                             "![IOX and CWOX maps and each support](digits/heatmaps.png)", ""]
             write_text(tmp / "report.md", "\n".join(sections))
         typer.echo((out / "report.md").read_text())
         typer.echo(f"results in {out}")

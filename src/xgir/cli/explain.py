@@ -117,6 +117,7 @@ def run_explain(
     params: dict[str, Any] | None = None, batch_size: int = 16, device: str = "cpu",
     progress: bool = True, images: str | list[str] | None = None, tree_source: str = "auto",
     chunk_images: int = 256, weights: str | Path | None = None, class_folders: str = "names",
+    draw: str = "blended_heat_map", sign: str = "auto", percentile: float = 99.0,
 ) -> list[Path]:
     """Explain images with ``method``; returns the written files.
 
@@ -133,6 +134,9 @@ def run_explain(
             number of batches), written under ``out/passes`` and shared out over the processes.
         class_folders: how a class folder's folders name the model's classes: ``names`` or
             ``index`` (:func:`xgir.data.images.folder_labels`).
+        draw, sign, percentile: how heatmaps.png draws the maps (:func:`xgir.viz.heatmap_grid`:
+            Captum's methods and signs; ``sign="auto"``: ``all`` for a signed explainer, else
+            ``positive``), clipped at the ``percentile``-th percentile of |A|.
 
     Under ``torchrun --nproc_per_node=N`` (not for cwox) every process reads the images and
     explains its chunks (logits, targets and maps of each batch); rank 0 gathers them in
@@ -166,6 +170,13 @@ def run_explain(
     check_seed(seed)
     if class_folders not in ("names", "index"):
         raise XgirError(f"--class-folders must be names or index, got '{class_folders}'")
+    from xgir.viz.normalize import check_options
+
+    check_options("positive" if sign == "auto" else sign, draw, percentile)
+    if sign == "auto" and draw in ("masked_image", "alpha_scaling") and method in EXPLAINERS \
+            and EXPLAINERS[method].signed:
+        raise XgirError(f"--draw {draw} cannot show both signs of {method}'s maps; add --sign positive, "
+                        "absolute_value or negative")
     dev = resolve_device(device)
     check_output_folder(out, "--out")
     params = dict(params or {})
@@ -249,14 +260,14 @@ def run_explain(
         from xgir.viz import heatmap_grid
 
         pred = logits.argmax(1)
-        rows = [_row_title(ds, i, names, int(pred[i])) for i in range(n)]
-        cols = [f"target {target}" if tg.shape[1] == 1 else f"top-{j + 1}" for j in range(tg.shape[1])]
-        if info.targets == "foils":
-            cols = [f"pred vs rank-{j + 2} class" for j in range(tg.shape[1])]
+        rows = [_row_title(ds, i, names) for i in range(n)]
+        titles = panel_titles(target, tg, torch.softmax(logits.float(), 1), names, pred,
+                              foils=info.targets == "foils")
         with run_folder(out, "--out") as tmp:  # the outputs as a set (a torchrun run's chunks go with the old folder)
             save_npy(tmp / "maps.npy", heat.numpy().astype(np.float32))
-            heatmap_grid(x_all, heat, tmp / "heatmaps.png", row_titles=rows, col_titles=cols,
-                         signed=info.signed)
+            heatmap_grid(x_all, heat, tmp / "heatmaps.png", row_titles=rows, titles=titles, signed=info.signed,
+                         sign=None if sign == "auto" else sign, method=draw, percentile=percentile,
+                         suptitle=f"{method} on {loaded.spec}")
             write_json(tmp / "explain.json", {
                 "method": method, "params": {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)},
                 "model": str(model_path), "images": spec if isinstance(spec, str) else list(spec),
@@ -269,10 +280,28 @@ def run_explain(
         return [out / "maps.npy", out / "heatmaps.png", out / "explain.json"]
 
 
-def _row_title(ds: Any, i: int, names: list[str], pred: int) -> str:
+def _row_title(ds: Any, i: int, names: list[str]) -> str:
+    """The row label of image ``i``: its file name (shortened when drawn), or #i, and its true label."""
     label = int(ds.labels[i])
-    head = f"y={names[label]}" if 0 <= label < len(names) else (Path(ds.files[i]).name if ds.files else f"#{i}")
-    return f"{head} pred={names[pred]}"
+    head = Path(ds.files[i]).name if ds.files else f"#{i}"
+    return f"{head}\ny={names[label]}" if 0 <= label < len(names) else head
+
+
+def panel_titles(target: str, tg: torch.Tensor, probs: torch.Tensor, names: list[str], pred: torch.Tensor,
+                 foils: bool = False) -> list[list[str]]:
+    """The title of each map: its class name and probability (``1. tiger cat 0.48`` for topK,
+    ``pred: ...`` / ``label: ...`` otherwise, ``tiger cat vs tabby`` for foil methods);
+    tg long[N,T] the targets, probs float[N,K]."""
+    out = []
+    for i, row in enumerate(tg.tolist()):
+        p = int(pred[i])
+        if foils:
+            out.append([f"{names[p]} vs {names[c]} ({float(probs[i, c]):.2f})" for c in row])
+        elif target.startswith("top"):
+            out.append([f"{j + 1}. {names[c]} {float(probs[i, c]):.2f}" for j, c in enumerate(row)])
+        else:
+            out.append([f"{target}: {names[c]} {float(probs[i, c]):.2f}" for c in row])
+    return out
 
 
 def _methods() -> dict[str, str]:
@@ -322,6 +351,11 @@ def register(app: typer.Typer) -> None:
                                          "shared out over the processes"),
         class_folders: str = typer.Option("names", help="a class folder's labels: folders named as the model's "
                                           "classes (names; ImageNet synsets too) or by class index 0..K-1 (index)"),
+        draw: str = typer.Option("blended_heat_map", help="how heatmaps.png draws the maps (Captum's methods): "
+                                 "blended_heat_map, heat_map, original_image, masked_image or alpha_scaling"),
+        sign: str = typer.Option("auto", help="which values it shows: all, positive, absolute_value, negative, or "
+                                 "auto (all for a signed method, in a diverging colour map; else positive)"),
+        clip_percentile: float = typer.Option(99.0, help="each map is clipped at this percentile of |A|"),
         quiet: bool = typer.Option(False, help="no progress bar"),
     ) -> None:
         """Explain a classifier on images: heatmap overlays (PNG) and raw maps (.npy). Under
@@ -337,6 +371,7 @@ def register(app: typer.Typer) -> None:
                                   tree_images=tree_images, params=parse_params(param), batch_size=batch_size,
                                   device=device, images=list(images) + list(more_images or []) or None,
                                   tree_source=tree_source, chunk_images=chunk_images, progress=not quiet,
-                                  weights=weights, class_folders=class_folders)
+                                  weights=weights, class_folders=class_folders, draw=draw, sign=sign,
+                                  percentile=clip_percentile)
         if written:  # under torchrun: rank 0 alone writes
             typer.echo(f"wrote {len(written)} files to {out}")

@@ -23,7 +23,6 @@ def run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,
     from xgir.data.images import load_images
     from xgir.explain.clusters import ConfusionTree
     from xgir.explain.cwox import cwox, plot_cwox, plot_tree
-    from xgir.models import get_module
     from xgir.progress import iterate
 
     model = loaded.model
@@ -36,7 +35,7 @@ def run_cwox(loaded, spec, seed, ds, x_all, labels, logits, names, out,
             raise XgirError(f"the tree {tree} has {ctree.num_classes} classes, the model {k_classes}; "
                             "fit a new tree (give a --tree path that does not exist)")
     elif source == "head":
-        head = get_module(model, loaded.head)
+        head = loaded.head_module
         if not isinstance(head, torch.nn.Linear):
             raise XgirError(f"the model's head '{loaded.head}' is not a Linear layer; use --tree-source images")
         ctree = ConfusionTree.from_head(head, names, meta={"model": str(loaded.spec)})

@@ -33,8 +33,9 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, help="weights for a factory --model: a state_dict (.pt, .safetensors) "
                                      "or a checkpoint of a model built by that factory"),
         images: str = typer.Option(..., help="images: NAME:SPLIT (decoy-digits:train), photos, a file or a glob"),
-        feedback: Path = typer.Option(Path("results/app/feedback.db"),
-                                       help="SQLite feedback store (created if missing)"),
+        feedback: Path = typer.Option(None, help="SQLite feedback store (created if missing; default "
+                                      "results/app/feedback-MODEL-IMAGES.db, one per model and image set)",
+                                      show_default=False),
         out: Path = typer.Option(Path("results/app"), help="folder for corrected models"),
         n: int = typer.Option(500, help="at most this many images"),
         eval_images: str = typer.Option("auto", "--eval", help="held-out images for accuracy: auto (the test split "
@@ -46,17 +47,20 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, help="port"),
         class_folders: str = typer.Option("names", help="a class folder's labels: folders named as the model's "
                                           "classes (names; ImageNet synsets too) or by class index 0..K-1 (index)"),
+        tree: str = typer.Option("auto", help="CWOX confusion tree: head (the head's weights, data-free), images "
+                                 "(fitted on the app's images) or auto (images for an embedded data set, else head)"),
     ) -> None:
         """Browse predictions and explanations, annotate irrelevant regions, fine-tune on the feedback."""
         import uvicorn
 
-        from xgir.app import build_state
+        from xgir.app import build_state, default_feedback
         from xgir.app.server import LOCAL_HOSTS, create_app
 
         _check_port(host, port)
+        feedback = feedback or default_feedback(model, images)
         ev = None if eval_images == "none" else eval_images
         state = build_state(model, images, feedback, out, n, ev, eval_n, samples, seed, weights=weights,
-                            class_folders=class_folders)
+                            class_folders=class_folders, tree=tree)
         hosts = None if host in ("0.0.0.0", "::") else tuple(dict.fromkeys(LOCAL_HOSTS + (host,)))
         if host not in LOCAL_HOSTS:
             typer.echo(f"warning: listening on {host}: anyone who can reach it can use the app and its files", err=True)

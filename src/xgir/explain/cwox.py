@@ -288,9 +288,13 @@ def _label(classes: Sequence[int], names: Sequence[str] | None) -> str:
 
 
 def plot_cwox(result: CwoxResult | CwoxImage, image: torch.Tensor, path: str | os.PathLike,
-              *, index: int = 0, class_names: Sequence[str] | None = None, alpha: float = 0.5) -> Path:
+              *, index: int = 0, class_names: Sequence[str] | None = None, alpha: float = 0.8) -> Path:
     """Draw a CWOX-2s explanation like the paper: the image, then one row per cluster with its
     contrastive cluster map followed (after a gap) by the contrastive maps of its classes.
+
+    Maps are drawn by :mod:`xgir.viz` (non-negative: sequential colours from each map's 1st to
+    99th percentile, opacity following the value, one colour bar); titles name the classes with
+    their probabilities, wrapped to their panel, in a layout that does not overlap.
 
     Args:
         result: the result (``index`` picks the image) or one :class:`CwoxImage`.
@@ -299,7 +303,7 @@ def plot_cwox(result: CwoxResult | CwoxImage, image: torch.Tensor, path: str | o
     import matplotlib.pyplot as plt
 
     from xgir.io import save_figure
-    from xgir.viz import to_display
+    from xgir.viz import attribution_rgb, bare, colorbar, show_image, wrap
 
     im = result[index] if isinstance(result, CwoxResult) else result
     if image.ndim != 3:
@@ -307,20 +311,14 @@ def plot_cwox(result: CwoxResult | CwoxImage, image: torch.Tensor, path: str | o
     m = len(im.clusters)
     width = max([len(c) if len(c) > 1 else 0 for c in im.clusters] + [0])
     ncols = 2 + (width + 1 if width else 0)
-    ratios = [1.0, 1.0] + ([0.25] + [1.0] * width if width else [])
-    fig, axes = plt.subplots(m, ncols, figsize=(1.9 * sum(ratios), 2.0 * m), squeeze=False,
-                             gridspec_kw={"width_ratios": ratios})
-    disp = to_display(image)
-    cmap_img = "gray" if disp.ndim == 2 else None
+    ratios = [1.0, 1.0] + ([0.15] + [1.0] * width if width else [])
+    fig, axes = plt.subplots(m, ncols, figsize=(1.9 * sum(ratios), 2.15 * m + 0.7), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios}, layout="constrained")
 
-    def overlay(ax: Any, heat: torch.Tensor | None, title: str) -> None:
-        ax.imshow(disp, cmap=cmap_img, vmin=0, vmax=1)
-        if heat is not None:
-            scale = float(heat.max()) or 1.0
-            ax.imshow((heat.clamp(min=0) / scale).numpy(), cmap="jet", vmin=0, vmax=1, alpha=alpha)
-        ax.set_title(title, fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    def overlay(ax: Any, heat: torch.Tensor, title: str) -> None:
+        ax.imshow(attribution_rgb(image, heat, sign="positive", floor=True, alpha=alpha), interpolation="nearest")
+        ax.set_title(wrap(title, 24, 4), fontsize=7)
+        bare(ax)
 
     for i, cluster in enumerate(im.clusters):
         row = axes[i]
@@ -328,18 +326,21 @@ def plot_cwox(result: CwoxResult | CwoxImage, image: torch.Tensor, path: str | o
             ax.axis("off")
         if i == 0:
             row[0].axis("on")
-            overlay(row[0], None, "input")
+            show_image(row[0], image)
+            row[0].set_title("input", fontsize=7)
         row[1].axis("on")
-        overlay(row[1], im.cluster_maps[i], f"cluster {{{_label(cluster, class_names)}}}\n"
-                                            f"p={im.cluster_probs[i]:.2f}")
+        kind = "cluster" if len(cluster) > 1 else "class"
+        overlay(row[1], im.cluster_maps[i], f"{kind} {{{_label(cluster, class_names)}}} p={im.cluster_probs[i]:.2f}")
         maps = im.class_maps[i]
         if maps is not None:
             for j, c in enumerate(cluster):
                 ax = row[3 + j]
                 ax.axis("on")
                 p = im.probs[im.classes.index(c)]
-                overlay(ax, maps[j], f"{_label([c], class_names)}  p={p:.2f}")
-    fig.suptitle("CWOX-2s  (rows: clusters; right: contrastive class maps)", fontsize=8)
+                overlay(ax, maps[j], f"{_label([c], class_names)} p={p:.2f}")
+    colorbar(fig, axes.ravel().tolist(), "positive", True)
+    fig.suptitle(wrap("CWOX-2s (rows: clusters against each other; right: a cluster's classes against each other)",
+                      int(15 * fig.get_size_inches()[0]), 3), fontsize=8)
     return save_figure(fig, path)
 
 

@@ -266,6 +266,7 @@ def write_outputs(
     """Write ``heatmaps.png`` (when ``shown`` maps are given), ``metrics.json`` and
     ``report.md`` (last) into ``out_dir``."""
     if shown:
+        from xgir.explain.registry import EXPLAINERS
         from xgir.viz import heatmap_grid
 
         k = min(len(ds), 8)
@@ -274,6 +275,7 @@ def write_outputs(
             torch.stack([m[:k] for m in shown.values()], dim=1),
             out_dir / "heatmaps.png",
             col_titles=list(shown),
+            signed=[name in EXPLAINERS and EXPLAINERS[name].signed for name in shown],  # others: by their values
         )
     write_json(out_dir / "metrics.json", _jsonable(result))
     lines = [

@@ -69,6 +69,15 @@ class LoadedModel:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def head_module(self) -> nn.Module:
+        """The head itself (the module at ``head``, e.g. EfficientNet's ``_fc``): what
+        ``ConfusionTree.from_head`` and a head-only fine-tune take. XgirError naming the valid
+        module paths when the model has no module there."""
+        from xgir.models.split import get_module
+
+        return get_module(self.model, self.head)
+
 
 # ---- normalisation inside the model ----------------------------------------------------------
 class _Normalize:

@@ -2,9 +2,17 @@
 "use strict";
 const form = document.getElementById("finetune-form");
 function toggle() {
-  const bayes = document.getElementById("ft-method").value === "bayes";
+  // the method's fields, and what stops it (each precondition in one line): no start until none is left
+  const method = document.getElementById("ft-method").value, bayes = method === "bayes";
   form.querySelector("fieldset.bayes").style.display = bayes ? "" : "none";
   form.querySelector("fieldset.guidance").style.display = bayes ? "none" : "";
+  let blocked = false;
+  for (const list of document.querySelectorAll("#problems ul")) {
+    const mine = list.dataset.method === method;
+    list.style.display = mine ? "" : "none";
+    if (mine && list.children.length) blocked = true;
+  }
+  document.getElementById("start").disabled = blocked;
 }
 form.addEventListener("submit", async ev => {
   ev.preventDefault();

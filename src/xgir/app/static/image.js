@@ -1,4 +1,5 @@
-// Image page: CWOX and registered explainers on demand; keyboard: n / p next / previous, a annotate.
+// Image page: CWOX and registered explainers on demand (with progress); keyboard: n / p next / previous
+// in the gallery's order, a annotate.
 "use strict";
 const menu = JSON.parse(document.getElementById("menu").textContent);
 
@@ -41,26 +42,65 @@ async function runCwox() {
 }
 
 function showParams() {
+  // only the parameters a user sets, each labelled, with the range the app accepts
   const m = menu.find(x => x.name === document.getElementById("method").value);
   const box = document.getElementById("params");
   box.replaceChildren();
+  document.getElementById("method-info").textContent = m ? m.description + (m.signed ? " · signed map: red +, blue −" : "") : "";
   for (const p of (m ? m.params : [])) {
-    box.append(el("label", {}, p.name + " ", el("input", {name: "p." + p.name, value: String(p.default), size: 8})), " ");
+    let input;
+    if (p.kind === "choice") {
+      input = el("select", {name: "p." + p.name});
+      for (const c of p.choices) { const o = el("option", {value: c}, c); if (c === String(p.default)) o.selected = true; input.append(o); }
+    } else if (p.kind === "text") {
+      input = el("input", {name: "p." + p.name, value: String(p.default), size: 14});
+    } else {
+      input = el("input", {name: "p." + p.name, type: "number", value: String(p.default), min: String(p.min), max: String(p.max),
+                           step: String(p.step || 1), placeholder: p.default === "" ? "auto" : ""});
+    }
+    const range = p.kind === "int" || p.kind === "float" ? ` (${p.min}–${p.max})` : "";
+    box.append(el("label", {title: p.name}, `${p.label}${range} `, input), " ");
   }
 }
 
 async function runExplainer(ev) {
   ev.preventDefault();
   const method = document.getElementById("method").value;
-  const q = new URLSearchParams({method, target: document.getElementById("target").value});
-  for (const input of document.querySelectorAll("#params input")) q.append(input.name, input.value);
+  const run = "r" + Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
+  const q = new URLSearchParams({method, target: document.getElementById("target").value, run});
+  const inputs = [...document.querySelectorAll("#params input, #params select")];
+  for (const input of inputs) if (input.value !== "") q.append(input.name, input.value);
   const out = document.getElementById("explanations");
-  const src = `/api/images/${IMAGE_ID}/explain.png?${q}`;
-  const resp = await fetch(src);
-  if (!resp.ok) { const box = el("div", {}); out.prepend(box); return fail(resp, box); }
-  const url = URL.createObjectURL(await resp.blob());
-  const params = [...document.querySelectorAll("#params input")].filter(i => i.value !== "").map(i => `${i.name.slice(2)}=${i.value}`);
-  out.prepend(figure(url, `${method} (${q.get("target")}) ${params.join(" ")}`));
+  const status = document.getElementById("explain-status");
+  const bar = el("progress", {id: "explain-progress", max: "1"});
+  const line = el("span", {id: "explain-progress-text", class: "muted"}, ` ${method}: starting…`);
+  status.replaceChildren(bar, line);
+  const button = document.getElementById("explain-run");
+  button.disabled = true;
+  let polling = true;
+  (async function poll() {  // the server counts the model's images and the explainer's steps
+    while (polling) {
+      await new Promise(r => setTimeout(r, 300));
+      if (!polling) break;
+      const resp = await fetch(`/api/progress/${run}`);
+      if (!resp.ok) continue;  // not started yet
+      const p = await resp.json();
+      if (p.fraction !== null) bar.value = p.fraction; else bar.removeAttribute("value");
+      line.textContent = " " + p.text;
+      bar.dataset.seen = String(Math.max(Number(bar.dataset.seen || 0), p.fraction || 0));
+    }
+  })();
+  try {
+    const resp = await fetch(`/api/images/${IMAGE_ID}/explain.png?${q}`);
+    if (!resp.ok) { const box = el("div", {}); out.prepend(box); return await fail(resp, box); }
+    const url = URL.createObjectURL(await resp.blob());
+    const params = inputs.filter(i => i.value !== "").map(i => `${i.name.slice(2)}=${i.value}`);
+    out.prepend(figure(url, `${method} (${q.get("target")}) ${params.join(" ")}`));
+  } finally {
+    polling = false;
+    button.disabled = false;
+    status.replaceChildren();
+  }
 }
 
 document.getElementById("cwox-run").addEventListener("click", runCwox);
@@ -69,7 +109,7 @@ document.getElementById("explain-form").addEventListener("submit", runExplainer)
 showParams();
 document.addEventListener("keydown", ev => {
   if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT" || ev.ctrlKey || ev.metaKey) return;
-  if (ev.key === "n" || ev.key === "ArrowRight") location.href = `/image/${NEXT}`;
-  else if (ev.key === "p" || ev.key === "ArrowLeft") location.href = `/image/${PREV}`;
-  else if (ev.key === "a") location.href = `/annotate/${IMAGE_ID}`;
+  if (ev.key === "n" || ev.key === "ArrowRight") location.href = `/image/${NEXT}${QS}`;
+  else if (ev.key === "p" || ev.key === "ArrowLeft") location.href = `/image/${PREV}${QS}`;
+  else if (ev.key === "a") location.href = `/annotate/${IMAGE_ID}${QS}`;
 });
