@@ -113,6 +113,9 @@ def test_rrr_matches_closed_form_for_linear_softmax():
         ("energy*", "gradcam"),
         ("l1", "grad"),
         ("ppce", "input_x_grad"),
+        ("energy", "input_x_grad", "conv2"),
+        ("rrr-map", "input_x_grad"),
+        ("l1", "bcos", "relu2"),
     ],
 )
 def test_losses_train_the_parameters(spec):
@@ -122,7 +125,8 @@ def test_losses_train_the_parameters(spec):
     y = torch.tensor([0, 1, 2])
     mask = torch.zeros(3, 28, 28, dtype=torch.bool)
     mask[:, 4:20, 4:20] = True
-    g = G.Guidance(loss=spec[0], attribution=spec[1], layer="conv2")
+    layer = spec[2] if len(spec) > 2 else "conv2" if spec[1] == "gradcam" else None
+    g = G.Guidance(loss=spec[0], attribution=spec[1], layer=layer)
     loss = g(model, x, y, mask)
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()

@@ -143,7 +143,11 @@ def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[i
 
 def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     """The last top-level child with a spatial output (``layer3`` of SmallResNet, ``pool2`` of
-    LeNet): the usual Grad-CAM layer."""
+    LeNet): the usual Grad-CAM layer. A model naming its own (``cam_layer``, e.g. the B-cos
+    ResNet, whose 1x1 class maps ``fc`` come after ``layer3``) gets that one."""
+    own = getattr(model, "cam_layer", None)
+    if isinstance(own, str) and own in dict(model.named_modules()):
+        return own
     found = spatial_layers(model, x)
     if not found:
         raise XgirError(
