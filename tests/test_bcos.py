@@ -323,3 +323,23 @@ def test_bcos_checkpoint_round_trips(tmp_path):
     assert loaded.classes == [str(i) for i in range(5)] and loaded.arch == "bcos-resnet"
     assert not loaded.preprocess.mean  # images in [0, 1]: the encoding is inside the model
     assert default_layer(loaded.model, x) == "layer3"  # not the class maps of fc
+
+
+def test_xgir_train_trains_a_bcos_network(tmp_path, capsys):
+    from xgir.cli import main
+    from xgir.models import load_model
+
+    cfg = tmp_path / "bcos.yaml"
+    cfg.write_text(f"out: {tmp_path / 'run'}\nmode: erm\n"
+                   "data: {name: decoy-digits, params: {n: 64}, train_split: train, eval_splits: [test]}\n"
+                   "model: {arch: bcos-resnet, params: {width: 2}}\ntrain: {epochs: 1, batch_size: 32}\n")
+    assert main(["train", "--config", str(cfg)]) == 0
+    loaded = load_model(tmp_path / "run" / "model.pt")
+    assert isinstance(loaded.model, BcosResNet) and loaded.model.stem[0].in_channels == 2  # 1 channel, encoded
+    assert loaded.num_classes == 10 and loaded.preprocess.size == 28
+    two = tmp_path / "two.yaml"
+    two.write_text(cfg.read_text().replace("mode: erm", "mode: two-stage").replace("/run", "/run2"))
+    capsys.readouterr()
+    assert main(["train", "--config", str(two)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "use mode erm" in err

@@ -99,3 +99,27 @@ def heatmap_grid(
             if col_titles is not None and i == 0:
                 ax.set_title(col_titles[j], fontsize=7)
     return save_figure(fig, path)
+
+
+def colour_grid(
+    images: torch.Tensor,
+    rgba: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    col_titles: Sequence[str] | None = None,
+) -> Path:
+    """Images float[N,C,H,W] beside colour explanations float[N,T,H,W,4] (RGBA, e.g.
+    :func:`xgir.explain.bcos.colour_explanation`) drawn on black, as the B-cos figures."""
+    n, t = rgba.shape[:2]
+    fig, axes = plt.subplots(n, t + 1, figsize=(1.7 * (t + 1), 1.7 * n), squeeze=False)
+    for i in range(n):
+        _show(axes[i, 0], images[i])
+        for j in range(t):
+            ax = axes[i, j + 1]
+            ax.imshow(np.zeros(tuple(rgba.shape[2:4])), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(rgba[i, j].detach().float().cpu().clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col_titles is not None and i == 0:
+                ax.set_title(col_titles[j], fontsize=7)
+    return save_figure(fig, path)
