@@ -65,8 +65,10 @@ def finetune_page(request: Request) -> HTMLResponse:
     with state.store() as store:
         _, has = store.feedback_masks()
     jobs = [j.public() for j in reversed(list(state.jobs.jobs.values()))]
-    return page(request, "finetune.html", annotated=int(has.sum()), defaults=finetune.DEFAULTS,
-                methods=finetune.METHODS, jobs=jobs,
+    from xgir.correct.guidance import ATTRIBUTIONS, LOSSES
+
+    return page(request, "finetune.html", annotated=int(has.sum()), defaults=finetune.defaults(state),
+                methods=finetune.METHODS, jobs=jobs, losses=LOSSES, attributions=ATTRIBUTIONS,
                 eval_spec=state.eval_images.spec if state.eval_images is not None else None)
 
 
