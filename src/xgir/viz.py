@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -64,6 +65,17 @@ def sample_grid(
     return save_figure(fig, path)
 
 
+def _image_column(images: torch.Tensor, t: int, row_titles: Sequence[str] | None = None) -> tuple[Any, Any]:
+    """A figure of len(images) rows and t + 1 columns, the images drawn in the first."""
+    n = len(images)
+    fig, axes = plt.subplots(n, t + 1, figsize=(1.7 * (t + 1), 1.7 * n), squeeze=False)
+    for i in range(n):
+        _show(axes[i, 0], images[i])
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=7)
+    return fig, axes
+
+
 def heatmap_grid(
     images: torch.Tensor,
     heatmaps: torch.Tensor,
@@ -80,11 +92,8 @@ def heatmap_grid(
     its own max |value| (``signed`` uses a diverging colour map centred at zero).
     """
     n, t = heatmaps.shape[:2]
-    fig, axes = plt.subplots(n, t + 1, figsize=(1.7 * (t + 1), 1.7 * n), squeeze=False)
+    fig, axes = _image_column(images[:n], t, row_titles)
     for i in range(n):
-        _show(axes[i, 0], images[i])
-        if row_titles is not None:
-            axes[i, 0].set_ylabel(row_titles[i], fontsize=7)
         for j in range(t):
             ax = axes[i, j + 1]
             _show(ax, images[i])
@@ -111,9 +120,8 @@ def colour_grid(
     """Images float[N,C,H,W] beside colour explanations float[N,T,H,W,4] (RGBA, e.g.
     :func:`xgir.explain.bcos.colour_explanation`) drawn on black, as the B-cos figures."""
     n, t = rgba.shape[:2]
-    fig, axes = plt.subplots(n, t + 1, figsize=(1.7 * (t + 1), 1.7 * n), squeeze=False)
+    fig, axes = _image_column(images[:n], t)
     for i in range(n):
-        _show(axes[i, 0], images[i])
         for j in range(t):
             ax = axes[i, j + 1]
             ax.imshow(np.zeros(tuple(rgba.shape[2:4])), cmap="gray", vmin=0, vmax=1)
