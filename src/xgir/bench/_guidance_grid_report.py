@@ -140,8 +140,9 @@ def report(per_seed: Entries, s: Settings, seconds: float) -> tuple[str, dict]:
           f"X-DNN = x-small-resnet, B-cos = bcos-resnet); ERM {s.erm_epochs} epochs, control and guidance "
           f"{s.guide_epochs} epochs, Adam at lr " + ", ".join(f"{v:g} ({k})" for k, v in s.lr.items())
           + f", batch {s.batch_size}, lambda by RRR's rule. IntGrad on "
-          "the X-DNN is computed as IxG (equal on a bias-free network); RRR* is RRR's penalty on the attribution "
-          f"map. {spread_note(len(seeds))} Total {seconds / 60:.1f} min.", ""]
+          "the X-DNN is computed as IxG (equal on a bias-free network); L1 is the study's |M - A+/max A+| on every "
+          "pixel (xgir's l1-mask), RRR* RRR's penalty on the attribution map (rrr-map). "
+          f"{spread_note(len(seeds))} Total {seconds / 60:.1f} min.", ""]
     summary: dict[str, dict] = {}
     for ds in s.datasets:
         runs = per_seed[seeds[0]][ds]

@@ -10,6 +10,7 @@ input because they are defined on their own input gradient (Ross et al. 2017):
 - ``l1``:      mean over pixels of (1 - M) * A+ / max(A+)      (normalised map outside M)
 - ``ppce``:    -sum(M log(A+ / max A+)) / sum(M)               (per-pixel cross-entropy inside M)
 - ``rrr-map``: sum((1 - M) (A / max|A|)^2)                     (the study's RRR*, on the map)
+- ``l1-mask``: mean over pixels of |M - A+ / max A+|            (the study's L1: also inside M)
 - ``rrr``:     sum(((1 - M) * d sum_c log p_c / dx)^2)         (Ross et al.: all classes)
 - ``rrr*``:    the same on d log p_y / dx                      (true class only)
 
@@ -28,7 +29,8 @@ are differentiable in the model's parameters (``create_graph=True``) so the loss
   function of the weights). The losses use its positive part.
 
 ``rrr-map`` is the guidance study's RRR* (Rao et al. 2023): RRR's penalty on an attribution map
-rather than on the input gradient of log p, sum over pixels outside M of (A / max |A|)^2.
+rather than on the input gradient of log p, sum over pixels outside M of (A / max |A|)^2;
+``l1-mask`` is the study's L1 (Model-Guidance ``losses.py``: ``L1Loss(A+ / max A+, M)``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from xgir.metrics.localisation import boxes_from_masks
 from xgir.models.bcos import bce_loss, is_bcos
 
 EPS = 1e-8
-MAP_LOSSES = ("energy", "energy*", "l1", "ppce", "rrr-map")
+MAP_LOSSES = ("energy", "energy*", "l1", "ppce", "rrr-map", "l1-mask")
 GRAD_LOSSES = ("rrr", "rrr*")
 LOSSES = MAP_LOSSES + GRAD_LOSSES
 ATTRIBUTIONS = ("grad", "input_x_grad", "gradcam", "bcos")
@@ -111,6 +113,14 @@ def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) ->
     return per.mean() if reduce else per
 
 
+def l1_mask_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
+    """The guidance study's L1: mean over pixels of |M - A+ / max A+| per sample (the normalised
+    map pulled to 1 inside M and to 0 outside; ``l1`` penalises only the outside)."""
+    _check_map_mask(attr, mask)
+    per = (mask.flatten(1).float() - _normalise(attr)).abs().mean(1)
+    return per.mean() if reduce else per
+
+
 def rrr_map_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
     """The guidance study's RRR*: sum over pixels outside M of (A / max|A|)^2 per sample
     (the map scaled so that its largest magnitude is 1; an all-zero map scores 0)."""
@@ -135,6 +145,8 @@ def map_loss(
         return ppce_loss(attr, mask, reduce=reduce)
     if name == "rrr-map":
         return rrr_map_loss(attr, mask, reduce=reduce)
+    if name == "l1-mask":
+        return l1_mask_loss(attr, mask, reduce=reduce)
     raise XgirError(f"unknown guidance loss '{name}'; choose one of: {', '.join(LOSSES)}")
 
 
