@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -65,17 +64,6 @@ def sample_grid(
     return save_figure(fig, path)
 
 
-def _image_column(images: torch.Tensor, t: int, row_titles: Sequence[str] | None = None) -> tuple[Any, Any]:
-    """A figure of len(images) rows and t + 1 columns, the images drawn in the first."""
-    n = len(images)
-    fig, axes = plt.subplots(n, t + 1, figsize=(1.7 * (t + 1), 1.7 * n), squeeze=False)
-    for i in range(n):
-        _show(axes[i, 0], images[i])
-        if row_titles is not None:
-            axes[i, 0].set_ylabel(row_titles[i], fontsize=7)
-    return fig, axes
-
-
 def heatmap_grid(
     images: torch.Tensor,
     heatmaps: torch.Tensor,
@@ -92,8 +80,11 @@ def heatmap_grid(
     its own max |value| (``signed`` uses a diverging colour map centred at zero).
     """
     n, t = heatmaps.shape[:2]
-    fig, axes = _image_column(images[:n], t, row_titles)
+    fig, axes = plt.subplots(n, t + 1, figsize=(1.7 * (t + 1), 1.7 * n), squeeze=False)
     for i in range(n):
+        _show(axes[i, 0], images[i])
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=7)
         for j in range(t):
             ax = axes[i, j + 1]
             _show(ax, images[i])
@@ -105,29 +96,6 @@ def heatmap_grid(
                 ax.imshow(h.numpy() / scale, cmap="bwr", vmin=-1, vmax=1, alpha=alpha)
             else:
                 ax.imshow(h.clamp(min=0).numpy() / scale, cmap="jet", vmin=0, vmax=1, alpha=alpha)
-            if col_titles is not None and i == 0:
-                ax.set_title(col_titles[j], fontsize=7)
-    return save_figure(fig, path)
-
-
-def colour_grid(
-    images: torch.Tensor,
-    rgba: torch.Tensor,
-    path: str | os.PathLike,
-    *,
-    col_titles: Sequence[str] | None = None,
-) -> Path:
-    """Images float[N,C,H,W] beside colour explanations float[N,T,H,W,4] (RGBA, e.g.
-    :func:`xgir.explain.bcos.colour_explanation`) drawn on black, as the B-cos figures."""
-    n, t = rgba.shape[:2]
-    fig, axes = _image_column(images[:n], t)
-    for i in range(n):
-        for j in range(t):
-            ax = axes[i, j + 1]
-            ax.imshow(np.zeros(tuple(rgba.shape[2:4])), cmap="gray", vmin=0, vmax=1)
-            ax.imshow(rgba[i, j].detach().float().cpu().clamp(0, 1).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
             if col_titles is not None and i == 0:
                 ax.set_title(col_titles[j], fontsize=7)
     return save_figure(fig, path)

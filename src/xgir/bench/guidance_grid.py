@@ -237,12 +237,11 @@ def run_dataset(name: str, seed: int, s: Settings, out: Path | None = None, prog
 
 def _figure(erm: nn.Module, guided: nn.Module, task: Task, path: Path) -> None:
     """Six test images with the B-cos colour explanations of their class before / after guidance."""
-    from xgir.explain.bcos import colour_explanation
-    from xgir.viz import colour_grid
+    from xgir.explain.bcos import colour_explanation, plot_colour
 
     x, y = task.eval_x[:6], task.eval_y[:6]
     rgba = [colour_explanation(m.eval(), x, y, smooth=3) for m in (erm, guided)]
-    colour_grid(x, torch.stack(rgba, 1), path, col_titles=["B-cos ERM", "B-cos + Energy (input, 100% boxes)"])
+    plot_colour(x, torch.stack(rgba, 1), path, col_titles=["B-cos ERM", "B-cos + Energy (input, 100% boxes)"])
 
 
 def run_seed(seed: int, s: Settings, out: Path, progress: bool = True) -> dict[str, dict]:

@@ -29,8 +29,10 @@ guided batch runs in explanation mode, as the B-cos papers define the explanatio
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -127,6 +129,34 @@ def colour_explanation(model: nn.Module, x: torch.Tensor, targets: Any, *, smoot
     if grads.shape[1] != 1:
         raise XgirError(f"the colour explanation takes one target per image, got {grads.shape[1]}")
     return colour_image(encoded, grads[:, 0], smooth=smooth, percentile=percentile)
+
+
+def plot_colour(images: torch.Tensor, rgba: torch.Tensor, path: str | Path, *,
+                col_titles: list[str] | None = None) -> Path:
+    """A PNG of images float[N,C,H,W] (first column) beside their colour explanations
+    float[N,T,H,W,4] (:func:`colour_explanation`), drawn on black as in the B-cos figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xgir.io import save_figure
+    from xgir.viz import to_display
+
+    n, t = rgba.shape[:2]
+    fig, axes = plt.subplots(n, t + 1, figsize=(1.7 * (t + 1), 1.7 * n), squeeze=False)
+    for i in range(n):
+        shown = to_display(images[i])
+        axes[i, 0].imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1)
+        for j in range(t):
+            axes[i, j + 1].imshow(np.zeros(tuple(rgba.shape[2:4])), cmap="gray", vmin=0, vmax=1)
+            axes[i, j + 1].imshow(rgba[i, j].detach().float().cpu().clamp(0, 1).numpy())
+            if col_titles is not None and i == 0:
+                axes[i, j + 1].set_title(col_titles[j], fontsize=7)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return save_figure(fig, path)
 
 
 class Bcos:
