@@ -436,3 +436,35 @@ def test_the_port_check_takes_a_port_in_time_wait():
         except OSError:
             pass
     _check_port("127.0.0.1", port)
+
+
+def test_finetune_offers_a_bcos_model_its_explanation(tmp_path):
+    """A B-cos checkpoint in the app: the form defaults to Energy on its B-cos contributions, the
+    correction runs with them, and before / after show its contribution maps ("B-cos")."""
+    from xgir.app import build_state
+    from xgir.app.server import create_app
+    from xgir.data import load_dataset
+    from xgir.models import build_model, save_checkpoint
+    from xgir.train import fit_classifier
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    params = {"in_channels": 1, "num_classes": 10, "width": 2}
+    model = fit_classifier(build_model("bcos-resnet", **params), load_dataset("decoy-digits", "train", 0, n=64), 1,
+                           batch_size=32, progress=False)
+    path = save_checkpoint(model, tmp_path / "bcos.pt", "bcos-resnet", params, meta={"image_size": 28})
+    state = build_state(str(path), "decoy-digits:train", tmp_path / "fb.db", tmp_path / "out", n=40, eval_n=40,
+                        samples=2)
+    with TestClient(create_app(state), base_url=BASE) as c:
+        page = c.get("/finetune").text
+        assert "<option selected>bcos</option>" in page and "<option selected>energy</option>" in page
+        for i in (1, 3):
+            c.post(f"/api/images/{i}/feedback", json={"irrelevant": mask_of(c, i).astype(int).tolist()})
+        r = c.post("/api/finetune", json={"method": "guidance", "epochs": 1, "batch_size": 16})
+        assert r.status_code == 202, r.text
+        job = wait(c, r.json()["job"])
+        assert job["status"] == "done", job
+        res = job["result"]
+        assert res["params"]["attribution"] == "bcos" and res["params"]["loss"] == "energy" and res["weight"] > 0
+        assert {"B-cos", "Grad-CAM"} <= set(res["before"]["overlap"]) and "B-cos" in res["after"]["overlap"]
+        assert c.get(f"/api/jobs/{r.json()['job']}/maps/1/after/B-cos.png").status_code == 200

@@ -70,7 +70,7 @@ NAMES = sorted(available_explainers())
 def test_registry_lists_every_method():
     expected = {"gradcam", "cwox", "saliency", "input-x-gradient", "ig", "expected-gradients", "deeplift",
                 "deepshap", "occlusion", "rise", "lime", "iassa", "ganmex", "gradcam++", "xgradcam", "layercam",
-                "hirescam", "eigencam", "scorecam", "ablationcam", "lrp"}
+                "hirescam", "eigencam", "scorecam", "ablationcam", "lrp", "bcos"}
     assert expected <= set(NAMES)
 
 

@@ -40,6 +40,23 @@ def test_energy_value_by_hand():
     assert G.l1_loss(attr, mask).item() == pytest.approx((1 / 3) / 2, abs=1e-6)
 
 
+def test_study_l1_and_rrr_map_by_hand():
+    mask = torch.tensor([[[True, False, True]]])
+    attr = torch.tensor([[[4.0, -2.0, 1.0]]])
+    # l1-mask: |M - A+/max A+| = |1 - 1|, |0 - 0|, |1 - 1/4|, averaged over 3 pixels
+    assert G.map_loss("l1-mask", attr, mask).item() == pytest.approx(0.75 / 3, abs=1e-6)
+    assert G.l1_loss(attr, mask).item() == pytest.approx(0.0, abs=1e-6)  # xgir's l1 looks outside only
+    # rrr-map: (A / max|A|)^2 outside M: (-2 / 4)^2 (the sign does not save it)
+    assert G.map_loss("rrr-map", attr, mask).item() == pytest.approx(0.25, abs=1e-6)
+    assert G.map_loss("rrr-map", torch.zeros(1, 1, 3), mask).item() == 0.0
+
+
+def test_layer_goes_with_the_attributions_that_read_one():
+    with pytest.raises(XgirError, match="read at the input"):
+        G.Guidance("energy", "grad", layer="conv2")
+    assert G.Guidance("energy", "bcos", layer="conv2").layer == "conv2"
+
+
 def test_energy_star_lower_when_mass_moves_inside():
     inside, mask = _maps()
     outside = inside.clone()
@@ -113,6 +130,9 @@ def test_rrr_matches_closed_form_for_linear_softmax():
         ("energy*", "gradcam"),
         ("l1", "grad"),
         ("ppce", "input_x_grad"),
+        ("energy", "input_x_grad", "conv2"),
+        ("rrr-map", "input_x_grad"),
+        ("l1", "bcos", "relu2"),
     ],
 )
 def test_losses_train_the_parameters(spec):
@@ -122,7 +142,8 @@ def test_losses_train_the_parameters(spec):
     y = torch.tensor([0, 1, 2])
     mask = torch.zeros(3, 28, 28, dtype=torch.bool)
     mask[:, 4:20, 4:20] = True
-    g = G.Guidance(loss=spec[0], attribution=spec[1], layer="conv2")
+    layer = spec[2] if len(spec) > 2 else "conv2" if spec[1] == "gradcam" else None
+    g = G.Guidance(loss=spec[0], attribution=spec[1], layer=layer)
     loss = g(model, x, y, mask)
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()

@@ -18,6 +18,7 @@ from xgir.app.state import AppState, is_bayesian
 from xgir.correct.guidance import ATTRIBUTIONS, LOSSES
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
+from xgir.models.bcos import is_bcos
 
 MAX_OVERLAP_IMAGES = 32  # annotated images used for the overlap figures
 MAX_MAP_IMAGES = 8  # annotated images shown before / after
@@ -26,6 +27,12 @@ METHODS = ("bayes", "guidance")
 DEFAULTS: dict[str, Any] = {"method": "bayes", "epochs": 15, "lr": 1e-3, "batch_size": 128, "seed": 0,
                             "lambda_fb": 1e-2, "feedback_repeats": 1, "loss": "rrr", "attribution": "grad",
                             "weight": None}
+BCOS_DEFAULTS = {"loss": "energy", "attribution": "bcos"}  # a B-cos model: guided by its own explanation
+
+
+def defaults(state: AppState) -> dict[str, Any]:
+    """The form's defaults for the app's model (a B-cos model: Energy on its B-cos contributions)."""
+    return {**DEFAULTS, **(BCOS_DEFAULTS if is_bcos(state.loaded.model) else {})}
 
 
 def _num(params: dict[str, Any], key: str, kind: type, lo: float, hi: float) -> Any:
@@ -56,7 +63,8 @@ def validate(state: AppState, params: Any) -> dict[str, Any]:
            "batch_size": _num(params, "batch_size", int, 1, 4096), "seed": _num(params, "seed", int, 0, 2**31 - 1),
            "lambda_fb": _num(params, "lambda_fb", float, 0.0, 1e6),
            "feedback_repeats": _num(params, "feedback_repeats", int, 1, 100)}
-    loss, attribution = params.get("loss", DEFAULTS["loss"]), params.get("attribution", DEFAULTS["attribution"])
+    base = defaults(state)
+    loss, attribution = params.get("loss", base["loss"]), params.get("attribution", base["attribution"])
     if loss not in LOSSES:
         raise XgirError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if attribution not in ATTRIBUTIONS:
@@ -114,11 +122,16 @@ def _accuracy(state: AppState, model: nn.Module, images: torch.Tensor, labels: t
 
 
 def _overlaps(state: AppState, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> tuple:
-    """({explainer: overlap with the rejected regions}, {explainer: maps float[n,H,W]})."""
+    """({explainer: overlap with the rejected regions}, {explainer: maps float[n,H,W]}); a B-cos
+    model is also explained by its own contribution maps ("B-cos")."""
     from xgir.bench._guidance_common import explain_maps, overlap
 
     window = max(4, x.shape[-1] // 7)
     maps = explain_maps(model, x, y, layer=state.shallow_layer, window=window, stride=max(1, window // 2))
+    if is_bcos(model):
+        from xgir.explain.bcos import contributions
+
+        maps["B-cos"] = contributions(model.eval(), x, y)[:, 0]
     return {k: overlap(v, mask) for k, v in maps.items()}, maps
 
 

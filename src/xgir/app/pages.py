@@ -84,9 +84,12 @@ def finetune_page(request: Request) -> HTMLResponse:
     problems = {m: finetune.problems(state, m) for m in finetune.METHODS}
     usable = [m for m in finetune.METHODS if not finetune.model_problem(state, m)]
     jobs = [j.public() for j in reversed(list(state.jobs.jobs.values()))]
-    return page(request, "finetune.html", annotations=annotation_rows(state), defaults=finetune.DEFAULTS,
+    from xgir.correct.guidance import ATTRIBUTIONS, LOSSES
+
+    return page(request, "finetune.html", annotations=annotation_rows(state), defaults=finetune.defaults(state),
                 methods=finetune.METHODS, selected=usable[0] if usable else finetune.METHODS[0], problems=problems,
                 model_problems={m: finetune.model_problem(state, m) for m in finetune.METHODS}, jobs=jobs,
+                losses=LOSSES, attributions=ATTRIBUTIONS,
                 eval_spec=state.eval_images.spec if state.eval_images is not None else None)
 
 

@@ -9,6 +9,8 @@ input because they are defined on their own input gradient (Ross et al. 2017):
   covered by M (the reproducibility study's area-normalised variant; alpha = 0 gives Energy)
 - ``l1``:      mean over pixels of (1 - M) * A+ / max(A+)      (normalised map outside M)
 - ``ppce``:    -sum(M log(A+ / max A+)) / sum(M)               (per-pixel cross-entropy inside M)
+- ``rrr-map``: sum((1 - M) (A / max|A|)^2)                     (the study's RRR*, on the map)
+- ``l1-mask``: mean over pixels of |M - A+ / max A+|            (the study's L1: also inside M)
 - ``rrr``:     sum(((1 - M) * d sum_c log p_c / dx)^2)         (Ross et al.: all classes)
 - ``rrr*``:    the same on d log p_y / dx                      (true class only)
 
@@ -16,11 +18,19 @@ Per-sample values are averaged over the samples that carry an annotation. Attrib
 are differentiable in the model's parameters (``create_graph=True``) so the losses train:
 
 - ``grad``: d s_y / dx summed over channels (s_y = the true-class logit)
-- ``input_x_grad``: sum_c x * d s_y / dx
+- ``input_x_grad``: sum_c a * d s_y / da at the input (a = x, or a B-cos model's [x, 1 - x]) or
+  at a named layer (a = its output, the map upsampled bilinearly to the input); on a bias-free
+  X-DNN in eval mode it equals Integrated Gradients from the zero baseline
+- ``bcos``: the same in B-cos explanation mode (dynamic scales and norm statistics detached):
+  the B-cos contribution map W(x)ᵀa ⊙ a (:func:`xgir.explain.bcos.contributions`)
 - ``gradcam``: signed Grad-CAM at a named layer, sum_k mean_hw(d s_y / dA_k) A_k, upsampled
   bilinearly to the input: :func:`xgir.explain.gradcam.grad_cam` with ``differentiable=True``
   (the explainer's own implementation, keeping the graph so the map is a differentiable
   function of the weights). The losses use its positive part.
+
+``rrr-map`` is the guidance study's RRR* (Rao et al. 2023): RRR's penalty on an attribution map
+rather than on the input gradient of log p, sum over pixels outside M of (A / max |A|)^2;
+``l1-mask`` is the study's L1 (Model-Guidance ``losses.py``: ``L1Loss(A+ / max A+, M)``).
 """
 
 from __future__ import annotations
@@ -36,12 +46,14 @@ from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 from xgir.explain.gradcam import grad_cam
 from xgir.metrics.localisation import boxes_from_masks
+from xgir.models.bcos import bce_loss, is_bcos
 
 EPS = 1e-8
-MAP_LOSSES = ("energy", "energy*", "l1", "ppce")
+MAP_LOSSES = ("energy", "energy*", "l1", "ppce", "rrr-map", "l1-mask")
 GRAD_LOSSES = ("rrr", "rrr*")
 LOSSES = MAP_LOSSES + GRAD_LOSSES
-ATTRIBUTIONS = ("grad", "input_x_grad", "gradcam")
+ATTRIBUTIONS = ("grad", "input_x_grad", "gradcam", "bcos")
+LAYER_ATTRIBUTIONS = ("input_x_grad", "gradcam", "bcos")  # those that read a layer (Grad-CAM needs one)
 
 
 # ----------------------------------------------------------------- checks
@@ -101,6 +113,24 @@ def ppce_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) ->
     return per.mean() if reduce else per
 
 
+def l1_mask_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
+    """The guidance study's L1: mean over pixels of |M - A+ / max A+| per sample (the normalised
+    map pulled to 1 inside M and to 0 outside; ``l1`` penalises only the outside)."""
+    _check_map_mask(attr, mask)
+    per = (mask.flatten(1).float() - _normalise(attr)).abs().mean(1)
+    return per.mean() if reduce else per
+
+
+def rrr_map_loss(attr: torch.Tensor, mask: torch.Tensor, *, reduce: bool = True) -> torch.Tensor:
+    """The guidance study's RRR*: sum over pixels outside M of (A / max|A|)^2 per sample
+    (the map scaled so that its largest magnitude is 1; an all-zero map scores 0)."""
+    _check_map_mask(attr, mask)
+    flat = attr.flatten(1)
+    scaled = flat / (flat.abs().amax(1, keepdim=True) + EPS)
+    per = ((~mask).flatten(1).float() * scaled.pow(2)).sum(1)
+    return per.mean() if reduce else per
+
+
 def map_loss(
     name: str, attr: torch.Tensor, mask: torch.Tensor, *, alpha: float = 0.5, reduce: bool = True
 ) -> torch.Tensor:
@@ -113,6 +143,10 @@ def map_loss(
         return l1_loss(attr, mask, reduce=reduce)
     if name == "ppce":
         return ppce_loss(attr, mask, reduce=reduce)
+    if name == "rrr-map":
+        return rrr_map_loss(attr, mask, reduce=reduce)
+    if name == "l1-mask":
+        return l1_mask_loss(attr, mask, reduce=reduce)
     raise XgirError(f"unknown guidance loss '{name}'; choose one of: {', '.join(LOSSES)}")
 
 
@@ -155,20 +189,26 @@ def attribution_map(
 ) -> torch.Tensor:
     """Attribution float[N,H,W] of the true-class logit, differentiable in the parameters.
 
-    method: ``grad`` (input gradient summed over channels), ``input_x_grad``, ``gradcam``
-    (needs ``layer``).
+    method: ``grad`` (input gradient summed over channels), ``input_x_grad`` and ``bcos`` (at
+    the input, or at ``layer``), ``gradcam`` (needs ``layer``); see the module docstring.
     """
     if method == "gradcam":
         if layer is None:
             raise XgirError("attribution 'gradcam' needs a layer name, e.g. layer='conv2'")
         return grad_cam(model, x, labels, layer, relu=False, differentiable=create_graph)[:, 0]
-    if method not in ("grad", "input_x_grad"):
+    if method in ("input_x_grad", "bcos"):
+        from xgir.explain.bcos import contributions
+
+        return contributions(model, x, labels, layer=layer, explanation=method == "bcos",
+                             create_graph=create_graph)[:, 0]
+    if method != "grad":
         raise XgirError(f"unknown attribution '{method}'; choose one of: {', '.join(ATTRIBUTIONS)}")
+    if layer is not None:
+        raise XgirError(f"attribution 'grad' is read at the input; a layer ({layer!r}) goes with "
+                        f"{', '.join(LAYER_ATTRIBUTIONS)}")
     x = x.detach().requires_grad_(True)
     score = model(x).gather(1, labels.view(-1, 1)).sum()
     (grad,) = torch.autograd.grad(score, x, create_graph=create_graph)
-    if method == "input_x_grad":
-        grad = grad * x
     return grad.sum(1)
 
 
@@ -190,7 +230,8 @@ class Guidance:
     """A guidance penalty ``penalty(model, x, labels, masks) -> scalar`` (mean over samples).
 
     loss: one of ``LOSSES``; attribution: one of ``ATTRIBUTIONS`` (ignored by RRR);
-    layer: Grad-CAM layer; alpha: the Energy* area exponent.
+    layer: where the attribution is read (Grad-CAM's layer; None = the input for
+    ``input_x_grad`` and ``bcos``); alpha: the Energy* area exponent.
     """
 
     loss: str = "rrr"
@@ -210,6 +251,9 @@ class Guidance:
             )
         if self.loss in MAP_LOSSES and self.attribution == "gradcam" and not self.layer:
             raise XgirError("the gradcam attribution needs a layer name, e.g. layer='conv2'")
+        if self.loss in MAP_LOSSES and self.layer and self.attribution not in LAYER_ATTRIBUTIONS:
+            raise XgirError(f"the {self.attribution} attribution is read at the input; a layer goes with "
+                            f"{', '.join(LAYER_ATTRIBUTIONS)}")
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor
@@ -316,7 +360,8 @@ def calibrate_lambda(
         idx = pick[start : start + batch_size]
         with torch.no_grad():
             logits = model(dataset.images[idx].to(device))
-            ce.append(float(F.cross_entropy(logits, dataset.labels[idx].to(device))))
+            task = bce_loss if is_bcos(model) else F.cross_entropy  # the loss the model trains with
+            ce.append(float(task(logits, dataset.labels[idx].to(device))))
     for start in range(0, len(ann), batch_size):
         idx = ann[start : start + batch_size]
         batch = {"image": dataset.images[idx], "label": dataset.labels[idx]}

@@ -143,7 +143,11 @@ def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[i
 
 def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     """The last top-level child with a spatial output (``layer3`` of SmallResNet, ``pool2`` of
-    LeNet): the usual Grad-CAM layer."""
+    LeNet): the usual Grad-CAM layer. A model naming its own (``cam_layer``, e.g. the B-cos
+    ResNet, whose 1x1 class maps ``fc`` come after ``layer3``) gets that one."""
+    own = getattr(model, "cam_layer", None)
+    if isinstance(own, str) and own in dict(model.named_modules()):
+        return own
     found = spatial_layers(model, x)
     if not found:
         raise XgirError(
@@ -153,9 +157,14 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
 
 
 def default_layers(model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
-    """(deep, shallow) layers for CWOX: the last spatial child, and the last one before it with
-    a finer grid (``layer3``/``layer2`` for SmallResNet, ``pool2``/``relu2`` for LeNet)."""
+    """(deep, shallow) layers for CWOX: the last spatial child (or the model's ``cam_layer``),
+    and the last one before it with a finer grid (``layer3``/``layer2`` for SmallResNet and the
+    B-cos ResNet, ``pool2``/``relu2`` for LeNet)."""
     found = spatial_layers(model, x)
+    own = getattr(model, "cam_layer", None)  # a model naming its CAM layer: nothing after it counts
+    names = [name for name, _ in found]
+    if isinstance(own, str) and own in names:
+        found = found[: names.index(own) + 1]
     if not found:
         raise XgirError(
             f"{type(model).__name__} has no top-level layer with output [N,K,u,v]; name one"

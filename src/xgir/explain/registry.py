@@ -105,6 +105,10 @@ EXPLAINERS: dict[str, ExplainerInfo] = {
         "CWOX-2s cluster level: each target's Grad-CAM contrasted with the image's other targets "
         "(xgir explain --method cwox runs the whole method: clusters, then the classes inside each)",
         needs_layer=True, targets="cluster-contrast"),
+    "bcos": ExplainerInfo(
+        "xgir.explain.bcos:Bcos", "B-cos contributions W(x)ᵀx ⊙ x summed over the input channels, in "
+        "explanation mode (sums to the logit minus its bias on a B-cos model; input x gradient on others; "
+        "--param layer= reads them at a layer)", signed=True),
     "saliency": ExplainerInfo(f"{_G}:Saliency", "absolute input gradient (Simonyan et al.)"),
     "input-x-gradient": ExplainerInfo(f"{_G}:InputXGradient", "input times gradient", signed=True),
     "ig": ExplainerInfo(

@@ -17,12 +17,14 @@ ACCEPTS = ("xgir reads .pt checkpoints written by xgir train, xgir correct or xg
            "(weights and the config that rebuilds the model)")
 
 
-MIN_IMAGE_SIZE = {"lenet": 4}  # two 2x2 poolings: at least one pixel left
+MIN_IMAGE_SIZE = {"lenet": 4, "x-lenet": 4}  # two 2x2 poolings: at least one pixel left
 
 
 def build_model(arch: str, **params: Any) -> nn.Module:
-    """A zoo model by name (``lenet``, ``small-resnet``) with its keyword arguments: each a whole
-    number >= 1 (``head_width`` may be None), the weights within memory; XgirError otherwise."""
+    """A zoo model by name (``lenet``, ``small-resnet``, ``x-lenet``, ``x-small-resnet``,
+    ``bcos-resnet``) with its keyword arguments: each a whole number >= 1 (``head_width`` may be
+    None; a parameter with a float default, B-cos's ``b``, a number >= 1), the weights within
+    memory; XgirError otherwise."""
     import inspect
 
     from xgir.resources import check_memory
@@ -39,6 +41,10 @@ def build_model(arch: str, **params: Any) -> nn.Module:
         if value is None and accepted[key].default is None:
             continue
         low = MIN_IMAGE_SIZE.get(arch, 1) if key == "image_size" else 1
+        if isinstance(accepted[key].default, float):  # a real parameter (B-cos's b): a finite number >= 1
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < float("inf"):
+                raise XgirError(f"architecture '{arch}': {key} must be a number >= 1, got {value!r}")
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise XgirError(f"architecture '{arch}': {key} must be a whole number >= {low}, got {value!r}")
     with torch.device("meta"):  # shapes only: count the weights before allocating them

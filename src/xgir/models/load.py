@@ -368,7 +368,7 @@ def _from_checkpoint(path: Path) -> LoadedModel:
     net, state = load_checkpoint(path)
     arch, params, meta = state["arch"], state.get("params") or {}, state.get("meta") or {}
     fc = getattr(net, "fc", None)
-    k = fc.out_features if isinstance(fc, nn.Linear) else 0
+    k = fc.out_features if isinstance(fc, nn.Linear) else int(getattr(net, "num_classes", 0))  # B-cos: a 1x1 conv
     classes = list(meta.get("classes") or [str(i) for i in range(k)]) if isinstance(meta, dict) else []
     import inspect
 

@@ -12,6 +12,7 @@ from torch import nn
 from xgir.data.base import ImageDataset
 from xgir.errors import XgirError
 from xgir.models.accuracy import accuracy, accuracy_by_group
+from xgir.models.bcos import bce_loss, is_bcos
 from xgir.models.inference import check_images, model_device, predict
 from xgir.progress import Progress
 
@@ -21,6 +22,10 @@ LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 __all__ = ["accuracy", "accuracy_by_group", "check_features", "check_loss", "check_weights", "fit_classifier",
            "predict_logits"]
 # accuracy and accuracy_by_group are re-exported from their home, xgir.models.accuracy
+
+
+def _bcos_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return bce_loss(logits, batch["label"])
 
 
 def check_loss(loss: torch.Tensor, desc: str, epoch: int, step: int, lr: float) -> float:
@@ -67,9 +72,13 @@ def fit_classifier(
     Args:
         extra_loss: optional ``(model, batch, logits) -> scalar`` added to the loss (guidance).
         parameters: parameters to optimise (default: all that require grad).
-        loss_fn: ``(logits, batch) -> scalar`` replacing cross-entropy on ``batch["label"]``.
+        loss_fn: ``(logits, batch) -> scalar`` replacing cross-entropy on ``batch["label"]``; a
+            B-cos model (:func:`xgir.models.bcos.is_bcos`) trains by default with B-cos v2's
+            binary cross-entropy (:func:`xgir.models.bcos.bce_loss`).
     """
     check_images(dataset.images, model, "training images", finite=True)  # not "diverged" for bad data
+    if loss_fn is None and is_bcos(model):
+        loss_fn = _bcos_loss
     device = model_device(model)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)

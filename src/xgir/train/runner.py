@@ -40,6 +40,9 @@ def run_training(cfg: TrainConfig | HeadTrainConfig, progress: bool = True) -> d
         from xgir.train.pretrained import run_head_training
 
         return run_head_training(cfg, progress)
+    if cfg.mode == "two-stage" and cfg.model.arch == "bcos-resnet":
+        raise XgirError("mode two-stage fits a linear head on frozen features; bcos-resnet's head is a B-cos "
+                        "convolution before the pooling: use mode erm")
     start = time.time()
     out = Path(cfg.out)
     resolve_device(cfg.device, "device:")
@@ -47,11 +50,16 @@ def run_training(cfg: TrainConfig | HeadTrainConfig, progress: bool = True) -> d
     with step(f"building {cfg.data.name}/{cfg.data.train_split}", enabled=progress):
         train = load_dataset(cfg.data.name, cfg.data.train_split, seed=cfg.seed, **cfg.data.params)
     params = {**cfg.model.params, "num_classes": train.num_classes}
-    if cfg.model.arch == "lenet":
-        params.setdefault("in_channels", train.image_shape[0])
-        params.setdefault("image_size", train.image_shape[1])
-    elif cfg.model.arch == "small-resnet":
-        params.setdefault("in_channels", train.image_shape[0])
+    from xgir.models.zoo import ARCHITECTURES
+
+    if cfg.model.arch in ARCHITECTURES:  # the data's channels and size, for the architectures that take them
+        import inspect
+
+        takes = inspect.signature(ARCHITECTURES[cfg.model.arch]).parameters
+        if "in_channels" in takes:
+            params.setdefault("in_channels", train.image_shape[0])
+        if "image_size" in takes:
+            params.setdefault("image_size", train.image_shape[1])
     for key, found, what in (("in_channels", train.image_shape[0], "channels"),
                              ("image_size", train.image_shape[1], "pixels a side")):
         if key in params and params[key] != found:
@@ -80,7 +88,8 @@ def run_training(cfg: TrainConfig | HeadTrainConfig, progress: bool = True) -> d
     results["splits"] = evaluate_splits(model, cfg, progress)
     results["seconds"] = round(time.time() - start, 1)
     with run_folder(out, "output folder") as tmp:  # the three files as a set
-        save_checkpoint(model, tmp / "model.pt", cfg.model.arch, params, meta={"mode": cfg.mode})
+        save_checkpoint(model, tmp / "model.pt", cfg.model.arch, params,
+                        meta={"mode": cfg.mode, "image_size": int(train.image_shape[1])})  # the size it was trained at
         write_json(tmp / "results.json", results)
         write_text(tmp / "report.md", format_report(results))
     return results
