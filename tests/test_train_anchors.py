@@ -13,10 +13,10 @@ from _pipeline_models import write_folder
 from xgir.cli import main
 from xgir.config import validate_config
 from xgir.correct.afr import afr_head
+from xgir.correct.anchor_heads import ANCHOR_HEADS, holdout_split
 from xgir.correct.class_balanced import class_balanced_head
 from xgir.correct.jtt import jtt_head
 from xgir.errors import XgirError
-from xgir.train.anchor_heads import holdout_split
 from xgir.train.config import (
     AFRHeadSection,
     ClassBalancedHeadSection,
@@ -84,7 +84,7 @@ def test_each_method_is_its_anchor_on_the_held_out_part(head):
     train, test = _features(), _features(seed=1)
     cfg = validate_config({**BASE, "seed": 3, "head": head}, HeadTrainConfig, "c.yaml")
     s = cfg.head
-    got, record = HEAD_METHODS[s.method](train, {"test": test}, s, 2, 3)
+    got, record = {**HEAD_METHODS, **ANCHOR_HEADS}[s.method](train, {"test": test}, s, 2, 3)
     perm = torch.randperm(60, generator=torch.Generator().manual_seed(3))
     fit, rw = perm[:48], perm[48:]
     erm = fit_head(train.h[fit], train.labels[fit], 2, seed=3)

@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
         frozen features. Under ``torchrun --nproc_per_node=N -m xgir train ...`` mode head shares
         its features passes over the N processes; rank 0 writes the outputs."""
         from xgir.cli.ranks import rank0_prints_errors
+        from xgir.correct.anchor_heads import ANCHOR_HEADS
         from xgir.train.config import load_train_config
         from xgir.train.runner import run_training
 
@@ -26,7 +27,7 @@ def register(app: typer.Typer) -> None:
             cfg = load_train_config(config)
             if out is not None:
                 cfg.out = str(out)
-            results = run_training(cfg, progress=not quiet)
+            results = run_training(cfg, progress=not quiet, head_methods=ANCHOR_HEADS)
         if "seconds" not in results:  # a rank other than 0 under torchrun: its share is on disk
             return
         typer.echo((Path(cfg.out) / "report.md").read_text())

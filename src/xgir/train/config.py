@@ -173,7 +173,7 @@ class HeadSection(_HeadOptim):
 
 
 class _HeldOutSection(_HeadOptim):
-    """An annotation-free anchor on a held-out part of ``data.train`` (:mod:`xgir.train.anchor_heads`):
+    """An annotation-free anchor on a held-out part of ``data.train`` (:mod:`xgir.correct.anchor_heads`):
     a seeded ``holdout`` share of the training images is set aside; the ERM head (``epochs``,
     ``lr``, ``batch_size``, ``weight_decay``: as method erm) is fitted on the rest and the
     anchor's head on the held-out part (``retrain_*``: its own optimiser, the paper's defaults)."""

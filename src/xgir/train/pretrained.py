@@ -17,7 +17,7 @@ share the features passes; rank 0 fits the head and writes the outputs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from xgir.models.inference import resolve_device
 from xgir.models.load import LoadedModel, load_model, reload_options, save_loaded
 from xgir.models.split import replace_head, split
 from xgir.sharded import Dist, init_dist
-from xgir.train.anchor_heads import fit_afr, fit_class_balanced, fit_error_upweighting
 from xgir.train.config import HeadSection, HeadTrainConfig
 from xgir.train.features import cached_pass_features, fit_head, images_fingerprint
 
@@ -65,23 +64,26 @@ def fit_erm(train: SplitFeatures, evals: dict[str, SplitFeatures], settings: Hea
     return head, {}
 
 
-HEAD_METHODS: dict[str, HeadMethod] = {"erm": fit_erm, "afr": fit_afr, "class-balanced": fit_class_balanced,
-                                       "error-upweighting": fit_error_upweighting}
+HEAD_METHODS: dict[str, HeadMethod] = {"erm": fit_erm}
 """``head.method`` -> how the new head is fitted (a method with group labels or a held-out part
-of train finds them in its arguments; the anchors: :mod:`xgir.train.anchor_heads`)."""
+of train finds them in its arguments). The annotation-free anchors (``afr``, ``class-balanced``,
+``error-upweighting``) are corrections: :data:`xgir.correct.anchor_heads.ANCHOR_HEADS`, passed in
+as ``methods`` (``xgir train`` does)."""
 
 
-def run_head_training(cfg: HeadTrainConfig, progress: bool = True) -> dict[str, Any]:
+def run_head_training(cfg: HeadTrainConfig, progress: bool = True,
+                      methods: Mapping[str, HeadMethod] | None = None) -> dict[str, Any]:
     """Fit and save the new head (see the module docstring); the results dict (also
     results.json) on rank 0, ``{"rank", "world"}`` on the other ranks under torchrun."""
     start = time.time()
     check_output_folder(cfg.out, "out")  # before any work
     dist = init_dist(resolve_device(cfg.device, "device:"))
     with dist.session():  # guarded on every rank; the process group closed at the end
-        return _run(cfg, dist, start, progress)
+        return _run(cfg, dist, start, progress, {**HEAD_METHODS, **(methods or {})})
 
 
-def _run(cfg: HeadTrainConfig, dist: Dist, start: float, progress: bool) -> dict[str, Any]:
+def _run(cfg: HeadTrainConfig, dist: Dist, start: float, progress: bool,
+         methods: Mapping[str, HeadMethod]) -> dict[str, Any]:
     loaded = load_model(cfg.model.spec, weights=cfg.model.weights, kwargs=cfg.model.kwargs, device=dist.device)
     head_name = cfg.model.head or loaded.head
     try:
@@ -113,7 +115,10 @@ def _run(cfg: HeadTrainConfig, dist: Dist, start: float, progress: bool) -> dict
     if not dist.is_main:
         return {"rank": dist.rank, "world": dist.world}
     evals_h = {k: v for k, v in feats.items() if k != "train"}
-    head, record = HEAD_METHODS[cfg.head.method](feats["train"], evals_h, cfg.head, len(classes), cfg.seed)
+    if cfg.head.method not in methods:
+        raise XgirError(f"head.method {cfg.head.method!r} is an annotation-free anchor of xgir.correct: run it with "
+                        "xgir train, or pass methods=xgir.correct.anchor_heads.ANCHOR_HEADS")
+    head, record = methods[cfg.head.method](feats["train"], evals_h, cfg.head, len(classes), cfg.seed)
     splits = {}
     with torch.no_grad():
         for k, f in feats.items():
@@ -152,7 +157,7 @@ def head_report(results: dict[str, Any], cfg: HeadTrainConfig) -> str:
         if "groups" in acc:
             lines.append(f"- {name} per group: " + ", ".join(f"{g} {a:.3f}" for g, a in acc["groups"].items()))
     s, record = cfg.head, results["record"]
-    if "summary" in record:  # an anchor (xgir.train.anchor_heads)
+    if "summary" in record:  # an anchor (xgir.correct.anchor_heads)
         lines += ["", f"Method: {record['summary']}."]
     erm_line = f"{s.epochs} epochs, lr {s.lr:g}, batch {s.batch_size}, weight decay {s.weight_decay:g}"
     if "erm_head_accuracy" in record:

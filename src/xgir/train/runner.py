@@ -4,6 +4,7 @@ head (a new head on a pretrained network) is run by :mod:`xgir.train.pretrained`
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,15 @@ def evaluate_splits(model: torch.nn.Module, cfg: TrainConfig, progress: bool = F
     return out
 
 
-def run_training(cfg: TrainConfig | HeadTrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Train as ``cfg`` says, save ``model.pt``, ``results.json`` and ``report.md`` in ``cfg.out``."""
+def run_training(cfg: TrainConfig | HeadTrainConfig, progress: bool = True,
+                 head_methods: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train as ``cfg`` says, save ``model.pt``, ``results.json`` and ``report.md`` in ``cfg.out``.
+    ``head_methods``: more ``head.method`` fits for mode head (``xgir train`` passes the anchors,
+    :data:`xgir.correct.anchor_heads.ANCHOR_HEADS`)."""
     if isinstance(cfg, HeadTrainConfig):
         from xgir.train.pretrained import run_head_training
 
-        return run_head_training(cfg, progress)
+        return run_head_training(cfg, progress, head_methods)
     if cfg.mode == "two-stage" and cfg.model.arch == "bcos-resnet":
         raise XgirError("mode two-stage fits a linear head on frozen features; bcos-resnet's head is a B-cos "
                         "convolution before the pooling: use mode erm")

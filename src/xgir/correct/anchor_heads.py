@@ -13,7 +13,10 @@ head, the rest are the held-out part). Then, on the held-out part only:
 - ``error-upweighting``: a fresh head with the ERM head's errors upweighted by ``lambda_up``
   (:func:`xgir.correct.jtt.jtt_head`).
 
-No group label is read and nothing is selected: the settings are the config's. The record
+No group label is read and nothing is selected: the settings are the config's. They live here, in
+the correction layer, and reach ``xgir train`` through :data:`ANCHOR_HEADS`, which the command
+line passes to :func:`xgir.train.runner.run_training` (the training layer does not import the
+corrections). The record
 (results.json ``record``) holds the part sizes, the method's own numbers and, for the methods
 with an ERM head, that head's accuracy on every eval split.
 """
@@ -112,3 +115,8 @@ def fit_error_upweighting(train: SplitFeatures, evals: dict[str, SplitFeatures],
                f"{len(erm_idx)} training images, a fresh head on the held-out {len(rw)} ({s.holdout:.0%}) with its "
                f"errors upweighted; {s.retrain_epochs} epochs, SGD lr {s.retrain_lr:g}, batch {s.retrain_batch_size}")
     return head, {**_record(info, erm_idx, rw, summary), "erm_head_accuracy": _accuracies(erm, evals)}
+
+
+ANCHOR_HEADS: dict[str, Any] = {"afr": fit_afr, "class-balanced": fit_class_balanced,
+                                "error-upweighting": fit_error_upweighting}
+"""``head.method`` -> fit function of the anchors, for ``run_training(..., head_methods=ANCHOR_HEADS)``."""
