@@ -1050,16 +1050,18 @@ def interruptions(fx: dict[str, Any], quick: bool) -> None:
         ("explain", signal.SIGINT, 2.0),
         ("explain", signal.SIGINT, 4.5),
         ("explain", signal.SIGKILL, 4.5),
-        ("explain", signal.SIGKILL, 6.0),
+        ("explain", signal.SIGKILL, 5.0),
         ("evaluate", signal.SIGINT, 4.5),
         ("evaluate", signal.SIGKILL, 5.0),
         ("train", signal.SIGINT, 4.5),
         ("train", signal.SIGKILL, 5.5),
         ("correct", signal.SIGINT, 5.0),
-        ("correct", signal.SIGKILL, 7.0),
-        ("correct", signal.SIGKILL, 9.0),
+        ("correct", signal.SIGKILL, 4.0),
+        ("correct", signal.SIGKILL, 5.5),
         ("explain", signal.SIGINT, 3.5),
-    ]
+        ("evaluate", signal.SIGINT, 3.0),
+        ("train", signal.SIGKILL, 3.5),
+    ]  # delays short enough that the tiny runs are still going (a case that finished first says so)
     if quick:
         plan = plan[:4]
     first: dict[str, str] = {}
