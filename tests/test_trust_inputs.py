@@ -438,3 +438,65 @@ def test_smaller_cli_items(tmp_path, capsys):
         with pytest.raises(XgirError, match="holds a control character"):
             store.replace(0, "bob\n", [])
         assert len(store) == 1
+
+
+# ---- the hostile round's rerun (benchmarks/hostile_round.py) -------------------------------------
+def test_rerun_api_findings_raise_one_line_xgir_errors():
+    """Found by the rerun: each raised a raw RuntimeError, ValueError or TypeError, or was taken
+    silently (epochs -1 trained nothing, seed -1 drew the images of seed 2**32-1)."""
+    from xgir.correct.xgir import XGIRConfig, support_from_heatmaps, xgir_retrain
+    from xgir.data import load_dataset
+    from xgir.data.base import ImageDataset
+    from xgir.explain import get_explainer
+    from xgir.train import fit_classifier
+
+    for size in ((0, 0), (-1, 8), (8,), (8.0, 8)):
+        with pytest.raises(XgirError, match=r"size must be \(H, W\), two whole numbers >= 1"):
+            support_from_heatmaps(torch.rand(2, 4, 4), size, 0.5)
+    model = LeNet(3, 3, 16, 2, 8)
+    x = torch.rand(4, 3, 16, 16)
+    with pytest.raises(XgirError, match="no images to retrain the head on"):
+        xgir_retrain(model, x[:0], torch.zeros(0, dtype=torch.long), torch.zeros(0, 16, 16, dtype=torch.bool),
+                     XGIRConfig(draws=1, head_epochs=1))
+    with pytest.raises(XgirError, match=r"the model cannot run on images of shape \(1, 16, 16\)"):
+        get_explainer("saliency")(model, torch.rand(2, 1, 16, 16), [0, 0])
+    data = ImageDataset(x, torch.tensor([0, 1, 2, 0]))
+    for epochs in (0, -1, 1.5, True):
+        with pytest.raises(XgirError, match="epochs must be a whole number >= 1"):
+            fit_classifier(model, data, epochs, progress=False)
+    for seed in (-1, 2**63, 1.5):
+        with pytest.raises(XgirError, match=r"seed must be a whole number in 0..2\*\*63-1"):
+            load_dataset("decoy-digits", "test", seed=seed, n=2)
+
+
+def test_rerun_cli_findings_are_one_line(tmp_path, capsys):
+    """Found by the rerun: ``--target top99999`` explained the model's 10 classes without a word."""
+    ckpt = save_checkpoint(LeNet(width=2, hidden=8), tmp_path / "lenet.pt", "lenet", {"width": 2, "hidden": 8})
+    explain = ["explain", "--model", str(ckpt), "--images", "decoy-digits:test", "--n", "2", "--method", "saliency",
+               "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*explain, "--target", "top99999"]) == 2
+    _one_line(capsys, "--target top99999: the model has 10 classes; use top1 to top10")
+    assert not (tmp_path / "o" / "explain.json").exists()
+    # --step larger than the image: one step perturbs it all (it was an OverflowError for 10**20)
+    from xgir.metrics.faithfulness import deletion
+
+    model, x = LeNet(width=2, hidden=8), torch.rand(2, 1, 28, 28)
+    sal = torch.rand(2, 28, 28)
+    huge = deletion(model, x, sal, torch.tensor([0, 1]), step=10**20)
+    assert torch.equal(huge.curves, deletion(model, x, sal, torch.tensor([0, 1]), step=28 * 28).curves)
+    assert main(["evaluate", "--model", str(ckpt), "--images", "decoy-digits:test", "--explainer", "saliency",
+                 "--n", "2", "--step", "99999999999999999999", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+
+
+def test_rerun_occlusion_stride_larger_than_its_window_is_one_line(tmp_path, capsys):
+    """Found by the rerun: the app answered 500 (Captum's AssertionError) for p.stride=1000000000."""
+    from xgir.explain import get_explainer
+
+    with pytest.raises(XgirError, match="occlusion stride 9 is larger than the window 4.*at most 4"):
+        get_explainer("occlusion", window=4, stride=9)(LeNet(width=2, hidden=8), torch.rand(1, 1, 28, 28), [0])
+    with pytest.raises(XgirError, match="occlusion stride 1000000000 is larger than the window 7"):
+        get_explainer("occlusion", stride=10**9)(LeNet(width=2, hidden=8), torch.rand(1, 1, 28, 28), [0])
+    ckpt = save_checkpoint(LeNet(width=2, hidden=8), tmp_path / "lenet.pt", "lenet", {"width": 2, "hidden": 8})
+    assert main(["explain", "--model", str(ckpt), "--images", "decoy-digits:test", "--n", "1", "--method", "occlusion",
+                 "--param", "stride=1000000000", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    _one_line(capsys, "occlusion stride 1000000000 is larger than the window 7")

@@ -66,6 +66,8 @@ def support_from_heatmaps(heatmaps: torch.Tensor, size: tuple[int, int], delta1:
         raise XgirError(f"heatmaps must be [N,h,w], got shape {tuple(heatmaps.shape)}")
     if isinstance(delta1, bool) or not isinstance(delta1, numbers.Real) or not 0 <= delta1 < 1:
         raise XgirError(f"delta1 is a share of the map's peak in [0, 1), got {delta1!r}")
+    if len(size) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in size):
+        raise XgirError(f"size must be (H, W), two whole numbers >= 1, got {tuple(size)!r}")
     if torch.isnan(heatmaps).any():
         raise XgirError("heatmaps contain NaN")
     e = heatmaps.float()
@@ -358,6 +360,8 @@ def xgir_retrain(
         data_mean: mean image float[C,H,W] (for ``empty="data-mean"``; computed when None).
     """
     check_images(images, model, finite=True)
+    if len(images) == 0:
+        raise XgirError("no images to retrain the head on (the batch is empty)")
     if not isinstance(support, torch.Tensor) or support.shape != (images.shape[0], *images.shape[-2:]):
         raise XgirError(f"support must be [N,H,W] = {(images.shape[0], *images.shape[-2:])}, "
                         f"got {tuple(getattr(support, 'shape', ())) or type(support).__name__}")

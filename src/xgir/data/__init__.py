@@ -62,6 +62,9 @@ def load_dataset(name: str, split: str, seed: int = 0, **params: object) -> Imag
     ``params`` are the builder's keyword arguments (e.g. ``p`` and ``n`` for
     background-shift); an unknown one raises :class:`XgirError` listing the valid ones.
     """
+    from xgir.config import check_seed
+
+    check_seed(seed, "seed")
     builder, _ = _lookup(name)
     accepted = [p for p in inspect.signature(builder).parameters if p not in ("split", "seed")]
     unknown = sorted(set(params) - set(accepted))

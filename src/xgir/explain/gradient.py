@@ -57,7 +57,11 @@ class RowScore(nn.Module):
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad():
-        out = model(x[:1])
+        try:
+            out = model(x[:1])
+        except RuntimeError as err:
+            raise XgirError(f"the model cannot run on images of shape {tuple(x.shape[1:])}: "
+                            f"{str(err).splitlines()[0]}") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise XgirError("the model must return logits [N,K]")
     if not bool(torch.isfinite(out).all()):
@@ -285,6 +289,9 @@ class Occlusion(_CaptumExplainer):
         stride = self.stride or max(1, win // 2)
         if win > min(h, w):
             raise XgirError(f"occlusion window {win} is larger than the image ({h}x{w})")
+        if stride > win:
+            raise XgirError(f"occlusion stride {stride} is larger than the window {win} (pixels between windows "
+                            f"would never be occluded); give a stride of at most {win}")
         return win, stride, (-(-(h - win) // stride) + 1) * (-(-(w - win) // stride) + 1)
 
     def _attribute(self, model: nn.Module, rows: torch.Tensor, extra: tuple[torch.Tensor, ...],

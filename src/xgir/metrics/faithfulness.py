@@ -183,6 +183,7 @@ def perturbation_curves(
     step = default_step(p) if step is None else int(step)
     if step < 1:
         raise XgirError(f"step must be at least 1 pixel, got {step}")
+    step = min(step, p)  # a larger step perturbs the whole image at once, as step = p does
     batch_size = default_batch_size(x) if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise XgirError(f"batch_size must be at least 1, got {batch_size}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -77,6 +78,8 @@ def fit_classifier(
             binary cross-entropy (:func:`xgir.models.bcos.bce_loss`).
     """
     check_images(dataset.images, model, "training images", finite=True)  # not "diverged" for bad data
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise XgirError(f"epochs must be a whole number >= 1, got {epochs!r}")
     if loss_fn is None and is_bcos(model):
         loss_fn = _bcos_loss
     device = model_device(model)
