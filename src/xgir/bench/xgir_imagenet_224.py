@@ -29,8 +29,9 @@ Compute (the network passes, each image one forward of EfficientNet-Lite0 at 224
 core supports: pretrained, novelty, erm at 10 and 20 %, pretrained at delta1, the exact mask, the
 random blob; 5 context blanks: the top 30 % of the three maps, the dilated mask, a random blob),
 source-test 200, target-val 1500 and target-test 1000: 700 x 15 + 2700 = 13200 forwards (and a
-few of the empty image x0), about 44 min at the ~5 images/s of a loaded 2-core CPU (cached: a rerun only fits
-heads, a few minutes). ``--quick`` renders at 64 px (2 x 2 maps) with tiny sizes: a smoke test.
+few of the empty image x0), measured 4680 s for 3 seeds on a 2-core CPU shared with two other
+jobs (cached: a rerun only fits heads, a few minutes). ``--quick`` renders at 64 px (2 x 2 maps)
+with tiny sizes: a smoke test.
 """
 
 from __future__ import annotations
