@@ -2,9 +2,12 @@
 (``head.method``: ``afr``, ``class-balanced``, ``error-upweighting``), on the cached features.
 
 AFR's protocol (Qiu et al. 2023), shared by the three: a seeded ``head.holdout`` share (0.2) of
-``data.train`` is held out, drawn as ``xgir bench waterbirds-photos`` draws it (the permutation
-``torch.randperm(N, generator=seed)``, its first ``int((1 - holdout) N)`` images fit the ERM
-head, the rest are the held-out part). Then, on the held-out part only:
+``data.train`` is held out by the procedure of ``xgir bench waterbirds-photos`` (the permutation
+``torch.randperm(N, generator=seed)`` of the images in the order they are read, its first
+``int((1 - holdout) N)`` images fit the ERM head, the rest are the held-out part). The same seed
+gives the suite's images only when they are read in the suite's order (a Waterbirds spec such as
+``data/wbp:train`` keeps it, class folders read class by class do not). Then, on the held-out
+part only:
 
 - ``afr``: the ERM head (fitted as method erm on the rest) reweighted by
   :func:`xgir.correct.afr.afr_head` (gamma, lambda);
