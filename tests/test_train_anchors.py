@@ -73,6 +73,20 @@ def test_holdout_split_is_the_suites_draw():
         holdout_split(torch.arange(10) % 2, 0.05, seed=0, classes=["a", "b"])
 
 
+def test_holdout_split_holds_out_the_same_files_in_any_read_order():
+    names = [f"{i:05d}-bird.png" for i in range(50)]
+    y = torch.tensor([i % 3 == 0 for i in range(50)]).long()
+    by_class = sorted(range(50), key=lambda i: (int(y[i]), i))  # class folders: class by class
+    files_a = [f"wbp/source-train/{'water' if y[i] else 'land'}bird/{names[i]}" for i in by_class]
+    files_b = [f"wbp/source-train/{'water' if y[i] else 'land'}bird/{names[i]}" for i in range(50)]  # metadata.csv
+    erm_a, rw_a = holdout_split(y[by_class], 0.2, seed=3, files=files_a)
+    erm_b, rw_b = holdout_split(y, 0.2, seed=3, files=files_b)
+    assert {files_a[i] for i in rw_a} == {files_b[i] for i in rw_b}
+    assert {files_a[i] for i in erm_a} == {files_b[i] for i in erm_b}
+    # in name order the draw is the suite's permutation
+    assert torch.equal(rw_b, holdout_split(y, 0.2, seed=3)[1])
+
+
 @pytest.mark.parametrize("head", [
     {"method": "afr", "gamma": 6, "lambda": 0.1, "retrain_epochs": 50},
     {"method": "class-balanced", "retrain_epochs": 5},

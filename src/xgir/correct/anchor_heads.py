@@ -3,11 +3,12 @@
 
 AFR's protocol (Qiu et al. 2023), shared by the three: a seeded ``head.holdout`` share (0.2) of
 ``data.train`` is held out by the procedure of ``xgir bench waterbirds-photos`` (the permutation
-``torch.randperm(N, generator=seed)`` of the images in the order they are read, its first
-``int((1 - holdout) N)`` images fit the ERM head, the rest are the held-out part). The same seed
-gives the suite's images only when they are read in the suite's order (a Waterbirds spec such as
-``data/wbp:train`` keeps it, class folders read class by class do not). Then, on the held-out
-part only:
+``torch.randperm(N, generator=seed)``, its first ``int((1 - holdout) N)`` images fit the ERM
+head, the rest are the held-out part). The permutation is applied to the images sorted by file
+name (then path) where they come from files, so the draw does not depend on how the images are
+read: class folders (class by class) and a Waterbirds spec over the same files hold out the
+same images, and ``xgir data export``'s names (the pool index first) give the suite's order.
+Then, on the held-out part only:
 
 - ``afr``: the ERM head (fitted as method erm on the rest) reweighted by
   :func:`xgir.correct.afr.afr_head` (gamma, lambda);
@@ -26,6 +27,7 @@ with an ERM head, that head's accuracy on every eval split.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,12 +42,16 @@ if TYPE_CHECKING:
     from xgir.train.pretrained import HeadFit, SplitFeatures
 
 
-def holdout_split(labels: torch.Tensor, holdout: float, seed: int, classes: list[str] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices long of the ERM part and of the held-out part of labels long[N] (module docstring);
-    one line when a part is empty or lacks a class."""
+def holdout_split(labels: torch.Tensor, holdout: float, seed: int, classes: list[str] | None = None,
+                  files: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices long of the ERM part and of the held-out part of labels long[N] (module docstring):
+    the seeded permutation of the images in the order of their ``files`` (sorted by file name,
+    then path; the given order without files). One line when a part is empty or lacks a class."""
     n = len(labels)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.arange(n)
+    if files:
+        order = torch.tensor(sorted(range(n), key=lambda i: (Path(files[i]).name, files[i])), dtype=torch.long)
+    perm = order[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
     cut = int((1 - holdout) * n)
     parts = {"ERM": perm[:cut], "held-out": perm[cut:]}
     k = int(labels.max()) + 1 if classes is None else len(classes)
@@ -80,7 +86,7 @@ def fit_afr(train: SplitFeatures, evals: dict[str, SplitFeatures], s: AFRHeadSec
     """``head.method: afr`` (module docstring)."""
     from xgir.correct.afr import afr_head
 
-    erm_idx, rw = holdout_split(train.labels, s.holdout, seed, train.classes or None)
+    erm_idx, rw = holdout_split(train.labels, s.holdout, seed, train.classes or None, train.files)
     erm = _erm(train, erm_idx, s, num_classes, seed)
     head, info = afr_head(train.h[rw], train.labels[rw], erm, gamma=s.gamma, lam=s.lam, epochs=s.retrain_epochs,
                           lr=s.retrain_lr)
@@ -95,7 +101,7 @@ def fit_class_balanced(train: SplitFeatures, evals: dict[str, SplitFeatures], s:
     """``head.method: class-balanced`` (module docstring)."""
     from xgir.correct.class_balanced import class_balanced_head
 
-    erm_idx, rw = holdout_split(train.labels, s.holdout, seed, train.classes or None)
+    erm_idx, rw = holdout_split(train.labels, s.holdout, seed, train.classes or None, train.files)
     head, info = class_balanced_head(train.h[rw], train.labels[rw], num_classes, balance=s.balance,
                                      epochs=s.retrain_epochs, lr=s.retrain_lr, batch_size=s.retrain_batch_size,
                                      seed=seed)
@@ -110,7 +116,7 @@ def fit_error_upweighting(train: SplitFeatures, evals: dict[str, SplitFeatures],
     """``head.method: error-upweighting`` (module docstring)."""
     from xgir.correct.jtt import jtt_head
 
-    erm_idx, rw = holdout_split(train.labels, s.holdout, seed, train.classes or None)
+    erm_idx, rw = holdout_split(train.labels, s.holdout, seed, train.classes or None, train.files)
     erm = _erm(train, erm_idx, s, num_classes, seed)
     head, info = jtt_head(train.h[rw], train.labels[rw], erm, lambda_up=s.lambda_up, epochs=s.retrain_epochs,
                           lr=s.retrain_lr, batch_size=s.retrain_batch_size, seed=seed)

@@ -41,13 +41,14 @@ from xgir.train.features import cached_pass_features, fit_head, images_fingerpri
 class SplitFeatures:
     """One split on the frozen network: features ``h`` float32[N,D], ``labels`` long[N], and
     ``groups`` long[N] with ``group_names`` where the images have groups (Waterbirds); the
-    ``classes`` names."""
+    ``classes`` names; the image ``files`` where they were read from files."""
 
     h: torch.Tensor
     labels: torch.Tensor
     groups: torch.Tensor | None = None
     group_names: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
 
 HeadFit = tuple[nn.Linear, dict[str, Any]]
@@ -108,7 +109,7 @@ def _run(cfg: HeadTrainConfig, dist: Dist, start: float, progress: bool,
         h = cached_pass_features(dist, features, ds, fp, batch_size=cfg.data.batch_size,
                                  chunk_images=cfg.data.chunk_images, workers=cfg.data.workers, progress=progress)
         return SplitFeatures(h.float(), ds.labels.clone(), None if ds.groups is None else ds.groups.clone(),
-                             list(ds.group_names), list(classes))
+                             list(ds.group_names), list(classes), [str(f) for f in (ds.files or [])])
 
     feats = {"train": extract(train), **{k: extract(ds) for k, ds in evals.items()}}
     dist.release()  # every rank has passed the last meeting: rank 0 goes on alone
