@@ -254,7 +254,12 @@ def test_interrupt_exits_130_with_one_line(tmp_path):
         line = proc.stderr.readline()
     assert line.startswith("[xgir] train: "), line
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:  # generous: on a loaded shared CPU the child can take long to unwind; a hang still fails
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"xgir train did not exit within 180 s of SIGINT; its stderr ends with: {err[-800:]!r}")
     assert proc.returncode == 130, err
     lines = [ln for ln in err.splitlines() if not ln.startswith("[xgir]")]
     assert lines == ["error: interrupted (Ctrl-C)"], err

@@ -151,7 +151,10 @@ def test_correct_takes_a_model_spec(tmp_path, capsys):
 SMALL = {"rise": {"n_masks": 16}, "lime": {"n_samples": 16}, "ig": {"n_steps": 2},
          "iassa": {"iterations": 1, "window": 112, "stride": 112},
          "occlusion": {"window": 112, "stride": 112}, "expected-gradients": {"n_samples": 2},
-         "cwox": {"layer": "_conv_head"}, "gradcam": {"layer": "_conv_head"}}
+         "cwox": {"layer": "_conv_head"}, "gradcam": {"layer": "_conv_head"},
+         # one masked / ablated pass per channel: the stem's 32, not the 1280 of the default layer
+         "scorecam": {"layer": "_conv_stem", "batch_size": 32},
+         "ablationcam": {"layer": "_conv_stem", "batch_size": 32}}
 
 
 def test_every_explainer_runs_on_lite0(lite, photos):
