@@ -1084,6 +1084,9 @@ def interruptions(fx: dict[str, Any], quick: bool) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # SIGINT as a terminal delivers it, also when this script runs in the background
+            # (which leaves SIGINT ignored in its children, so Python would install no handler)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         time.sleep(delay)
         finished = proc.poll() is not None
@@ -1099,6 +1102,8 @@ def interruptions(fx: dict[str, Any], quick: bool) -> None:
         problems = []
         if sig == signal.SIGINT and "Traceback" in err:
             problems.append("traceback on Ctrl-C")
+        if sig == signal.SIGINT and not finished and proc.returncode == 0:
+            problems.append("ran to the end after SIGINT")
         ok, detail, _ = consistent(kind, out)
         if not ok:
             problems.append(f"mixed/incomplete folder after the kill ({detail})")
