@@ -16,9 +16,9 @@ import json
 import shutil
 from pathlib import Path
 
+from xgir.bench._guidance_common import write_suite
 from xgir.bench._guidance_grid_report import report, trade_off_figure
 from xgir.bench.guidance_grid import Settings
-from xgir.io import write_json, write_text
 
 
 def merge(folders: list[Path], out: Path) -> dict:
@@ -40,11 +40,7 @@ def merge(folders: list[Path], out: Path) -> dict:
     s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
     per_seed = dict(sorted(per_seed.items(), key=lambda kv: int(kv[0])))
     out.mkdir(parents=True, exist_ok=True)
-    md, summary = report(per_seed, s, seconds)
-    result = {"settings": settings, "seconds": seconds, "per_seed": per_seed, "summary": summary,
-              "merged_from": [str(f) for f in folders]}
-    write_json(out / "results.json", result)
-    write_text(out / "report.md", md)
+    result = write_suite(report, s, out, per_seed, seconds, merged_from=[str(f) for f in folders])
     trade_off_figure(per_seed, s, out / "tradeoff.png")
     for folder in folders:
         figures = sorted(folder.glob("bcos-*.png"))

@@ -102,9 +102,21 @@ def run_suite(
     start = time.time()
     with one_thread():
         per_seed = {sd: run_seed(sd, settings, out, progress=progress) for sd in seeds}
-    seconds = time.time() - start
+    return write_suite(report, settings, out, per_seed, time.time() - start)
+
+
+def write_suite(
+    report: Callable[[dict, Any, float], tuple[str, dict]],
+    settings: Any,
+    out: Path,
+    per_seed: dict,
+    seconds: float,
+    **extra: Any,
+) -> dict:
+    """Write ``report(per_seed, settings, seconds)`` as report.md and everything (with ``extra``)
+    as results.json into ``out``; returns what results.json holds."""
     md, summary = report(per_seed, settings, seconds)
-    result = {"settings": asdict(settings), "seconds": seconds, "per_seed": per_seed, "summary": summary}
-    write_json(out / "results.json", result)
-    write_text(out / "report.md", md)
+    result = {"settings": asdict(settings), "seconds": seconds, "per_seed": per_seed, "summary": summary, **extra}
+    write_json(Path(out) / "results.json", result)
+    write_text(Path(out) / "report.md", md)
     return result
