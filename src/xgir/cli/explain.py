@@ -52,11 +52,12 @@ def _targets(spec: str, labels: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     if spec == "pred":
         return logits.argmax(1, keepdim=True)
     match = re.fullmatch(r"top(\d+)", spec)
-    if match and int(match.group(1)) >= 1:
-        if int(match.group(1)) > logits.shape[1]:
+    k = int(match.group(1)) if match else 0
+    if k >= 1:
+        if k > logits.shape[1]:
             raise XgirError(f"--target {spec}: the model has {logits.shape[1]} classes; "
                             f"use top1 to top{logits.shape[1]}")
-        return logits.topk(int(match.group(1)), dim=1).indices
+        return logits.topk(k, dim=1).indices
     raise XgirError(f"unknown --target '{spec}'; use label, pred or topK (e.g. top5)")
 
 
