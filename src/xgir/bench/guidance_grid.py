@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ from xgir.models.accuracy import accuracy_from_predictions
 from xgir.train import fit_classifier, predict_logits
 
 SUITE = "guidance-grid"
-DATASETS = ("decoy-digits", "background-shift")
+DATASETS = ("decoy-digits", "background-shift", "waterbirds-photos")
+PRETRAIN = "glyph-pretrain"  # the stand-in for ImageNet: 36 font characters on label-free textures
 MODELS = {"vanilla": "small-resnet", "X-DNN": "x-small-resnet", "B-cos": "bcos-resnet"}
 FINAL = "layer3"  # the last conv stage of all three
 # (model, attribution name, xgir attribution, layer): the study's pairs; Grad-CAM at the final layer only.
@@ -77,11 +78,16 @@ ANNOTATIONS = ("boxes", "masks")
 class Settings:
     """Sizes and schedules of the grid (the defaults: the full run)."""
 
-    datasets: tuple[str, ...] = DATASETS
+    datasets: tuple[str, ...] = DATASETS[:2]
     n_train: int = 2000
     n_test: int = 1000
     n_eval: int = 200  # test images for EPG and IoU
     width: int = 8
+    # each model first trained on glyph-pretrain (n_pretrain images, pretrain_epochs; 0: from scratch), so
+    # that its features know shapes before ERM meets the shortcut, as the study's ImageNet-pretrained ResNets
+    pretrain_epochs: int = 3
+    n_pretrain: int = 20000
+    photo_size: int = 64  # the side of waterbirds-photos' images here (its own: 224)
     erm_epochs: int = 8
     guide_epochs: int = 4
     batch_size: int = 32  # B-cos needs the steps: at 128 it is far from converged after 8 epochs
@@ -123,8 +129,8 @@ class Settings:
         return out
 
 
-QUICK = Settings(n_train=96, n_test=64, n_eval=16, width=2, erm_epochs=1, guide_epochs=1,
-                 fractions=(0.1, 1.0), annotations=("masks",))
+QUICK = Settings(n_train=96, n_test=64, n_eval=16, width=2, pretrain_epochs=1, n_pretrain=96, erm_epochs=1,
+                 guide_epochs=1, fractions=(0.1, 1.0), annotations=("masks",))
 
 
 def layer_name(layer: str | None) -> str:
@@ -151,24 +157,44 @@ class Task:
 def make_task(name: str, seed: int, s: Settings) -> Task:
     """decoy-digits (the label-coded shade in all four corners in training, random shades at
     test; with one random corner, the decoy suite's default, the small ResNets trained here
-    hardly use it: 0.93-0.96 on random decoys) or background-shift (source-train p = 0.95,
-    target-test). Two groups on the test split: the
-    images whose spurious feature agrees with the label as in training (1; the decoy's shade
-    codes the label, the texture family is the label's) and those where it does not (0)."""
+    hardly use it: 0.93-0.96 on random decoys), background-shift (source-train p = 0.95,
+    target-test) or waterbirds-photos (source-train p = 0.95, target-test, at ``s.photo_size``).
+
+    Groups on the test split: on the digits, the images whose spurious feature agrees with the
+    label as in training (1; the decoy's shade codes the label, the texture family is the
+    label's) and those where it does not (0); on waterbirds-photos, Waterbirds' four groups
+    (bird type, place)."""
     if name == "decoy-digits":  # patches in all four corners: with one, the ResNets hardly use the decoy
         tr = load_dataset(name, "train", seed, n=s.n_train, corners="all")
         te = load_dataset(name, "test", seed, n=s.n_test, corners="all")
         patch = te.extras["decoy_mask"]
         shade = (te.images[:, 0] * patch).flatten(1).sum(1) / patch.flatten(1).sum(1).clamp(min=1)
         groups = (torch.round((1 - shade) * 255 / 25).long() == te.labels).long()  # shade = 1 - 25 label / 255
-    else:
+    elif name == "background-shift":
         tr = load_dataset(name, "source-train", seed, n=s.n_train)
         te = load_dataset(name, "target-test", seed, n=s.n_test)
         groups = (te.extras["texture"] == te.labels).long()
+    else:
+        tr = load_dataset(name, "source-train", seed, n=s.n_train, size=s.photo_size)
+        te = load_dataset(name, "target-test", seed, n=s.n_test, size=s.photo_size)
+        assert te.groups is not None
+        groups = te.groups
     if tr.masks is None or te.masks is None:
         raise XgirError(f"{name} has no object masks; the guidance grid needs them")
     k = min(s.n_eval, len(te))
     return Task(tr, te, groups, te.images[:k], te.labels[:k], boxes_from_masks(te.masks[:k]))
+
+
+def pretrain_set(task: Task, seed: int, s: Settings) -> ImageDataset | None:
+    """glyph-pretrain at the task's size and channels (grey: the mean of RGB), or None when
+    ``s.pretrain_epochs`` is 0."""
+    if s.pretrain_epochs == 0:
+        return None
+    channels, size, _ = task.train.image_shape
+    glyphs = load_dataset(PRETRAIN, "train", seed, n=s.n_pretrain, size=size)
+    if channels == 1:
+        glyphs = replace(glyphs, images=glyphs.images.mean(1, keepdim=True))
+    return glyphs
 
 
 def attribution(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, layer: str | None) -> torch.Tensor:
@@ -193,10 +219,29 @@ def evaluate(model: nn.Module, task: Task, configs: list[tuple[str, str | None]]
     return {"acc": acc["accuracy"], "worst_group": acc["worst_group"], "loc": loc}
 
 
-def _model(name: str, task: Task, s: Settings) -> nn.Module:
-    params: dict[str, Any] = {"in_channels": task.train.image_shape[0], "num_classes": task.train.num_classes,
-                              "width": s.width}
+def _model(name: str, task: Task, s: Settings, num_classes: int | None = None) -> nn.Module:
+    params: dict[str, Any] = {"in_channels": task.train.image_shape[0],
+                              "num_classes": num_classes or task.train.num_classes, "width": s.width}
     return build_model(MODELS[name], **params)
+
+
+def pretrained(name: str, task: Task, glyphs: ImageDataset | None, seed: int, s: Settings,
+               progress: bool = True) -> nn.Module:
+    """Model ``name`` for ``task``: trained on ``glyphs`` for ``s.pretrain_epochs`` with a head
+    of its classes, then given a fresh head ``fc`` of the task's classes (fresh when ``glyphs``
+    is None)."""
+    torch.manual_seed(seed)
+    model = _model(name, task, s)
+    if glyphs is None:
+        return model
+    source = fit_classifier(_model(name, task, s, glyphs.num_classes), glyphs, s.pretrain_epochs,
+                            lr=s.lr[name], batch_size=s.batch_size, seed=seed, progress=progress,
+                            desc=f"pretrain:{name}")
+    body = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    missing = model.load_state_dict(body, strict=False).missing_keys
+    if any(not k.startswith("fc.") for k in missing):
+        raise XgirError(f"pretrained {name} lacks {missing}")
+    return model
 
 
 FIGURE_RUN = {"model": "B-cos", "attribution": "B-cos", "layer": None, "loss": "Energy", "fraction": 1.0,
@@ -208,14 +253,15 @@ def run_dataset(name: str, seed: int, s: Settings, out: Path | None = None, prog
     ``out``, the colour explanations of the B-cos ERM and Energy-guided models into
     ``bcos-{name}.png`` (when that run is in the grid)."""
     task = make_task(name, seed, s)
+    glyphs = pretrain_set(task, seed, s)
     res: dict[str, dict] = {}
     bases: dict[str, nn.Module] = {}
     for model_name in MODELS:
         configs = [(meth, lay) for m, _, meth, lay in CONFIGS if m == model_name]
         t = time.time()
-        torch.manual_seed(seed)
-        base = fit_classifier(_model(model_name, task, s), task.train, s.erm_epochs, lr=s.lr[model_name],
-                              batch_size=s.batch_size, seed=seed, progress=progress, desc=f"erm:{model_name}")
+        start = pretrained(model_name, task, glyphs, seed, s, progress)
+        base = fit_classifier(start, task.train, s.erm_epochs, lr=s.lr[model_name], batch_size=s.batch_size,
+                              seed=seed, progress=progress, desc=f"erm:{model_name}")
         res[f"{model_name} | ERM"] = {**evaluate(base, task, configs), "seconds": time.time() - t}
         bases[model_name] = base
         t = time.time()
