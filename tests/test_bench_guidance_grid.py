@@ -62,6 +62,7 @@ def _made_up(s: Settings, *, bcos_best: bool, energy_best: bool, bcos_gain: floa
                for mm, _, meth, lay in CONFIGS if mm == m}
         runs[f"{m} | ERM"] = {"acc": 0.6, "worst_group": erm_wg, "loc": loc}
         runs[f"{m} | control"] = {"acc": 0.6, "worst_group": 0.4, "loc": loc}
+        runs[f"{m} | reference"] = {"acc": 0.9, "worst_group": 0.85, "loc": loc}
     for r in s.runs():
         epg = 0.5 + (0.2 if energy_best and r["loss"] == "Energy" else 0.1 if r["loss"] == "L1" else 0.0)
         if r["model"] == "B-cos" and r["layer"] is None and r["attribution"] == "B-cos":
@@ -96,9 +97,9 @@ def test_accuracy_claims_need_erm_models_above_the_gate():
 def test_pretraining_gives_every_model_a_fresh_head_over_the_glyph_body():
     s = replace(QUICK, n_pretrain=64)
     task = make_task("decoy-digits", 0, s)
-    glyphs = guidance_grid.pretrain_set(task, 0, s)
+    glyphs = guidance_grid.pretrain_set("decoy-digits", task, 0, s)
     assert glyphs is not None and glyphs.image_shape == task.train.image_shape and glyphs.num_classes == 36
-    assert guidance_grid.pretrain_set(task, 0, replace(s, pretrain_epochs=0)) is None
+    assert guidance_grid.pretrain_set("decoy-digits", task, 0, replace(s, pretrain_epochs=0)) is None
     for name in MODELS:
         fresh = guidance_grid.pretrained(name, task, None, 0, s, progress=False)
         model = guidance_grid.pretrained(name, task, glyphs, 0, s, progress=False)
@@ -116,14 +117,31 @@ def test_quick_suite(tmp_path, capsys):
     assert main(["bench", "guidance-grid", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     for text in ("## decoy-digits", "## background-shift", "| B-cos | B-cos | input | Energy |",
-                 "| X-DNN | IntGrad | input | control (+1 epochs) |", "| vanilla | Grad-CAM | final | RRR* |",
+                 "| X-DNN | IntGrad | input | control (+1 epochs) |",
+                 "| B-cos | B-cos | input | reference (no shortcut) |", "| vanilla | Grad-CAM | final | RRR* |",
                  "Claim 1", "Claim 2", "Claim 3", "Claim 4", "### Annotated fraction: worst-group accuracy"):
         assert text in report, text
     saved = json.loads((tmp_path / "results.json").read_text())
     runs = saved["per_seed"]["0"]["background-shift"]
-    assert len(runs) == 6 + len(QUICK.runs())
+    assert len(runs) == 9 + len(QUICK.runs())  # reference, ERM and control of 3 models
     entry = runs["B-cos | B-cos @ input | Energy | 100% boxes"]
     assert entry["weight"] > 0 and 0 <= entry["loc"]["bcos@input"]["epg"] <= 1 and 0 <= entry["worst_group"] <= 1
     assert set(runs["B-cos | ERM"]["loc"]) == {"bcos@input", "bcos@final", "gradcam@final"}
     for png in ("tradeoff.png", "bcos-decoy-digits.png", "bcos-background-shift.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quick_photo_suite(tmp_path):
+    from xgir.bench import guidance_grid_photos
+    from xgir.cli import main
+
+    assert get_suite("guidance-grid-photos") is guidance_grid_photos
+    assert main(["bench", "guidance-grid-photos", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    for text in ("## waterbirds-photos", "lowest of Waterbirds' four", "| B-cos | B-cos | input | L1 |",
+                 "birds' species", "Claim 4"):
+        assert text in report, text
+    runs = json.loads((tmp_path / "results.json").read_text())["per_seed"]["0"]["waterbirds-photos"]
+    assert len(runs) == 9 + len(guidance_grid_photos.QUICK.runs())
+    assert "PPCE" not in " ".join(runs)  # the study's Waterbirds losses only
+    assert (tmp_path / "bcos-waterbirds-photos.png").read_bytes()[:4] == b"\x89PNG"

@@ -59,7 +59,8 @@ def _main_table(per_seed: Entries, ds: str, s: Settings) -> str:
     rows = []
     for model, attr, method, layer in CONFIGS:
         loc = f"{method}@{layer_name(layer)}"
-        keys = [(f"{model} | ERM", "ERM"), (f"{model} | control", f"control (+{s.guide_epochs} epochs)")]
+        keys = [(f"{model} | reference", "reference (no shortcut)"), (f"{model} | ERM", "ERM"),
+                (f"{model} | control", f"control (+{s.guide_epochs} epochs)")]
         keys += [(_run_key(model, attr, layer, loss), loss) for loss in s.losses]
         for key, what in keys:
             rows.append([model, attr, layer_name(layer), what]
@@ -152,6 +153,19 @@ GROUPS_TEXT["waterbirds-photos"] = ("Accuracy on target-test (places independent
                                     "lowest of Waterbirds' four (bird type, place) groups.")
 
 
+def _pretraining(s: Settings) -> str:
+    """What the models learned before ERM, in the report's words."""
+    if not s.pretrain_epochs:
+        return "from scratch, "
+    parts = []
+    if any(ds != "waterbirds-photos" for ds in s.datasets):
+        parts.append(f"on the digits on {s.n_pretrain} glyph-pretrain images (36 characters on label-free textures)")
+    if "waterbirds-photos" in s.datasets:
+        parts.append(f"on waterbirds-photos ({s.photo_size} px) on {s.n_pretrain_photos} images of the birds' species "
+                     "(34 classes) over procedural textures")
+    return f"each first trained for {s.pretrain_epochs} epochs {' and '.join(parts)}, then given a fresh head; "
+
+
 def report(per_seed: Entries, s: Settings, seconds: float) -> tuple[str, dict]:
     """(report.md, summary {dataset: {run: {metric: (mean, std)}}}) of the grid."""
     seeds = list(per_seed)
@@ -159,10 +173,7 @@ def report(per_seed: Entries, s: Settings, seconds: float) -> tuple[str, dict]:
           f"Seeds {seeds}; {s.n_train} training / {s.n_test} test images, EPG and IoU (against the object's "
           f"bounding box, IoU at threshold 0.5) on {s.n_eval}; ResNets of width {s.width} (vanilla = small-resnet, "
           f"X-DNN = x-small-resnet, B-cos = bcos-resnet); "
-          + (f"each first trained on {s.n_pretrain} glyph-pretrain images for {s.pretrain_epochs} epochs (a fresh "
-             "head after), " if s.pretrain_epochs else "from scratch, ")
-          + (f"waterbirds-photos at {s.photo_size} px, " if "waterbirds-photos" in s.datasets else "")
-          + f"ERM {s.erm_epochs} epochs, control and guidance "
+          + _pretraining(s) + f"ERM {s.erm_epochs} epochs, control and guidance "
           f"{s.guide_epochs} epochs, Adam at lr " + ", ".join(f"{v:g} ({k})" for k, v in s.lr.items())
           + f", batch {s.batch_size}, lambda by RRR's rule. IntGrad on "
           "the X-DNN is computed as IxG (equal on a bias-free network); L1 is the study's |M - A+/max A+| on every "

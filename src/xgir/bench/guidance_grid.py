@@ -4,10 +4,15 @@ The grid of the guidance study (Rao, Böhle, Parchami-Araghi, Schiele, "Studying
 Efficiently and Effectively Guide Models with Explanations", ICCV 2023), on decoy-digits and
 background-shift. Per dataset and seed:
 
-- three small ResNets of the same shape trained by ERM (``erm_epochs``): ``vanilla``
-  (small-resnet), ``X-DNN`` (x-small-resnet: no biases, uncentred norm) and ``B-cos``
-  (bcos-resnet, BCE with a fixed logit bias); each continued for ``guide_epochs`` without
-  guidance (the control every guided run is compared with);
+- three small ResNets of the same shape: ``vanilla`` (small-resnet), ``X-DNN``
+  (x-small-resnet: no biases, uncentred norm) and ``B-cos`` (bcos-resnet, BCE with a fixed
+  logit bias), each first trained on a shortcut-free pretraining task (``pretrain_epochs``:
+  glyph-pretrain for the digits, the birds' species on textures for waterbirds-photos; a fresh
+  head after), the stand-in for the study's ImageNet pretraining, then trained by ERM
+  (``erm_epochs``) on the biased training set; each ERM model continued for ``guide_epochs``
+  without guidance (the control every guided run is compared with), and the pretrained model
+  trained by ERM on the shortcut-free training set instead (the reference: what the
+  architecture reaches without the shortcut, i.e. its cost);
 - the main grid, every run fine-tuned from its ERM model for ``guide_epochs`` with
   L = task loss + lambda * L_loc on the true class (lambda by RRR's rule: the penalty equals the
   task loss at the start), boxes on 100 % of the training images:
@@ -27,12 +32,12 @@ of its own attribution at its own layer against the object's bounding box on ``n
 images. The report marks each of the study's claims reproduced or not here (see
 :mod:`xgir.bench._guidance_grid_report`).
 
-What differs from the study: small ResNets trained from scratch on 28-32 px synthetic data
+What differs from the study: small ResNets pretrained on a small stand-in task, at 28-64 px
 (not ResNet-50s fine-tuned from ImageNet on VOC / COCO / Waterbirds-100); one object class per
 image (the true class); lambda by a rule rather than a sweep along the Pareto front; the
 mid-layers are left out (input and final only); Grad-CAM only at the final layer (as the study).
-The full grid is 58 fine-tunings and 6 base trainings per dataset and seed (384 runs for 2
-datasets x 3 seeds); see docs/bench.md for its run time.
+The full grid is 58 fine-tunings and 3 pretrainings, 3 ERM, 3 reference and 3 control trainings per
+dataset and seed; see docs/bench.md for its run time.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from xgir.train import fit_classifier, predict_logits
 
 SUITE = "guidance-grid"
 DATASETS = ("decoy-digits", "background-shift", "waterbirds-photos")
-PRETRAIN = "glyph-pretrain"  # the stand-in for ImageNet: 36 font characters on label-free textures
+PRETRAIN = "glyph-pretrain"  # the digits' stand-in for ImageNet: 36 font characters on label-free textures
 MODELS = {"vanilla": "small-resnet", "X-DNN": "x-small-resnet", "B-cos": "bcos-resnet"}
 FINAL = "layer3"  # the last conv stage of all three
 # (model, attribution name, xgir attribution, layer): the study's pairs; Grad-CAM at the final layer only.
@@ -87,6 +92,7 @@ class Settings:
     # that its features know shapes before ERM meets the shortcut, as the study's ImageNet-pretrained ResNets
     pretrain_epochs: int = 3
     n_pretrain: int = 20000
+    n_pretrain_photos: int = 6000  # waterbirds-photos: the birds' species (34) on textures, 4x the pixels
     photo_size: int = 64  # the side of waterbirds-photos' images here (its own: 224)
     erm_epochs: int = 8
     guide_epochs: int = 4
@@ -144,9 +150,11 @@ def _key(r: dict[str, Any]) -> str:
 
 @dataclass
 class Task:
-    """One dataset: training set (with object masks), test set, its groups, evaluation images."""
+    """One dataset: training set (with object masks), its shortcut-free twin, test set, its
+    groups, evaluation images."""
 
     train: ImageDataset
+    free: ImageDataset  # the same kind of training set without the shortcut (the reference's)
     test: ImageDataset
     groups: torch.Tensor
     eval_x: torch.Tensor
@@ -163,34 +171,44 @@ def make_task(name: str, seed: int, s: Settings) -> Task:
     Groups on the test split: on the digits, the images whose spurious feature agrees with the
     label as in training (1; the decoy's shade codes the label, the texture family is the
     label's) and those where it does not (0); on waterbirds-photos, Waterbirds' four groups
-    (bird type, place)."""
+    (bird type, place). The shortcut-free training set: the same digits without decoys, the
+    texture or the place independent of the label (p = 1/10, 1/2)."""
     if name == "decoy-digits":  # patches in all four corners: with one, the ResNets hardly use the decoy
         tr = load_dataset(name, "train", seed, n=s.n_train, corners="all")
+        free = load_dataset(name, "train", seed, n=s.n_train, decoys=False)
         te = load_dataset(name, "test", seed, n=s.n_test, corners="all")
         patch = te.extras["decoy_mask"]
         shade = (te.images[:, 0] * patch).flatten(1).sum(1) / patch.flatten(1).sum(1).clamp(min=1)
         groups = (torch.round((1 - shade) * 255 / 25).long() == te.labels).long()  # shade = 1 - 25 label / 255
     elif name == "background-shift":
         tr = load_dataset(name, "source-train", seed, n=s.n_train)
+        free = load_dataset(name, "source-train", seed, n=s.n_train, p=0.1)  # texture independent of the label
         te = load_dataset(name, "target-test", seed, n=s.n_test)
         groups = (te.extras["texture"] == te.labels).long()
     else:
         tr = load_dataset(name, "source-train", seed, n=s.n_train, size=s.photo_size)
+        free = load_dataset(name, "source-train", seed, n=s.n_train, size=s.photo_size, p=0.5)  # place independent
         te = load_dataset(name, "target-test", seed, n=s.n_test, size=s.photo_size)
         assert te.groups is not None
         groups = te.groups
     if tr.masks is None or te.masks is None:
         raise XgirError(f"{name} has no object masks; the guidance grid needs them")
     k = min(s.n_eval, len(te))
-    return Task(tr, te, groups, te.images[:k], te.labels[:k], boxes_from_masks(te.masks[:k]))
+    return Task(tr, free, te, groups, te.images[:k], te.labels[:k], boxes_from_masks(te.masks[:k]))
 
 
-def pretrain_set(task: Task, seed: int, s: Settings) -> ImageDataset | None:
-    """glyph-pretrain at the task's size and channels (grey: the mean of RGB), or None when
-    ``s.pretrain_epochs`` is 0."""
+def pretrain_set(name: str, task: Task, seed: int, s: Settings) -> ImageDataset | None:
+    """What the models of dataset ``name`` learn first, at the task's size and channels: the
+    birds' species on textures for waterbirds-photos (``s.n_pretrain_photos`` images,
+    :func:`~xgir.data.waterbirds_photos.bird_species`), glyph-pretrain for the digits (grey: the
+    mean of RGB); None when ``s.pretrain_epochs`` is 0."""
     if s.pretrain_epochs == 0:
         return None
     channels, size, _ = task.train.image_shape
+    if name == "waterbirds-photos":
+        from xgir.data.waterbirds_photos import bird_species
+
+        return bird_species(seed=seed, n=s.n_pretrain_photos, size=size)
     glyphs = load_dataset(PRETRAIN, "train", seed, n=s.n_pretrain, size=size)
     if channels == 1:
         glyphs = replace(glyphs, images=glyphs.images.mean(1, keepdim=True))
@@ -249,17 +267,23 @@ FIGURE_RUN = {"model": "B-cos", "attribution": "B-cos", "layer": None, "loss": "
 
 
 def run_dataset(name: str, seed: int, s: Settings, out: Path | None = None, progress: bool = True) -> dict[str, dict]:
-    """Base models, controls and every guided run of ``s.runs()`` on dataset ``name``; with
+    """Pretrained, reference, ERM and control models, and every guided run of ``s.runs()`` on
+    dataset ``name``; with
     ``out``, the colour explanations of the B-cos ERM and Energy-guided models into
     ``bcos-{name}.png`` (when that run is in the grid)."""
     task = make_task(name, seed, s)
-    glyphs = pretrain_set(task, seed, s)
+    glyphs = pretrain_set(name, task, seed, s)
     res: dict[str, dict] = {}
     bases: dict[str, nn.Module] = {}
     for model_name in MODELS:
         configs = [(meth, lay) for m, _, meth, lay in CONFIGS if m == model_name]
         t = time.time()
         start = pretrained(model_name, task, glyphs, seed, s, progress)
+        reference = fit_classifier(copy.deepcopy(start), task.free, s.erm_epochs, lr=s.lr[model_name],
+                                   batch_size=s.batch_size, seed=seed, progress=progress,
+                                   desc=f"reference:{model_name}")
+        res[f"{model_name} | reference"] = {**evaluate(reference, task, configs), "seconds": time.time() - t}
+        t = time.time()
         base = fit_classifier(start, task.train, s.erm_epochs, lr=s.lr[model_name], batch_size=s.batch_size,
                               seed=seed, progress=progress, desc=f"erm:{model_name}")
         res[f"{model_name} | ERM"] = {**evaluate(base, task, configs), "seconds": time.time() - t}

@@ -154,6 +154,22 @@ def waterbirds_photos(split: str = "source-train", *, seed: int = 0, n: int | No
                                    waterbird_share=waterbird_share, birds_root=birds_root).dataset()
 
 
+def bird_species(*, seed: int = 0, n: int = 6000, size: int = 64, birds_root: str = BIRDS_ROOT) -> ImageDataset:
+    """The birds' species task, a stand-in for what ImageNet teaches a network about birds: each
+    of the 34 birds its own class, pasted over the procedural textures (one scene per family,
+    drawn independently of the bird; not the benchmark's photographs). Images
+    float[n,3,size,size] in [0, 1], labels = bird index (classes: the cut-outs' names), masks."""
+    base = _texture_spec(photo_spec(birds_root), size)
+    k, m = len(base.cutouts), len(base.scenes)
+    spec = ShiftSpec(classes=tuple(c.name for c in base.cutouts), places=tuple(s.name for s in base.scenes),
+                     cutouts=base.cutouts, object_class=tuple(range(k)), scenes=base.scenes,
+                     scene_place=tuple(range(m)), aligned_place=(0,) * k)
+    salt = "waterbirds-photos/bird-species"
+    rng = salted_rng(seed, salt)
+    labels, places = rng.integers(0, k, n), rng.integers(0, m, n)
+    return shift_images(spec, labels, places, rng, size=size, seed=seed, salt=salt, name="bird-species")
+
+
 def waterbirds_photos_draws(split: str = "source-train", *, seed: int = 0, n: int | None = None, p: float = 0.95,
                             size: int = 224, backgrounds: str = "photos", waterbird_share: float = WATERBIRD_SHARE,
                             birds_root: str = BIRDS_ROOT) -> ShiftDraws:
