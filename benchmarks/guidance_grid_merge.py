@@ -7,6 +7,8 @@ report, results.json and trade-off figure of the union, exactly as the single ru
 seed's runs depend only on its seed):
 
     python benchmarks/guidance_grid_merge.py runs/grid-s0 runs/grid-s1 runs/grid-s2 --out results/guidance-grid
+
+The same for ``xgir bench guidance-grid-photos`` (its folders hold its own settings).
 """
 
 from __future__ import annotations
