@@ -260,6 +260,11 @@ def test_xdnn_integrated_gradients_equal_input_x_gradient(arch):
     ixg = get_explainer("input-x-gradient")(model, x, t)
     scale = ixg.abs().max()
     assert (ig - ixg).abs().max() <= 1e-4 * scale
+    from captum.attr import IntegratedGradients  # the peer: Captum's IG from the zero baseline, 64 steps
+
+    for k, target in enumerate(t):
+        peer = IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=64)
+        assert (peer.sum(1) - ixg[:, k]).abs().max() <= 1e-4 * scale
     # the same maps from the guidance attribution (differentiable path) and the bcos explainer
     torch.testing.assert_close(contributions(model, x, t, explanation=False), ixg, rtol=1e-5, atol=1e-7)
 
