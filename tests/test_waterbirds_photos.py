@@ -19,6 +19,7 @@ from xgir.data.waterbirds_photos import (
     PACKAGES,
     SCENES,
     WATERBIRDS,
+    bird_species,
     group_subset,
     photo_pool,
     scene_probe,
@@ -54,6 +55,16 @@ def test_splits_have_waterbirds_shares_bias_and_exact_masks():
     assert {f.partition("@")[0] for f in src.files} <= birds and {f.partition("@")[0] for f in tgt.files} <= birds
     other = load_dataset("waterbirds-photos", "source-train", n=120, seed=1)
     assert not torch.equal(other.images, src.images)
+
+
+def test_bird_species_names_each_bird_over_textures_not_the_photographs():
+    sp = bird_species(seed=0, n=200, size=32)
+    assert sp.images.shape == (200, 3, 32, 32) and sp.num_classes == len(LANDBIRDS + WATERBIRDS) == 34
+    assert sorted(sp.classes) == sorted(LANDBIRDS + WATERBIRDS)
+    assert all(f.partition("@")[0] == sp.classes[int(y)] for f, y in zip(sp.files, sp.labels, strict=True))
+    assert all(f.partition("@")[2].startswith("texture-") for f in sp.files)  # never a benchmark photograph
+    assert len(set(sp.labels.tolist())) > 30 and sp.masks.any((1, 2)).all()
+    assert torch.equal(bird_species(seed=0, n=200, size=32).images, sp.images)
 
 
 def test_pool_and_group_subset():
