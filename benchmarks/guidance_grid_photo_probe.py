@@ -20,6 +20,7 @@ import torch
 from xgir.bench import guidance_grid as grid
 from xgir.data.waterbirds_photos import bird_species
 from xgir.models.accuracy import accuracy_from_predictions
+from xgir.models.split import copy_body
 from xgir.train import fit_classifier, predict_logits
 
 
@@ -40,10 +41,10 @@ def main() -> None:
                                 lr=1e-3, batch_size=32, seed=0, progress=False)
         hits = predict_logits(source, held_out.images).argmax(1) == held_out.labels
         print(f"{args.model}: species accuracy {float(hits.float().mean()):.3f} after {args.epochs} epochs")
-        net.load_state_dict({k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}, strict=False)
-    for what, params in (("whole network", None), ("head alone", "fc")):
+        copy_body(source, net)
+    for what, head_alone in (("whole network", False), ("head alone", True)):
         model = copy.deepcopy(net)
-        chosen = list(model.fc.parameters()) if params else None
+        chosen = list(model.fc.parameters()) if head_alone else None
         fit_classifier(model, task.train, s.erm_epochs, lr=1e-3, batch_size=32, seed=0, progress=False,
                        parameters=chosen)
         acc = accuracy_from_predictions(predict_logits(model, task.test.images).argmax(1), task.test.labels,

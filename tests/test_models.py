@@ -57,3 +57,19 @@ def test_checkpoint_errors(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(XgirError, match="is not a torch file"):
         load_checkpoint(bad)
+
+
+def test_copy_body_keeps_the_target_head_and_refuses_another_body():
+    from xgir.models import build_model
+    from xgir.models.split import copy_body
+
+    torch.manual_seed(0)
+    for arch in ("small-resnet", "bcos-resnet"):  # a linear head and a B-cos 1x1 conv head
+        source, target = build_model(arch, num_classes=36, width=4), build_model(arch, num_classes=10, width=4)
+        head = target.fc.weight.detach().clone()
+        copy_body(source, target)
+        got, want = target.state_dict(), source.state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in got if not k.startswith("fc."))
+        assert torch.equal(target.fc.weight, head)
+    with pytest.raises(XgirError, match="lacks"):
+        copy_body(build_model("lenet"), build_model("small-resnet", width=4))

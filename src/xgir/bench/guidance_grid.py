@@ -59,6 +59,7 @@ from xgir.errors import XgirError
 from xgir.metrics.localisation import boxes_from_masks, epg, iou
 from xgir.models import build_model
 from xgir.models.accuracy import accuracy_from_predictions
+from xgir.models.split import copy_body
 from xgir.train import fit_classifier, predict_logits
 
 SUITE = "guidance-grid"
@@ -255,11 +256,7 @@ def pretrained(name: str, task: Task, glyphs: ImageDataset | None, seed: int, s:
     source = fit_classifier(_model(name, task, s, glyphs.num_classes), glyphs, s.pretrain_epochs,
                             lr=s.lr[name], batch_size=s.batch_size, seed=seed, progress=progress,
                             desc=f"pretrain:{name}")
-    body = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
-    missing = model.load_state_dict(body, strict=False).missing_keys
-    if any(not k.startswith("fc.") for k in missing):
-        raise XgirError(f"pretrained {name} lacks {missing}")
-    return model
+    return copy_body(source, model)
 
 
 FIGURE_RUN = {"model": "B-cos", "attribution": "B-cos", "layer": None, "loss": "Energy", "fraction": 1.0,

@@ -89,3 +89,15 @@ def replace_head(model: nn.Module, head: str, new: nn.Linear) -> nn.Module:
         raise XgirError(f"a new head for '{head}' must take its {old.in_features} inputs, not {new.in_features}")
     model.set_submodule(head, new)
     return model
+
+
+def copy_body(source: nn.Module, target: nn.Module, head: str = "fc") -> nn.Module:
+    """Load every parameter and buffer of ``source`` except its head's (module path ``head``)
+    into ``target``, a model of the same body with its own head (other classes, fresh), in
+    place; returns ``target``. One line when ``target`` needs anything ``source`` lacks."""
+    prefix = f"{head}."
+    body = {k: v for k, v in source.state_dict().items() if not k.startswith(prefix)}
+    missing = [k for k in target.load_state_dict(body, strict=False).missing_keys if not k.startswith(prefix)]
+    if missing:
+        raise XgirError(f"{type(source).__name__} lacks {', '.join(missing)} of {type(target).__name__}'s body")
+    return target

@@ -19,6 +19,7 @@ from xgir.data import TEXTURE_FAMILIES, load_dataset
 from xgir.errors import XgirError, warn
 from xgir.io import cache_dir, fingerprint
 from xgir.models import build_model, load_checkpoint, save_checkpoint
+from xgir.models.split import copy_body
 from xgir.progress import step
 from xgir.train.config import ModelConfig, PretrainConfig
 from xgir.train.erm import fit_classifier
@@ -81,10 +82,7 @@ def pretrain_accuracy(net: nn.Module, seed: int, pretrain: PretrainConfig, n: in
 def frozen_with_new_head(pretrained: nn.Module, arch: str, params: dict[str, Any], num_classes: int) -> nn.Module:
     """A zoo model with ``num_classes`` outputs whose body is the pretrained one, frozen
     (no gradients, batch norm in eval mode); only ``fc`` is trainable."""
-    model = build_model(arch, **{**params, "num_classes": num_classes})
-    body = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("fc.")}
-    missing, _ = model.load_state_dict(body, strict=False)
-    assert all(k.startswith("fc.") for k in missing), missing
+    model = copy_body(pretrained, build_model(arch, **{**params, "num_classes": num_classes}))
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("fc."))
     return model.eval()
